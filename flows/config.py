@@ -1,0 +1,239 @@
+"""The one typed configuration that every flow, task and CLI flag maps onto.
+
+Defaults are the seed project's values. Every leaf field has a unique name, so
+the CLI can offer each one as ``--field-name`` without ambiguity.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment", "stats", "train", "evaluate", "report")
+PREPROCESS_STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment")
+Stage = Literal["ingest", "decode", "mel", "augment", "stats", "train", "evaluate", "report"]
+SourceKind = Literal["demo", "folder", "csv", "fma"]
+
+# The demo set must train in minutes on 2 CPU cores: without an explicit
+# --epochs, a demo run trains for at most this many epochs.
+DEMO_EPOCHS = 12
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported to the user as one line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Section):
+    """Where the labelled tracks come from."""
+
+    source: SourceKind = Field("demo", description="demo, folder, csv or fma")
+    input: str | None = Field(
+        None, description="source path: demo/folder root, label CSV, or FMA root"
+    )
+    audio: str | None = Field(None, description="audio folder for a CSV of FMA track ids")
+    subset: Literal["small", "medium"] = Field("small", description="FMA subset")
+    tracks_per_genre: int = Field(12, ge=1, le=10_000, description="demo tracks per genre")
+    demo_seed: int = Field(0, description="seed of the demo generator")
+
+
+class SplitConfig(_Section):
+    """How tracks are split when the source has no official split."""
+
+    split_seed: int = Field(42, description="seed of the stratified track split")
+    val_fraction: float = Field(0.1, gt=0, lt=0.5, description="validation share of tracks")
+    test_fraction: float = Field(0.1, gt=0, lt=0.5, description="test share of tracks")
+
+
+class AudioConfig(_Section):
+    """Decoding and log-mel parameters (the seed's: 128 x 431 for 10 s at 22,050 Hz)."""
+
+    sample_rate: int = Field(22050, ge=4000, le=192_000, description="decoding sample rate, Hz")
+    clip_seconds: float = Field(10.0, gt=0, le=120, description="clip length, seconds")
+    clips_per_track: int | None = Field(
+        None, ge=1, description="clips taken per track; none = every non-overlapping window"
+    )
+    n_mels: int = Field(128, ge=8, le=512, description="mel bands")
+    n_fft: int = Field(2048, ge=64, description="FFT size, samples")
+    hop_length: int = Field(512, ge=16, description="hop between frames, samples")
+
+    @property
+    def clip_samples(self) -> int:
+        return round(self.clip_seconds * self.sample_rate)
+
+    @property
+    def frames(self) -> int:
+        """Frames per clip as librosa's centred STFT makes them (431 for the seed)."""
+        return 1 + self.clip_samples // self.hop_length
+
+
+class AugmentConfig(_Section):
+    """Augmented copies of training clips (the seed's set)."""
+
+    time_stretch: list[float] = Field(
+        default_factory=lambda: [0.8, 0.9], description="time-stretch rates"
+    )
+    pitch_shift: list[float] = Field(
+        default_factory=lambda: [2.0, -2.0], description="pitch shifts, semitones"
+    )
+
+    @field_validator("time_stretch")
+    @classmethod
+    def _positive_rates(cls, rates: list[float]) -> list[float]:
+        for rate in rates:
+            if not 0.25 <= rate <= 4.0:
+                raise ValueError(f"time-stretch rate {rate} is outside 0.25..4")
+        return rates
+
+    @field_validator("pitch_shift")
+    @classmethod
+    def _sane_shifts(cls, steps: list[float]) -> list[float]:
+        for step in steps:
+            if not -24 <= step <= 24 or step == 0:
+                raise ValueError(f"pitch shift {step} must be non-zero and within +-24 semitones")
+        return steps
+
+    def names(self) -> list[str]:
+        """Augmentation names as stored in the mel index: stretch0.8, pitch+2, ..."""
+        return [f"stretch{r:g}" for r in self.time_stretch] + [
+            f"pitch{s:+g}" for s in self.pitch_shift
+        ]
+
+
+class TrainConfig(_Section):
+    """Training hyper-parameters (the seed's: Adam, batch 64, up to 100 epochs)."""
+
+    epochs: int = Field(100, ge=1, le=10_000, description="maximum epochs")
+    batch_size: int = Field(64, ge=1, le=4096, description="batch size")
+    learning_rate: float = Field(1e-3, gt=0, lt=1, description="Adam learning rate")
+    patience: int = Field(10, ge=1, description="early-stopping patience, epochs")
+    seed: int = Field(42, description="seed for weights and shuffling")
+    shuffle_buffer: int = Field(2048, ge=1, description="tf.data shuffle buffer, clips")
+
+
+class RunConfig(_Section):
+    """Where data lives and how the DAG runs."""
+
+    data_root: str = Field("genreflow-data", description="data root: a path or an fsspec URL")
+    shard_size: int = Field(50, ge=1, le=5000, description="tracks per shard (one task each)")
+    workers: int = Field(2, ge=1, le=512, description="LocalCluster worker processes")
+    dask_address: str | None = Field(None, description="existing Dask scheduler, tcp://HOST:PORT")
+    from_stage: Stage | None = Field(None, description="force this stage and all after it")
+    to_stage: Stage | None = Field(None, description="stop after this stage")
+    retries: int = Field(2, ge=0, le=20, description="retries of a task on transient errors")
+
+    @field_validator("dask_address")
+    @classmethod
+    def _scheduler_url(cls, address: str | None) -> str | None:
+        if address is not None and "://" not in address:
+            raise ValueError(f"{address!r} is not a scheduler address like tcp://HOST:8786")
+        return address
+
+
+class Config(_Section):
+    """Everything a genreflow run needs; the CLI and config files map onto it."""
+
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        if self.split.val_fraction + self.split.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave tracks for training")
+        if self.audio.n_fft > self.audio.clip_samples:
+            raise ValueError("n_fft is longer than a clip")
+        if self.source.source == "demo" and "epochs" not in self.train.model_fields_set:
+            self.train.epochs = min(self.train.epochs, DEMO_EPOCHS)
+        first, last = self.run.from_stage, self.run.to_stage
+        if first and last and STAGES.index(first) > STAGES.index(last):
+            raise ValueError(f"--from-stage {first} comes after --to-stage {last}")
+        return self
+
+    def stages_to_run(self) -> list[str]:
+        """Stages up to --to-stage."""
+        last = STAGES.index(self.run.to_stage) if self.run.to_stage else len(STAGES) - 1
+        return list(STAGES[: last + 1])
+
+    def forced(self, stage: str) -> bool:
+        """Whether --from-stage forces ``stage`` to recompute despite finished outputs."""
+        return self.run.from_stage is not None and STAGES.index(stage) >= STAGES.index(
+            self.run.from_stage
+        )
+
+
+def leaf_fields() -> dict[str, tuple[str, Any]]:
+    """Map every leaf field name to (section, pydantic FieldInfo)."""
+    leaves: dict[str, tuple[str, Any]] = {}
+    for section, info in Config.model_fields.items():
+        section_model = info.annotation
+        for name, field in section_model.model_fields.items():  # type: ignore[union-attr]
+            if name in leaves:
+                raise RuntimeError(f"configuration field {name!r} is not unique")
+            leaves[name] = (section, field)
+    return leaves
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML, YAML or JSON configuration file into nested sections."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text) or {}
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'YAML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections")
+    return data
+
+
+def build_config(file_values: dict[str, Any] | None = None, **overrides: Any) -> Config:
+    """Merge file values and flat ``overrides`` (leaf name -> value) into a Config.
+
+    Raises ConfigError with a one-line message naming the offending field.
+    """
+    nested: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (file_values or {}).items()
+                                          if isinstance(v, dict)}
+    unknown_sections = set(file_values or {}) - set(Config.model_fields)
+    if unknown_sections:
+        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown_sections))}")
+    leaves = leaf_fields()
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name not in leaves:
+            raise ConfigError(f"unknown configuration field {name!r}")
+        nested.setdefault(leaves[name][0], {})[name] = value
+    try:
+        return Config.model_validate(nested)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``field: message (got value)``."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
+        parts.append(f"{where}: {err['msg']}{got}")
+    return "invalid configuration: " + "; ".join(parts)

@@ -1,0 +1,95 @@
+"""Manifests: the proof that an output is complete and what it was made from.
+
+A manifest is written after its files, atomically, and lists each file's size
+and checksum plus the fingerprint of the inputs and parameters. An output is
+*done* only when its manifest exists, its fingerprint matches and every file
+still has its recorded size and checksum; anything else is recomputed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from storage.root import DataRoot
+
+State = Literal["done", "stale", "missing", "corrupt"]
+
+
+class FileEntry(BaseModel):
+    size: int
+    checksum: str
+
+
+class Manifest(BaseModel):
+    """What an output holds and what made it."""
+
+    name: str
+    fingerprint: str
+    rows: int
+    files: dict[str, FileEntry]
+    created_at: str
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+def shard_manifest_path(root: DataRoot, stage: str, shard: str) -> str:
+    return root.shard_path(stage, shard, ".manifest.json")
+
+
+def write_manifest(
+    root: DataRoot,
+    manifest_path: str,
+    *,
+    name: str,
+    fingerprint: str,
+    files: list[str],
+    rows: int,
+    extra: dict[str, Any] | None = None,
+) -> Manifest:
+    """Record ``files`` (paths beside the manifest) as one complete output."""
+    entries = {
+        posixpath.basename(path): FileEntry(size=root.size(path), checksum=root.checksum(path))
+        for path in files
+    }
+    manifest = Manifest(
+        name=name,
+        fingerprint=fingerprint,
+        rows=rows,
+        files=entries,
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        extra=extra or {},
+    )
+    root.write_bytes(manifest_path, manifest.model_dump_json(indent=2).encode())
+    return manifest
+
+
+def read_manifest(root: DataRoot, manifest_path: str) -> Manifest | None:
+    """The manifest at ``manifest_path``, or None if absent or unreadable."""
+    if not root.exists(manifest_path):
+        return None
+    try:
+        return Manifest.model_validate_json(root.read_bytes(manifest_path))
+    except (ValidationError, ValueError, OSError):
+        return None
+
+
+def output_state(
+    root: DataRoot, manifest_path: str, fingerprint: str, verify_checksums: bool = True
+) -> State:
+    """done, stale (made from other inputs), missing, or corrupt (files altered)."""
+    manifest = read_manifest(root, manifest_path)
+    if manifest is None:
+        return "missing"
+    if manifest.fingerprint != fingerprint:
+        return "stale"
+    for filename, entry in manifest.files.items():
+        path = root.sibling(manifest_path, filename)
+        if not root.exists(path) or root.size(path) != entry.size:
+            return "corrupt"
+        if verify_checksums and root.checksum(path) != entry.checksum:
+            return "corrupt"
+    return "done"
+

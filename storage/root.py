@@ -1,0 +1,186 @@
+"""The data root: every path, read and write of genreflow goes through here.
+
+A data root is a local path or an fsspec URL (``s3://bucket/prefix``). Writes
+go to a temporary name and are renamed into place, and each stage output gets a
+manifest written last, so a crash at any moment leaves either a complete,
+verified output or none that a rerun will trust.
+
+Layout::
+
+    tracks.parquet           one row a track: track_id, path, genre, split, shard, artist
+    quarantine.parquet       tracks that could not be used, with the reason
+    audio/<shard>.npy        decoded PCM clips, float16 (clips, samples)
+    mel/<shard>.npy          log-mel clips, float16 (clips, n_mels, frames)
+    mel-aug/<shard>.npy      augmented log-mel clips of training shards
+    <stage>/<shard>.parquet  the clip index of each shard
+    <stage>/<shard>.manifest.json
+    stats.json               per-band mean and std of the training clips
+    models/<run>/            model.keras, history.csv, labels.json, backup/
+    reports/<run>/           report.md, report.html, metrics.json, *.png, predictions.parquet
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+SHARD_STAGES = ("audio", "mel", "mel-aug")
+
+
+class StorageError(RuntimeError):
+    """A data-root problem, with the path it concerns."""
+
+
+@dataclass
+class DataRoot:
+    """A data root on any fsspec filesystem."""
+
+    url: str
+    fs: fsspec.AbstractFileSystem = field(init=False, repr=False)
+    path: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = str(self.url)
+        self.fs, self.path = fsspec.core.url_to_fs(self.url)
+        if self.is_local:
+            self.path = os.path.abspath(self.path)
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    # ---- paths -------------------------------------------------------------
+    def join(self, *parts: str) -> str:
+        return posixpath.join(self.path, *parts)
+
+    def sibling(self, path: str, name: str) -> str:
+        """The path of ``name`` in the folder that holds ``path``."""
+        return f"{path.rsplit('/', 1)[0]}/{name}" if "/" in path else name
+
+    def tracks_path(self) -> str:
+        return self.join("tracks.parquet")
+
+    def quarantine_path(self) -> str:
+        return self.join("quarantine.parquet")
+
+    def stats_path(self) -> str:
+        return self.join("stats.json")
+
+    def shard_path(self, stage: str, shard: str, suffix: str) -> str:
+        """``<stage>/<shard><suffix>``, e.g. shard_path("mel", "train-0000", ".npy")."""
+        return self.join(stage, f"{shard}{suffix}")
+
+    def model_dir(self, run: str) -> str:
+        return self.join("models", run)
+
+    def report_dir(self, run: str) -> str:
+        return self.join("reports", run)
+
+    def local_path(self, path: str) -> str:
+        """A path that numpy/Keras can open directly; only local roots have one."""
+        if not self.is_local:
+            raise StorageError(f"{path} is on {self.url}, not a local filesystem")
+        return path
+
+    # ---- checks ------------------------------------------------------------
+    def ensure_writable(self) -> None:
+        """Fail early, with the path, if the data root cannot be written."""
+        probe = self.join(f".write-probe-{uuid.uuid4().hex}")
+        try:
+            self.fs.makedirs(self.path, exist_ok=True)
+            with self.fs.open(probe, "wb") as handle:
+                handle.write(b"ok")
+            self.fs.rm(probe)
+        except (OSError, PermissionError) as exc:
+            raise StorageError(f"data root {self.url} is not writable: {exc}") from exc
+
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path)
+
+    def size(self, path: str) -> int:
+        return int(self.fs.size(path))
+
+    def listdir(self, stage: str) -> list[str]:
+        directory = self.join(stage)
+        if not self.fs.exists(directory):
+            return []
+        return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(directory, detail=False))
+
+    def remove(self, path: str, recursive: bool = False) -> None:
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=recursive)
+
+    # ---- atomic writes -----------------------------------------------------
+    @contextmanager
+    def atomic_open(self, path: str) -> Iterator[IO[bytes]]:
+        """Open ``path`` for writing; it appears only if the block succeeds."""
+        self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            with self.fs.open(tmp, "wb") as handle:
+                yield handle
+                if self.is_local:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            self.fs.mv(tmp, path)
+        except BaseException:
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
+            raise
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        with self.atomic_open(path) as handle:
+            handle.write(data)
+
+    def write_json(self, path: str, payload: Any) -> None:
+        self.write_bytes(path, json.dumps(payload, indent=2, sort_keys=True).encode())
+
+    def write_npy(self, path: str, array: np.ndarray) -> None:
+        with self.atomic_open(path) as handle:
+            np.save(handle, array, allow_pickle=False)
+
+    def write_parquet(self, path: str, frame: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        with self.atomic_open(path) as handle:
+            pq.write_table(table, handle)
+
+    # ---- reads -------------------------------------------------------------
+    def read_bytes(self, path: str) -> bytes:
+        with self.fs.open(path, "rb") as handle:
+            return handle.read()
+
+    def read_json(self, path: str) -> Any:
+        return json.loads(self.read_bytes(path))
+
+    def read_parquet(self, path: str) -> pd.DataFrame:
+        with self.fs.open(path, "rb") as handle:
+            return pq.read_table(handle).to_pandas()
+
+    def read_npy(self, path: str, mmap: bool = True) -> np.ndarray:
+        """Load an array without pickle; memory-mapped when the root is local."""
+        if self.is_local and mmap:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        return np.load(io.BytesIO(self.read_bytes(path)), allow_pickle=False)
+
+    def checksum(self, path: str) -> str:
+        """blake2b of a file's bytes, streamed."""
+        digest = hashlib.blake2b(digest_size=16)
+        with self.fs.open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+        return digest.hexdigest()
