@@ -1,0 +1,201 @@
+"""The ``genreflow`` command line: every configuration field is a flag.
+
+Flags are generated from flows.config, so the CLI, config files and flows can
+never disagree about a setting's name, type, default or bounds. Configuration
+is validated before any work starts; a bad value is one line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from flows.config import Config, ConfigError, build_config, leaf_fields, load_config_file
+
+# Errors a user can act on: printed as one line. Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[str, ...] = (
+    "ConfigError", "IngestError", "StorageError", "StageFailed", "DownloadError", "UnsafeArchiveError",
+    "DataRootLocked", "ModelNotFound", "TrainingError",
+)
+
+WORKFLOW_COMMANDS = {
+    "rebuild": "run the whole DAG: ingest, decode, mel, augment, stats, train, evaluate, report",
+    "preprocess": "ingest, decode, mel and augment only",
+    "train": "stats, train, evaluate and report on the existing shards",
+    "evaluate": "evaluate the trained model on the test split and write the report",
+}
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() in {"all", "none"} else int(text)
+
+
+def _flag_kwargs(annotation: Any) -> dict[str, Any]:
+    """argparse type/choices/nargs for a pydantic field annotation."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        inner = next(a for a in args if a is not type(None))
+        if inner is int:
+            return {"type": _optional_int, "metavar": "N|all"}
+        return _flag_kwargs(inner)
+    if origin is typing.Literal:
+        return {"choices": list(args)}
+    if origin is list:
+        return {"type": args[0], "nargs": "*", "metavar": args[0].__name__.upper()}
+    if annotation in (int, float, str):
+        return {"type": annotation}
+    return {"type": str}
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--field-name`` flag per configuration leaf, grouped by section."""
+    parser.add_argument("--config", type=Path, help="configuration file (TOML, YAML or JSON)")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name, (section, field) in leaf_fields().items():
+        group = groups.setdefault(section, parser.add_argument_group(f"{section} settings"))
+        default = field.default_factory() if field.default_factory else field.default
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
+                           help=f"{field.description} (default: {default})", **_flag_kwargs(field.annotation))
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Configuration file values, overridden by the flags given."""
+    file_values = load_config_file(args.config) if getattr(args, "config", None) else None
+    overrides = {name: getattr(args, name) for name in leaf_fields() if getattr(args, name, None) is not None}
+    return build_config(file_values, **overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genreflow",
+        description="Labelled music collection -> trained genre CNN and evaluation report, "
+                    "as a Prefect DAG on Dask.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in WORKFLOW_COMMANDS.items():
+        add_config_flags(commands.add_parser(name, help=help_text, description=help_text))
+
+    status = commands.add_parser("status", help="shards done, stale and missing per stage")
+    add_config_flags(status)
+
+    demo = commands.add_parser("demo-data", help="synthesise the labelled demo set of mp3 files")
+    demo.add_argument("dir", type=Path)
+    demo.add_argument("--tracks-per-genre", type=int, default=12)
+    demo.add_argument("--seed", type=int, default=0)
+
+    download = commands.add_parser("download", help="download and extract an FMA archive set")
+    download.add_argument("name", choices=["fma_small", "fma_medium", "fma_metadata"])
+    download.add_argument("--to", type=Path, default=Path("raw"), help="target folder (default: raw)")
+    download.add_argument("--base-url", default=None, help="mirror to download from")
+
+    predict = commands.add_parser("predict", help="genre of audio files of any length")
+    predict.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_FOLDER")
+    predict.add_argument("--model", type=Path, help="model folder or model.keras (default: latest)")
+    predict.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    predict.add_argument("--data-root", default="genreflow-data", help="where to find the latest model")
+
+    serve = commands.add_parser("serve", help="serve the rebuild flow on a cron schedule")
+    add_config_flags(serve)
+    serve.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: 0 2 * * *)")
+    serve.add_argument("--name", default="nightly-rebuild", help="deployment name")
+    return parser
+
+
+def _run_workflow(command: str, config: Config) -> int:
+    from flows.rebuild import run_command
+
+    run_command(command, config)
+    return 0
+
+
+def _run_status(config: Config) -> int:
+    from flows.status import print_status
+
+    print_status(config)
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from tasks.demo import generate_demo_set
+
+    if args.tracks_per_genre < 1:
+        raise ConfigError(f"--tracks-per-genre must be at least 1 (got {args.tracks_per_genre})")
+    paths = generate_demo_set(args.dir, tracks_per_genre=args.tracks_per_genre, seed=args.seed,
+                              progress=_print_progress("demo tracks"))
+    print(f"{len(paths)} demo tracks in {args.dir}")
+    return 0
+
+
+def _run_download(args: argparse.Namespace) -> int:
+    from tasks.download import DEFAULT_BASE_URL, download_fma
+
+    target = download_fma(args.name, to=args.to, base_url=args.base_url or DEFAULT_BASE_URL,
+                          progress=_print_progress("bytes"))
+    print(f"{args.name} ready in {target}")
+    return 0
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from flows.predict import predict_command
+
+    return predict_command(args.paths, args.model, args.format, args.data_root)
+
+
+def _run_serve(args: argparse.Namespace, config: Config) -> int:
+    from flows.serve import serve_rebuild
+
+    serve_rebuild(config, cron=args.cron, name=args.name)
+    return 0
+
+
+def _print_progress(unit: str) -> Callable[[int, int | None], None]:
+    """A progress callback that rewrites one stderr line on a terminal and stays quiet elsewhere."""
+    live = sys.stderr.isatty()
+
+    def report(done: int, total: int | None) -> None:
+        if live:
+            end = "\n" if total is not None and done >= total else ""
+            print(f"\r{done}/{total if total is not None else '?'} {unit}", end=end, file=sys.stderr,
+                  flush=True)
+
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command in WORKFLOW_COMMANDS:
+            return _run_workflow(args.command, config_from_args(args))
+        if args.command == "status":
+            return _run_status(config_from_args(args))
+        if args.command == "serve":
+            return _run_serve(args, config_from_args(args))
+        if args.command == "demo-data":
+            return _run_demo(args)
+        if args.command == "download":
+            return _run_download(args)
+        if args.command == "predict":
+            return _run_predict(args)
+    except KeyboardInterrupt:
+        print("genreflow: interrupted; finished shards are kept, rerun to continue", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if type(exc).__name__ not in USER_ERRORS:
+            raise
+        print(f"genreflow: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
