@@ -16,7 +16,6 @@ from prefect.futures import PrefectFuture, as_completed
 from flows.config import Config
 from flows.plan import ShardPlan, plan_shards
 from flows.progress import StageProgress
-from flows.runner import make_task_runner
 from storage.root import DataRoot
 from storage.shards import read_side_table, shard_state
 from tasks.augment import augment_task
@@ -116,7 +115,3 @@ def preprocess_flow(config: Config) -> dict[str, int]:
                 len(outcome.tracks), len(outcome.plans), summary)
     return summary
 
-
-def preprocess(config: Config) -> dict[str, int]:
-    """Run the preprocessing flow on the task runner the configuration asks for."""
-    return preprocess_flow.with_options(task_runner=make_task_runner(config.run))(config=config)

@@ -1,0 +1,55 @@
+"""One run at a time per data root: an OS file lock that dies with its process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from storage.root import DataRoot
+
+LOCK_NAME = ".genreflow.lock"
+
+
+class DataRootLocked(RuntimeError):
+    """Another genreflow run holds the data root."""
+
+
+@contextmanager
+def data_root_lock(url: str) -> Iterator[None]:
+    """Hold the data root's lock for the block, or raise DataRootLocked at once.
+
+    flock is released by the kernel when the holder dies, even by kill -9, so a
+    crashed run never leaves a stale lock. Object stores have no such lock:
+    there the deployment's concurrency limit is what keeps runs apart.
+    """
+    root = DataRoot(url)
+    if not root.is_local:
+        logging.getLogger("genreflow").warning(
+            "data root %s is not local: no file lock; rely on the deployment concurrency limit", url)
+        yield
+        return
+    root.ensure_writable()
+    path = root.join(LOCK_NAME)
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown holder"
+            raise DataRootLocked(f"data root {root.path} is in use by another genreflow run ({holder}); "
+                                 "wait for it to finish or use another --data-root") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}))
+        handle.flush()
+        yield
+    finally:
+        handle.close()

@@ -1,0 +1,43 @@
+"""``genreflow predict``: the genre of audio files with a trained model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from flows.config import AudioConfig
+from storage.root import DataRoot
+
+
+class ModelNotFound(FileNotFoundError):
+    """No trained model where one was expected."""
+
+
+def resolve_model_dir(model: Path | None, data_root: str) -> Path:
+    """--model (a folder or its model.keras), else the latest model under the data root."""
+    from model.predict import latest_model_dir
+
+    if model is not None:
+        folder = model.parent if model.suffix == ".keras" else model
+        if not (folder / "model.keras").is_file():
+            raise ModelNotFound(f"no model.keras in {folder}")
+        return folder
+    root = DataRoot(data_root)
+    latest = latest_model_dir(Path(root.local_path(root.join("models"))))
+    if latest is None:
+        raise ModelNotFound(f"no trained model under {root.path}/models: run `genreflow rebuild` "
+                            "or pass --model")
+    return latest
+
+
+def predict_command(paths: list[Path], model: Path | None, fmt: str, data_root: str) -> int:
+    """Print each file's top-3 genres; unreadable files get an error line and the batch goes on."""
+    from model.predict import PredictionFailure, format_predictions, load_classifier, predict_paths
+
+    classifier = load_classifier(resolve_model_dir(model, data_root))
+    results = list(predict_paths(classifier, paths, AudioConfig()))
+    print(format_predictions(results, fmt))
+    failures = [r for r in results if isinstance(r, PredictionFailure)]
+    for failure in failures:
+        print(f"genreflow: cannot predict {failure.path}: {failure.reason}", file=sys.stderr)
+    return 1 if failures and len(failures) == len(results) else 0

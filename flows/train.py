@@ -1,0 +1,101 @@
+"""The second half of the DAG: stats -> train -> evaluate -> report, on finished shards."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import dask
+from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
+
+from flows.config import Config
+from flows.plan import ShardPlan, plan_shards, run_name, stats_fingerprint, training_inputs
+from storage.fingerprint import fingerprint
+from storage.manifest import output_state
+from storage.root import DataRoot
+from storage.shards import shard_state
+from tasks.evaluate import evaluate_task
+from tasks.report import report_task
+from tasks.stats import stats_task
+from tasks.train import model_manifest_path, train_task
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start: its inputs are missing or incomplete."""
+
+
+def load_plans(config: Config) -> list[ShardPlan]:
+    """Plans from the ingest table under the data root; an error if preprocessing never ran."""
+    root = DataRoot(config.run.data_root)
+    if not root.exists(root.tracks_path()):
+        raise TrainingError(f"no tracks.parquet under {root.url}: run `genreflow preprocess` first")
+    return plan_shards(root.read_parquet(root.tracks_path()), config)
+
+
+def check_shards_ready(root: DataRoot, plans: list[ShardPlan], config: Config) -> None:
+    """Refuse to train on shards that are missing, stale or corrupt, naming them."""
+    needed = [("mel", p.shard, p.mel) for p in plans]
+    needed += [("mel-aug", p.shard, p.augment) for p in plans if p.augment is not None]
+    bad = [f"{stage}/{shard} ({state})" for stage, shard, fp in needed
+           if (state := shard_state(root, stage, shard, fp)) != "done"]
+    if bad:
+        raise TrainingError(f"{len(bad)} shard(s) not ready: {', '.join(bad[:8])}"
+                            f"{' ...' if len(bad) > 8 else ''}; run `genreflow preprocess` first")
+
+
+def _gpu_annotation() -> Any:
+    """Ask for a GPU worker when the cluster declares GPU resources; any worker otherwise."""
+    context = FlowRunContext.get()
+    runner = getattr(context, "task_runner", None) if context else None
+    client = getattr(runner, "client", None)
+    if client is None:
+        return nullcontext()
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
+    if any("GPU" in (w.get("resources") or {}) for w in workers):
+        return dask.annotate(resources={"GPU": 1})
+    return nullcontext()
+
+
+def run_training(config: Config, plans: list[ShardPlan]) -> dict[str, Any]:
+    """stats, train, evaluate and report as configured by ``--from-stage``/``--to-stage``."""
+    root = DataRoot(config.run.data_root)
+    stages = config.stages_to_run()
+    check_shards_ready(root, plans, config)
+    tracks = root.read_parquet(root.tracks_path())
+    genres = sorted(tracks["genre"].unique())
+    stats_fp = stats_fingerprint(plans)
+    stats = stats_task(root.url, training_inputs(plans), stats_fp, config.forced("stats"))
+    outcome: dict[str, Any] = {"stats_clips": stats["clips"]}
+    if "train" not in stages:
+        return outcome
+    run = run_name(plans, config)
+    train_fp = fingerprint("trained", run)
+    if not config.forced("train") and config.run.from_stage in ("evaluate", "report") and output_state(
+            root, model_manifest_path(root, run), train_fp) != "done":
+        raise TrainingError(f"no finished model {run} for these shards and settings; "
+                            "run `genreflow train` first")
+    val = [("mel", p.shard) for p in plans if p.split == "val"]
+    with _gpu_annotation():
+        trained = train_task.submit(root.url, run, genres, stats, training_inputs(plans), val, config.train,
+                                    train_fp, config.forced("train")).result()
+    outcome["train"] = trained
+    if "evaluate" not in stages:
+        return outcome
+    test = [("mel", p.shard) for p in plans if p.split == "test"]
+    with _gpu_annotation():
+        metrics = evaluate_task.submit(root.url, run, test, fingerprint("evaluate", run, test),
+                                       config.forced("evaluate")).result()
+    outcome["metrics"] = metrics
+    if "report" in stages:
+        outcome["report"] = report_task(root.url, run, config.model_dump(mode="json"))
+    return outcome
+
+
+@flow(name="train-evaluate")
+def train_flow(config: Config) -> dict[str, Any]:
+    """stats, train, evaluate and report on the shards under the data root."""
+    outcome = run_training(config, load_plans(config))
+    get_run_logger().info("training part done: %s", {k: v for k, v in outcome.items() if k != "metrics"})
+    return outcome
+
