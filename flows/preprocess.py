@@ -73,6 +73,7 @@ def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
         progress.add_stage(stage, shards, n_tracks)
     failures = []
     for future in as_completed(list(futures)):
+        future.wait()
         state = future.state
         if state.is_completed():
             result = future.result()

@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger
 from flows.config import PREPROCESS_STAGES, Config
 from flows.preprocess import preprocess_flow, run_preprocess
 from flows.progress import StageProgress
-from flows.runner import make_task_runner
+from flows.runner import make_task_runner, prefect_api
 from flows.train import run_training, train_flow
 
 
@@ -46,7 +46,7 @@ def run_command(command: str, config: Config) -> dict[str, Any]:
     from flows.lock import data_root_lock
 
     runner = make_task_runner(config.run)
-    with data_root_lock(config.run.data_root):
+    with data_root_lock(config.run.data_root), prefect_api():
         if command == "rebuild":
             return rebuild_flow.with_options(task_runner=runner)(config=config)
         if command == "preprocess":

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect.logging.handlers import APILogHandler
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 from prefect_dask import DaskTaskRunner
 
 from flows.config import RunConfig
@@ -18,5 +25,35 @@ def make_task_runner(run: RunConfig) -> DaskTaskRunner:
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={"n_workers": run.workers, "threads_per_worker": 1, "processes": True,
-                        "dashboard_address": None},
+                        "dashboard_address": ":0"},
     )
+
+
+@contextmanager
+def prefect_api() -> Iterator[str]:
+    """Make one Prefect API visible to this process and to the workers it starts.
+
+    Without PREFECT_API_URL each process starts its own temporary API, so every
+    LocalCluster worker would spend seconds starting one and record its task runs
+    where the flow's never look. Start one temporary API here (or reuse the
+    configured one) and export its URL, so that worker processes inherit it.
+    """
+    url = get_current_settings().api.url
+    exported = os.environ.get("PREFECT_API_URL")
+    server = None
+    if not url:
+        server = SubprocessASGIServer()
+        server.start()
+        url = server.api_url
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
+    finally:
+        if exported is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = exported
+        if server is not None:
+            APILogHandler.flush()  # ship the last log lines before the API goes away
+            server.stop()

@@ -88,7 +88,8 @@ def run_training(config: Config, plans: list[ShardPlan]) -> dict[str, Any]:
                                        config.forced("evaluate")).result()
     outcome["metrics"] = metrics
     if "report" in stages:
-        outcome["report"] = report_task(root.url, run, config.model_dump(mode="json"))
+        shards = [("mel", p.shard) for p in plans] + [("mel-aug", p.shard) for p in plans if p.augment]
+        outcome["report"] = report_task(root.url, run, config.model_dump(mode="json"), shards)
     return outcome
 
 

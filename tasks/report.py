@@ -1,0 +1,616 @@
+"""The evaluation report: markdown, a self-contained HTML page, metrics JSON and two plots.
+
+The report is built once as a list of neutral blocks (headings, tables,
+images, code) and then written out as markdown and as HTML, so the two files
+can never disagree. Plain functions return bytes; report_task at the end is
+the thin wrapper that writes them through the storage layer and publishes the
+Prefect artifacts.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import task
+
+from storage.root import DataRoot
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+DPI = 110  # sharp enough to read 10 genre names, small enough to embed in HTML
+MISSING = "–"  # shown where a number does not exist (a baseline without clip accuracy)
+
+# (metrics key, label) of the headline table, in the order the seed reported them.
+HEADLINE: tuple[tuple[str, str], ...] = (
+    ("clip_accuracy", "Clip accuracy"),
+    ("track_accuracy", "Track accuracy (mean-probability vote)"),
+    ("top2_accuracy", "Top-2 accuracy (track)"),
+    ("macro_f1", "Macro-F1 (track)"),
+    ("chance", "Chance (1 / genres)"),
+)
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 60rem;
+       margin: 2rem auto; padding: 0 1rem; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .3rem; }
+h2 { margin-top: 2rem; border-bottom: 1px solid #eee; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: .92rem; }
+th, td { border: 1px solid #ccc; padding: .25rem .6rem; }
+th { background: #f3f3f3; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; height: auto; display: block; margin: .8rem 0; }
+pre { background: #f6f8fa; padding: .8rem; overflow-x: auto; font-size: .85rem; }
+"""
+
+
+# --- report blocks --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Para:
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Image:
+    file: str
+    alt: str
+
+
+@dataclass(frozen=True)
+class Code:
+    language: str
+    text: str
+
+
+Block = Heading | Para | Bullets | Table | Image | Code
+
+
+def _table(header: list[Any], rows: list[list[Any]]) -> Table:
+    return Table(tuple(_cell(h) for h in header), tuple(tuple(_cell(v) for v in row) for row in rows))
+
+
+def _cell(value: Any) -> str:
+    """One value as table text: floats to 3 decimals, missing values as a dash."""
+    if value is None:
+        return MISSING
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return MISSING if math.isnan(value) else f"{float(value):.3f}"
+    return str(value)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _numeric_columns(table: Table) -> list[bool]:
+    """Columns to right-align: all but the first, where every present value is a number."""
+    return [
+        i > 0 and all(_is_number(row[i]) or row[i] == MISSING for row in table.rows)
+        for i in range(len(table.header))
+    ]
+
+
+def _md_inline(text: str) -> str:
+    """Keep a user string on one line and out of the table syntax."""
+    return text.replace("\r", " ").replace("\n", " ").replace("|", "\\|")
+
+
+def _to_markdown(blocks: list[Block]) -> str:
+    parts: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"{'#' * block.level} {_md_inline(block.text)}")
+        elif isinstance(block, Para):
+            parts.append(_md_inline(block.text))
+        elif isinstance(block, Bullets):
+            parts.append("\n".join(f"- {_md_inline(item)}" for item in block.items))
+        elif isinstance(block, Table):
+            lines = ["| " + " | ".join(_md_inline(h) for h in block.header) + " |"]
+            lines.append(
+                "|" + "|".join("---:" if numeric else "---" for numeric in _numeric_columns(block)) + "|"
+            )
+            lines += ["| " + " | ".join(_md_inline(v) for v in row) + " |" for row in block.rows]
+            parts.append("\n".join(lines))
+        elif isinstance(block, Image):
+            parts.append(f"![{_md_inline(block.alt)}]({block.file})")
+        elif isinstance(block, Code):
+            fence = "````" if "```" in block.text else "```"
+            parts.append(f"{fence}{block.language}\n{block.text}\n{fence}")
+    return "\n\n".join(parts) + "\n"
+
+
+def _to_html(title: str, blocks: list[Block], images: dict[str, bytes]) -> str:
+    """A page with no external resource: images are base64 data URIs, CSS is inline."""
+    esc = html.escape
+    body: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            body.append(f"<h{block.level}>{esc(block.text)}</h{block.level}>")
+        elif isinstance(block, Para):
+            body.append(f"<p>{esc(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            body.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            head = "".join(f"<th>{esc(h)}</th>" for h in block.header)
+            rows = "".join(
+                "<tr>"
+                + "".join(
+                    f'<td class="num">{esc(v)}</td>' if i and _is_number(v) else f"<td>{esc(v)}</td>"
+                    for i, v in enumerate(row)
+                )
+                + "</tr>"
+                for row in block.rows
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif isinstance(block, Image):
+            data = base64.b64encode(images[block.file]).decode("ascii")
+            body.append(f'<img src="data:image/png;base64,{data}" alt="{esc(block.alt)}">')
+        elif isinstance(block, Code):
+            body.append(f"<pre><code>{esc(block.text)}</code></pre>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+
+
+# --- data-set summary -----------------------------------------------------
+
+
+def _split_order(splits: list[str]) -> list[str]:
+    """train, val, test first (always, even when empty), then any other split name."""
+    return list(SPLITS) + sorted(set(splits) - set(SPLITS))
+
+
+def _plain(value: Any) -> Any:
+    """A value JSON can hold: numpy scalars unwrapped, NaN as None, paths as text."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, PurePath):
+        return str(value)
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value
+
+
+def dataset_summary(
+    tracks: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    clip_counts: pd.DataFrame,
+    augmentations: list[str],
+) -> dict[str, Any]:
+    """What the model was trained and tested on, as a JSON-serialisable dict.
+
+    tracks : track_id, genre, split (one row a usable track).
+    quarantine : track_id, path, genre, reason (may be empty).
+    clip_counts : split, augmentation, clips (clips per split and augmentation).
+    augmentations : the augmentation names of the run, in config order.
+
+    Returns tracks_per_genre_split {genre: {split: n}} (train, val and test always
+    present), tracks, clips {split: {augmentation: n}}, augmentations and
+    quarantined [{track_id, path, genre, reason}].
+    """
+    missing = {"genre", "split"} - set(tracks.columns)
+    if missing:
+        raise ValueError(f"tracks table lacks column(s) {sorted(missing)}")
+    genres = sorted(tracks["genre"].astype(str).unique())
+    splits = _split_order(list(tracks["split"].astype(str).unique()))
+    counts = tracks.groupby([tracks["genre"].astype(str), tracks["split"].astype(str)]).size()
+    per_genre = {genre: {split: int(counts.get((genre, split), 0)) for split in splits} for genre in genres}
+
+    clips: dict[str, dict[str, int]] = {}
+    if len(clip_counts):
+        totals = clip_counts.groupby(
+            [clip_counts["split"].astype(str), clip_counts["augmentation"].astype(str)], sort=False
+        )["clips"].sum()
+        # The original clips first, then the augmentations in their config order.
+        names = list(dict.fromkeys(name for _, name in totals.index))
+        order = [n for n in names if n not in augmentations] + [n for n in augmentations if n in names]
+        for split in _split_order([split for split, _ in totals.index]):
+            row = {name: int(totals[(split, name)]) for name in order if (split, name) in totals.index}
+            if row:
+                clips[split] = row
+
+    columns = ["track_id", "path", "genre", "reason"]
+    quarantined = [
+        {column: _plain(record.get(column)) for column in columns}
+        for record in quarantine.to_dict(orient="records")
+    ]
+    return {
+        "tracks_per_genre_split": per_genre,
+        "tracks": len(tracks),
+        "clips": clips,
+        "augmentations": [str(name) for name in augmentations],
+        "quarantined": quarantined,
+    }
+
+
+def _summary_splits(summary: dict[str, Any]) -> list[str]:
+    seen = [split for counts in summary["tracks_per_genre_split"].values() for split in counts]
+    return _split_order(seen)
+
+
+def summary_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tracks per genre as rows (genre, train, val, test, total) for a Prefect table artifact."""
+    splits = _summary_splits(summary)
+    return [
+        {
+            "genre": genre,
+            **{split: int(counts.get(split, 0)) for split in splits},
+            "total": int(sum(counts.values())),
+        }
+        for genre, counts in summary["tracks_per_genre_split"].items()
+    ]
+
+
+def _summary_blocks(summary: dict[str, Any], level: int) -> list[Block]:
+    rows = summary_table(summary)
+    splits = _summary_splits(summary)
+    totals = ["all", *(sum(row[s] for row in rows) for s in splits), sum(row["total"] for row in rows)]
+    blocks: list[Block] = [
+        Heading(level, "Tracks per genre and split"),
+        _table(
+            ["genre", *splits, "total"],
+            [[row[c] for c in ["genre", *splits, "total"]] for row in rows] + [totals],
+        ),
+    ]
+
+    clips = summary.get("clips", {})
+    names = list(dict.fromkeys(name for counts in clips.values() for name in counts))
+    blocks.append(Heading(level, "Clips per split and augmentation"))
+    if clips:
+        blocks.append(
+            _table(
+                ["split", *names, "total"],
+                [
+                    [split, *(counts.get(name, 0) for name in names), sum(counts.values())]
+                    for split, counts in clips.items()
+                ],
+            )
+        )
+    else:
+        blocks.append(Para("No clip counts recorded."))
+
+    augmentations = summary.get("augmentations", [])
+    blocks.append(Heading(level, "Augmentations (training tracks only)"))
+    blocks.append(Bullets(tuple(augmentations)) if augmentations else Para("None."))
+
+    quarantined = summary.get("quarantined", [])
+    blocks.append(Heading(level, f"Quarantined tracks ({len(quarantined)})"))
+    if quarantined:
+        blocks.append(
+            _table(
+                ["track_id", "path", "genre", "reason"],
+                [[q.get("track_id"), q.get("path"), q.get("genre"), q.get("reason")] for q in quarantined],
+            )
+        )
+    else:
+        blocks.append(Para("No track was quarantined."))
+    return blocks
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The data-set section as markdown, for a Prefect markdown artifact."""
+    return _to_markdown([Heading(2, "Data set"), *_summary_blocks(summary, 3)])
+
+
+# --- plots -----------------------------------------------------------------
+
+
+def _png(fig: Any) -> bytes:
+    """A figure as PNG bytes via the Agg canvas: no pyplot, no display, no global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def render_confusion_png(confusion: dict[str, Any]) -> bytes:
+    """Heatmap of the track-level confusion matrix, counts written in each cell.
+
+    Colour is the share of the true genre's tracks, so a small genre's errors are
+    as visible as a large one's; the numbers are the counts.
+    """
+    from matplotlib.figure import Figure
+
+    labels = [str(label) for label in confusion["labels"]]
+    matrix = np.asarray(confusion["matrix"], dtype=np.int64).reshape(len(labels), len(labels))
+    n = len(labels)
+    row_sums = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, row_sums, out=np.zeros(matrix.shape), where=row_sums > 0)
+
+    side = max(4.5, 0.65 * n + 2.5)
+    fig = Figure(figsize=(side + 1.2, side))
+    ax = fig.add_subplot()
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    font = 11 if n <= 8 else 9
+    for i in range(n):
+        for j in range(n):
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="white" if shares[i, j] > 0.55 else "black",
+            )
+    ax.set_xticks(range(n), labels, rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("Predicted genre")
+    ax.set_ylabel("True genre")
+    ax.set_title(f"Confusion matrix ({int(matrix.sum())} test tracks)")
+    colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    colorbar.set_label("share of the true genre's tracks")
+    return _png(fig)
+
+
+def render_curves_png(history: pd.DataFrame) -> bytes:
+    """Training and validation accuracy and loss per epoch, side by side.
+
+    history : one row an epoch with epoch, accuracy, loss, val_accuracy, val_loss;
+    any of them may be missing (no validation set, or a history cut short).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = history["epoch"].to_numpy() if "epoch" in history.columns else np.arange(1, len(history) + 1)
+    marker = "o" if len(history) <= 30 else None
+    fig = Figure(figsize=(11, 4.2))
+    for position, (metric, title) in enumerate((("accuracy", "Accuracy"), ("loss", "Loss")), start=1):
+        ax = fig.add_subplot(1, 2, position)
+        plotted = False
+        for column, label, style in ((metric, "training", "-"), (f"val_{metric}", "validation", "--")):
+            if column in history.columns and history[column].notna().any():
+                ax.plot(
+                    epochs,
+                    history[column].to_numpy(dtype=float),
+                    style,
+                    marker=marker,
+                    markersize=3,
+                    label=label,
+                )
+                plotted = True
+        if plotted:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, f"no {metric} recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("Learning curves")
+    return _png(fig)
+
+
+# --- the report ------------------------------------------------------------
+
+
+def training_summary(history: pd.DataFrame) -> dict[str, Any]:
+    """Epochs run and the best validation accuracy (and its epoch), None where not recorded."""
+    result: dict[str, Any] = {
+        "epochs": len(history),
+        "best_val_accuracy": None,
+        "best_epoch": None,
+        "final_accuracy": None,
+        "final_loss": None,
+    }
+    if "val_accuracy" in history.columns and history["val_accuracy"].notna().any():
+        best = history["val_accuracy"].astype(float).idxmax()
+        result["best_val_accuracy"] = float(history.loc[best, "val_accuracy"])
+        result["best_epoch"] = _plain(history.loc[best, "epoch"]) if "epoch" in history.columns else None
+    for column in ("accuracy", "loss"):
+        if column in history.columns and len(history) and pd.notna(history[column].iloc[-1]):
+            result[f"final_{column}"] = float(history[column].iloc[-1])
+    return result
+
+
+def _headline_blocks(metrics: dict[str, Any], baseline: dict[str, Any] | None) -> list[Block]:
+    header = ["Metric", "CNN"]
+    if baseline is not None:
+        header.append(str(baseline.get("name", "baseline")))
+    rows = []
+    for key, label in HEADLINE:
+        row = [label, metrics.get(key)]
+        if baseline is not None:
+            row.append(baseline.get(key))
+        rows.append(row)
+    return [
+        Heading(2, "Headline metrics"),
+        _table(header, rows),
+        Para(
+            f"{metrics.get('n_tracks', MISSING)} test tracks, {metrics.get('n_clips', MISSING)} clips; "
+            "track-level numbers let a track's clips vote by mean probability."
+        ),
+    ]
+
+
+def _per_genre_blocks(metrics: dict[str, Any]) -> list[Block]:
+    per_genre = metrics.get("per_genre", {})
+    rows = [
+        [genre, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")]
+        for genre, m in per_genre.items()
+    ]
+    blocks: list[Block] = [
+        Heading(2, "Per genre (track level)"),
+        _table(["genre", "precision", "recall", "F1", "support"], rows),
+    ]
+    absent = metrics.get("absent_genres") or []
+    if absent:
+        blocks.append(Para(f"No test track for: {', '.join(map(str, absent))}."))
+    return blocks
+
+
+def _confusion_blocks(confusion: dict[str, Any]) -> list[Block]:
+    labels = [str(label) for label in confusion["labels"]]
+    return [
+        Heading(2, "Confusion matrix (track level)"),
+        Para("Rows are the true genre, columns the predicted genre."),
+        _table(
+            ["true \\ predicted", *labels],
+            [[label, *row] for label, row in zip(labels, confusion["matrix"], strict=True)],
+        ),
+        Image("confusion.png", "Confusion matrix heatmap"),
+    ]
+
+
+def _training_blocks(training: dict[str, Any]) -> list[Block]:
+    best = training["best_val_accuracy"]
+    best_text = (
+        MISSING
+        if best is None
+        else f"{best:.3f}"
+        + (f" (epoch {training['best_epoch']})" if training["best_epoch"] is not None else "")
+    )
+    return [
+        Heading(2, "Training"),
+        Bullets(
+            (
+                f"Epochs run: {training['epochs']}",
+                f"Best validation accuracy: {best_text}",
+                f"Final training accuracy: {_cell(training['final_accuracy'])}",
+                f"Final training loss: {_cell(training['final_loss'])}",
+            )
+        ),
+        Image("curves.png", "Training and validation accuracy and loss per epoch"),
+    ]
+
+
+def render_report(
+    run: str,
+    metrics: dict[str, Any],
+    history: pd.DataFrame,
+    summary: dict[str, Any],
+    config: dict[str, Any],
+    baseline: dict[str, Any] | None = None,
+) -> dict[str, bytes]:
+    """Every file of reports/<run>/ as bytes, keyed by file name.
+
+    Returns report.md, report.html (self-contained), metrics.json, confusion.png
+    and curves.png. baseline, when given, holds metrics under the same keys
+    (track_accuracy, macro_f1, ...) and a name; it is shown beside the CNN.
+    """
+    images = {
+        "confusion.png": render_confusion_png(metrics["confusion"]),
+        "curves.png": render_curves_png(history),
+    }
+    training = training_summary(history)
+    title = f"genreflow report: {run}"
+    blocks: list[Block] = [
+        Heading(1, title),
+        *_headline_blocks(metrics, baseline),
+        *_per_genre_blocks(metrics),
+        *_confusion_blocks(metrics["confusion"]),
+        *_training_blocks(training),
+        Heading(2, "Data set"),
+        *_summary_blocks(summary, 3),
+        Heading(2, "Configuration"),
+        Code("json", json.dumps(_plain(config), indent=2, default=str)),
+    ]
+
+    dataset = {
+        key: summary[key]
+        for key in ("tracks", "tracks_per_genre_split", "clips", "augmentations")
+        if key in summary
+    }
+    dataset["quarantined"] = len(summary.get("quarantined", []))
+    document: dict[str, Any] = {"run": run, "metrics": metrics, "training": training, "dataset": dataset}
+    if baseline is not None:
+        document["baseline"] = baseline
+    metrics_json = json.dumps(_plain(document), indent=2, allow_nan=False, default=str) + "\n"
+
+    return {
+        "report.md": _to_markdown(blocks).encode("utf-8"),
+        "report.html": _to_html(title, blocks, images).encode("utf-8"),
+        "metrics.json": metrics_json.encode("utf-8"),
+        **images,
+    }
+
+
+# ---- Prefect task ---------------------------------------------------------------------------
+
+
+def clip_counts(root: DataRoot, shards: list[tuple[str, str]]) -> pd.DataFrame:
+    """Clips per split and augmentation over the (stage, shard) indexes given."""
+    from storage.shards import read_shard_index
+
+    frames = [read_shard_index(root, stage, shard).groupby(["split", "augmentation"]).size()
+              .rename("clips").reset_index() for stage, shard in shards]
+    if not frames:
+        return pd.DataFrame(columns=["split", "augmentation", "clips"])
+    return pd.concat(frames).groupby(["split", "augmentation"], as_index=False)["clips"].sum()
+
+
+@task(name="report")
+def report_task(
+    root_url: str, run: str, config: dict[str, Any], shards: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """Write reports/<run>/ and publish the data-set summary as Prefect artifacts."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    root = DataRoot(root_url)
+    metrics = root.read_json(root.join("reports", run, "evaluation.json"))
+    history = pd.read_csv(root.fs.open(root.join("models", run, "history.csv")))
+    tracks = root.read_parquet(root.tracks_path())
+    quarantine = (root.read_parquet(root.quarantine_path()) if root.exists(root.quarantine_path())
+                  else pd.DataFrame(columns=["track_id", "path", "genre", "reason"]))
+    augmentations = [f"stretch{r:g}" for r in config["augment"]["time_stretch"]] + [
+        f"pitch{s:+g}" for s in config["augment"]["pitch_shift"]]
+    summary = dataset_summary(tracks, quarantine, clip_counts(root, shards), augmentations)
+    files = render_report(run, metrics, history, summary, config)
+    for name, payload in files.items():
+        root.write_bytes(root.join("reports", run, name), payload)
+    key = "".join(c if c.isalnum() else "-" for c in run.lower())
+    create_markdown_artifact(markdown=files["report.md"].decode(), key=f"genreflow-report-{key}",
+                             description=f"genreflow evaluation report of {run}")
+    create_table_artifact(table=summary_table(summary), key="genreflow-dataset",
+                          description="tracks per genre and split")
+    create_markdown_artifact(markdown=summary_markdown(summary), key="genreflow-dataset-summary",
+                             description="data-set summary: tracks, clips, augmentations, quarantine")
+    return {"dir": root.report_dir(run), "files": sorted(files)}

@@ -1,0 +1,229 @@
+"""The report's five files, checked for content, self-containment and escaping."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.evaluate import evaluate_predictions
+from tasks.report import (
+    dataset_summary,
+    render_confusion_png,
+    render_curves_png,
+    render_report,
+    summary_markdown,
+    summary_table,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TRICKY = "R&B <Soul>"  # a genre name that HTML must escape
+GENRES = ["Rock", "Jazz", TRICKY]
+FILES = {"report.md", "report.html", "metrics.json", "confusion.png", "curves.png"}
+
+
+def _png_pixels(data: bytes) -> np.ndarray:
+    from matplotlib.image import imread
+
+    assert data.startswith(PNG_MAGIC)
+    return imread(io.BytesIO(data), format="png")
+
+
+@pytest.fixture
+def metrics() -> dict:
+    clips = pd.DataFrame(
+        {
+            "track_id": [1, 1, 2, 2, 3, 3],
+            "clip_index": [0, 1] * 3,
+            "genre": ["Rock"] * 2 + ["Jazz"] * 2 + [TRICKY] * 2,
+        }
+    )
+    # Clips: 4 of 6 right; tracks: the Jazz track is taken for Rock, so 2 of 3.
+    probs = np.array(
+        [[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]]
+    )
+    return evaluate_predictions(clips, probs, GENRES)[1]
+
+
+@pytest.fixture
+def summary() -> dict:
+    tracks = pd.DataFrame(
+        {
+            "track_id": range(10),
+            "genre": ["Rock"] * 4 + ["Jazz"] * 3 + [TRICKY] * 3,
+            "split": ["train", "train", "val", "test", "train", "val", "test", "train", "train", "test"],
+        }
+    )
+    quarantine = pd.DataFrame(
+        {
+            "track_id": [99134, 108925],
+            "path": ["fma_small/099/099134.mp3", "fma_small/108/108925.mp3"],
+            "genre": ["Rock", TRICKY],
+            "reason": ["no audio stream", "decoder error: <EOF> & truncated"],
+        }
+    )
+    clip_counts = pd.DataFrame(
+        {
+            "split": ["train", "train", "train", "val", "test", "train"],
+            "augmentation": ["none", "stretch0.8", "pitch+2", "none", "none", "none"],
+            "clips": [10, 10, 10, 4, 6, 5],
+        }
+    )
+    return dataset_summary(tracks, quarantine, clip_counts, ["stretch0.8", "pitch+2"])
+
+
+@pytest.fixture
+def history() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "epoch": [0, 1, 2, 3],
+            "accuracy": [0.40, 0.55, 0.63, 0.70],
+            "loss": [1.9, 1.4, 1.1, 0.9],
+            "val_accuracy": [0.35, 0.50, 0.58, 0.56],
+            "val_loss": [2.0, 1.6, 1.3, 1.35],
+        }
+    )
+
+
+@pytest.fixture
+def files(metrics: dict, history: pd.DataFrame, summary: dict) -> dict[str, bytes]:
+    config = {"train": {"epochs": 4, "batch_size": 64}, "run": {"data_root": "/tmp/data"}}
+    baseline = {"name": "logreg baseline", "track_accuracy": 0.4321, "macro_f1": 0.3456}
+    return render_report("demo-run", metrics, history, summary, config, baseline=baseline)
+
+
+def test_dataset_summary_known_answer(summary: dict) -> None:
+    assert summary["tracks"] == 10
+    assert summary["tracks_per_genre_split"] == {
+        "Jazz": {"train": 1, "val": 1, "test": 1},
+        "R&B <Soul>": {"train": 2, "val": 0, "test": 1},
+        "Rock": {"train": 2, "val": 1, "test": 1},
+    }
+    # Original clips first, then the augmentations in config order; repeated rows add up.
+    assert summary["clips"] == {
+        "train": {"none": 15, "stretch0.8": 10, "pitch+2": 10},
+        "val": {"none": 4},
+        "test": {"none": 6},
+    }
+    assert list(summary["clips"]["train"]) == ["none", "stretch0.8", "pitch+2"]
+    assert summary["augmentations"] == ["stretch0.8", "pitch+2"]
+    assert summary["quarantined"][0] == {
+        "track_id": 99134,
+        "path": "fma_small/099/099134.mp3",
+        "genre": "Rock",
+        "reason": "no audio stream",
+    }
+    assert json.loads(json.dumps(summary)) == summary
+
+
+def test_dataset_summary_empty_quarantine() -> None:
+    tracks = pd.DataFrame({"track_id": [1], "genre": ["Rock"], "split": ["train"]})
+    no_clips = pd.DataFrame(columns=["split", "augmentation", "clips"])
+    summary = dataset_summary(tracks, pd.DataFrame(), no_clips, [])
+    assert summary["quarantined"] == []
+    assert summary["clips"] == {}
+    assert summary["tracks_per_genre_split"] == {"Rock": {"train": 1, "val": 0, "test": 0}}
+    assert "No track was quarantined." in summary_markdown(summary)
+
+
+def test_summary_table_and_markdown(summary: dict) -> None:
+    assert summary_table(summary) == [
+        {"genre": "Jazz", "train": 1, "val": 1, "test": 1, "total": 3},
+        {"genre": "R&B <Soul>", "train": 2, "val": 0, "test": 1, "total": 3},
+        {"genre": "Rock", "train": 2, "val": 1, "test": 1, "total": 4},
+    ]
+    text = summary_markdown(summary)
+    assert "| genre | train | val | test | total |" in text
+    assert "| all | 5 | 2 | 3 | 10 |" in text
+    assert "| train | 15 | 10 | 10 | 35 |" in text
+    assert "decoder error: <EOF> & truncated" in text
+
+
+def test_all_files_present(files: dict[str, bytes]) -> None:
+    assert set(files) == FILES
+    assert all(isinstance(data, bytes) and data for data in files.values())
+
+
+def test_pngs_are_valid(files: dict[str, bytes]) -> None:
+    for name in ("confusion.png", "curves.png"):
+        pixels = _png_pixels(files[name])
+        assert pixels.ndim == 3
+        assert pixels.shape[0] > 200 and pixels.shape[1] > 200
+        assert pixels.std() > 0  # not a blank canvas
+
+
+def test_html_is_self_contained_and_escaped(files: dict[str, bytes], metrics: dict) -> None:
+    page = files["report.html"].decode("utf-8")
+    sources = re.findall(r"""\bsrc\s*=\s*["']?([^"'\s>]*)""", page, flags=re.IGNORECASE)
+    assert len(sources) == 2
+    assert all(source.startswith("data:image/png;base64,") for source in sources)
+    assert not re.search(r"\bhref\s*=", page, flags=re.IGNORECASE)
+    assert not re.search(r"<script|<link|@import|url\(", page, flags=re.IGNORECASE)
+
+    assert "demo-run" in page
+    for key in ("clip_accuracy", "track_accuracy", "top2_accuracy", "macro_f1", "chance"):
+        assert f"{metrics[key]:.3f}" in page
+    assert "0.432" in page and "logreg baseline" in page
+    assert "no audio stream" in page
+    assert "decoder error: &lt;EOF&gt; &amp; truncated" in page
+    assert "R&amp;B &lt;Soul&gt;" in page
+    assert "<Soul>" not in page and "<EOF>" not in page
+
+
+def test_markdown_has_the_tables(files: dict[str, bytes], metrics: dict) -> None:
+    text = files["report.md"].decode("utf-8")
+    assert text.startswith("# genreflow report: demo-run\n")
+    assert "| Metric | CNN | logreg baseline |" in text
+    assert f"| Track accuracy (mean-probability vote) | {metrics['track_accuracy']:.3f} | 0.432 |" in text
+    assert "| Clip accuracy | 0.667 | – |" in text  # the baseline has no clip accuracy
+    assert "| genre | precision | recall | F1 | support |" in text
+    assert "| true \\ predicted | Rock | Jazz | R&B <Soul> |" in text
+    assert "| Track accuracy (mean-probability vote) | 0.667 | 0.432 |" in text
+    assert "| Rock | 1 | 0 | 0 |" in text and "| Jazz | 1 | 0 | 0 |" in text  # confusion rows
+    assert "| genre | train | val | test | total |" in text
+    assert "| split | none | stretch0.8 | pitch+2 | total |" in text
+    assert "- stretch0.8" in text
+    assert "| 108925 | fma_small/108/108925.mp3 | R&B <Soul> | decoder error: <EOF> & truncated |" in text
+    assert "Epochs run: 4" in text
+    assert "Best validation accuracy: 0.580 (epoch 2)" in text
+    assert "![Confusion matrix heatmap](confusion.png)" in text
+    assert "](curves.png)" in text
+    assert '```json\n{\n  "train": {\n    "epochs": 4,' in text
+
+
+def test_metrics_json_parses(files: dict[str, bytes], metrics: dict) -> None:
+    document = json.loads(files["metrics.json"])
+    assert document["run"] == "demo-run"
+    assert document["metrics"] == metrics
+    assert document["dataset"]["tracks"] == 10
+    assert document["dataset"]["quarantined"] == 2
+    assert document["training"]["best_val_accuracy"] == pytest.approx(0.58)
+    assert document["baseline"]["name"] == "logreg baseline"
+
+
+def test_report_without_baseline_or_validation(metrics: dict, summary: dict, history: pd.DataFrame) -> None:
+    files = render_report("r", metrics, history[["epoch", "accuracy", "loss"]], summary, {})
+    text = files["report.md"].decode("utf-8")
+    assert "| Metric | CNN |\n" in text
+    assert "Best validation accuracy: –" in text
+    assert json.loads(files["metrics.json"])["training"]["best_val_accuracy"] is None
+
+
+def test_curves_handle_missing_columns() -> None:
+    for history in (
+        pd.DataFrame({"accuracy": [0.3, 0.5], "loss": [1.2, 1.0]}),
+        pd.DataFrame(columns=["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]),
+    ):
+        assert _png_pixels(render_curves_png(history)).ndim == 3
+
+
+def test_confusion_png_ten_genres() -> None:
+    labels = [f"genre {i}" for i in range(10)]
+    matrix = (np.eye(10, dtype=int) * 8 + 1).tolist()
+    matrix[3] = [0] * 10  # a genre with no test track
+    pixels = _png_pixels(render_confusion_png({"labels": labels, "matrix": matrix}))
+    assert pixels.shape[0] > 500
