@@ -35,6 +35,8 @@ def write_shard(
     """Write ``<stage>/<shard>.npy``, ``.parquet`` and ``.<name>.parquet`` side tables, then seal."""
     manifest_path = shard_manifest_path(root, stage, shard)
     root.remove(manifest_path)
+    for leftover in root.fs.glob(root.shard_path(stage, shard, ".*tmp-*")):
+        root.remove(leftover)  # half-written files of a write that was killed
     files = [root.shard_path(stage, shard, ".npy"), root.shard_path(stage, shard, ".parquet")]
     root.write_npy(files[0], array)
     root.write_parquet(files[1], index)
