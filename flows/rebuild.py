@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.config import PREPROCESS_STAGES, Config
+from flows.config import PREPROCESS_STAGES, Config, ConfigError
 from flows.preprocess import preprocess_flow, run_preprocess
 from flows.progress import StageProgress
 from flows.runner import make_task_runner, prefect_api
 from flows.train import run_training, train_flow
+from storage.root import DataRoot
 
 
 @flow(name="rebuild")
@@ -41,10 +43,27 @@ def _with_stage_bounds(config: Config, first: str | None, last: str | None) -> C
     return config.model_copy(update={"run": config.run.model_copy(update=update)}) if update else config
 
 
+def preflight(config: Config) -> None:
+    """Check the paths a run needs before anything starts, so a typo costs one line, not a run."""
+    source = config.source
+    needed = {"folder": ("--input", source.input), "csv": ("--input", source.input),
+              "fma": ("--input", source.input)}.get(source.source)
+    if needed is not None:
+        flag, value = needed
+        if not value:
+            raise ConfigError(f"--source {source.source} needs {flag} PATH")
+        if not os.access(value, os.R_OK):
+            raise ConfigError(f"{flag} {value}: {'not readable' if os.path.exists(value) else 'no such path'}")
+    if source.audio and not os.path.isdir(source.audio):
+        raise ConfigError(f"--audio {source.audio}: not a folder")
+    DataRoot(config.run.data_root).ensure_writable()
+
+
 def run_command(command: str, config: Config) -> dict[str, Any]:
     """Run ``rebuild``, ``preprocess``, ``train`` or ``evaluate`` on the configured task runner."""
     from flows.lock import data_root_lock
 
+    preflight(config)
     runner = make_task_runner(config.run)
     with data_root_lock(config.run.data_root), prefect_api():
         if command == "rebuild":

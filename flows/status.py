@@ -53,7 +53,7 @@ def collect_status(config: Config) -> dict:
 
 def print_status(config: Config) -> None:
     status = collect_status(config)
-    console = Console()
+    console = Console(soft_wrap=True)
     if not status["ingested"]:
         console.print(f"{status['data_root']}: nothing ingested yet (run `genreflow rebuild`)")
         return
