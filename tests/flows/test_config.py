@@ -94,7 +94,7 @@ def test_bad_config_file_errors(tmp_path: Path) -> None:
         config_from_args(build_parser().parse_args(["rebuild", "--config", str(unknown)]))
     typo = tmp_path / "typo.toml"
     typo.write_text("[train]\nepoch = 3\n")
-    with pytest.raises(ConfigError, match="train.epoch"):
+    with pytest.raises(ConfigError, match=r"train\.epoch"):
         config_from_args(build_parser().parse_args(["rebuild", "--config", str(typo)]))
 
 

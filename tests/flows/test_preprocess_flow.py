@@ -77,7 +77,7 @@ def test_preprocessing_workers_never_import_tensorflow(preprocessed: tuple[Path,
 
 
 def test_status_counts_done_stale_and_missing(preprocessed: tuple[Path, object]) -> None:
-    root_path, (config, _, _) = preprocessed
+    _, (config, _, _) = preprocessed
     status = collect_status(config)
     n = status["shards"]
     assert status["stages"]["decode"] == {"done": n}
