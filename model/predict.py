@@ -1,0 +1,221 @@
+"""Genre prediction for audio files of any length with a trained model directory.
+
+A file is cut into the clips the model was trained on (non-overlapping
+windows, the last partial one dropped, a file shorter than one window
+zero-padded), and its genre probabilities are the mean over its windows, as
+the evaluation's track-level vote does.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import keras
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from flows.config import AudioConfig
+from model.train import LABELS_FILE, MODEL_FILE
+from tasks.audio import AUDIO_EXTENSIONS, AudioError, clip_windows, decode_audio
+from tasks.mel import log_mel
+
+TOP_K = 3
+LATEST_FILE = "LATEST"  # models/LATEST may name the run to use
+OutputFormat = Literal["table", "csv", "json"]
+FORMATS: tuple[str, ...] = ("table", "csv", "json")
+
+
+class PredictError(ValueError):
+    """A model directory or input that prediction cannot use."""
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """A loaded model and its genres, in label order."""
+
+    model: keras.Model
+    genres: list[str]
+    model_dir: Path
+
+    @property
+    def clip_shape(self) -> tuple[int, int]:
+        """(n_mels, frames) the model takes."""
+        _, n_mels, frames, _ = self.model.input_shape
+        return int(n_mels), int(frames)
+
+
+@dataclass(frozen=True)
+class FilePrediction:
+    """Top genres of one file: [(genre, mean probability)], best first."""
+
+    path: Path
+    genres: list[tuple[str, float]]
+    n_windows: int
+
+
+@dataclass(frozen=True)
+class PredictionFailure:
+    """A file that could not be classified, and why."""
+
+    path: Path
+    reason: str
+
+
+def load_classifier(model_dir: Path) -> Classifier:
+    """Load ``model_dir``/model.keras (safe mode: no code from the file runs) and labels.json."""
+    model_dir = Path(model_dir)
+    model_path, labels_path = model_dir / MODEL_FILE, model_dir / LABELS_FILE
+    for path in (model_path, labels_path):
+        if not path.exists():
+            raise PredictError(f"{path} not found: is {model_dir} a finished training run?")
+    model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+    genres = json.loads(labels_path.read_text())
+    n_outputs = int(model.output_shape[-1])
+    if not isinstance(genres, list) or len(genres) != n_outputs:
+        raise PredictError(f"{labels_path} must list {n_outputs} genres, the model's outputs")
+    return Classifier(model=model, genres=[str(g) for g in genres], model_dir=model_dir)
+
+
+def predict_clips(model: keras.Model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities of log-mel clips.
+
+    x : np.ndarray [shape=(n, n_mels, frames)], dB, float16 or float32
+    Returns np.ndarray [shape=(n, n_classes)], float32.
+    """
+    if x.ndim != 3:
+        raise PredictError(f"clips must be (n, n_mels, frames), got shape {x.shape}")
+    n_classes = int(model.output_shape[-1])
+    out = np.empty((len(x), n_classes), dtype=np.float32)
+    for start in range(0, len(x), batch_size):
+        batch = np.asarray(x[start : start + batch_size], dtype=np.float32)[..., np.newaxis]
+        out[start : start + len(batch)] = np.asarray(model.predict_on_batch(batch))
+    return out
+
+
+def _top(genres: list[str], probs: np.ndarray, k: int = TOP_K) -> list[tuple[str, float]]:
+    order = np.argsort(-probs, kind="stable")[:k]
+    return [(genres[i], float(probs[i])) for i in order]
+
+
+def predict_file(classifier: Classifier, path: Path, audio: AudioConfig) -> FilePrediction:
+    """Top genres of one audio file; raises AudioError for files that cannot be decoded."""
+    n_mels, frames = classifier.clip_shape
+    if (audio.n_mels, audio.frames) != (n_mels, frames):
+        raise PredictError(
+            f"the audio settings give {audio.n_mels} x {audio.frames} clips, the model takes "
+            f"{n_mels} x {frames}: use the settings the model was trained with"
+        )
+    y = decode_audio(path, audio.sample_rate, max_seconds=None)
+    clips = clip_windows(y, audio.clip_samples, clips_per_track=None, pad_short=True)
+    mels = log_mel(clips, audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_mels)
+    probs = predict_clips(classifier.model, mels).mean(axis=0)
+    return FilePrediction(path=Path(path), genres=_top(classifier.genres, probs), n_windows=len(clips))
+
+
+def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files as given, and the audio files under folders (recursively, sorted)."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        else:
+            yield path
+
+
+def predict_paths(
+    classifier: Classifier, paths: list[Path], audio: AudioConfig
+) -> Iterator[FilePrediction | PredictionFailure]:
+    """Predictions for files and folders; a file that cannot be read yields a failure, not an error."""
+    for path in expand_paths(paths):
+        if not path.exists():
+            yield PredictionFailure(path, "no such file")
+            continue
+        try:
+            yield predict_file(classifier, path, audio)
+        except (AudioError, OSError) as exc:
+            yield PredictionFailure(path, str(exc) or type(exc).__name__)
+
+
+def _csv(results: list[FilePrediction | PredictionFailure]) -> str:
+    header = ["path"]
+    for k in range(1, TOP_K + 1):
+        header += [f"genre_{k}", f"prob_{k}"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*header, "error"])
+    for result in results:
+        row: list[str] = [str(result.path)]
+        ranked = result.genres if isinstance(result, FilePrediction) else []
+        for k in range(TOP_K):
+            row += [ranked[k][0], f"{ranked[k][1]:.6f}"] if k < len(ranked) else ["", ""]
+        row.append(result.reason if isinstance(result, PredictionFailure) else "")
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def _json(results: list[FilePrediction | PredictionFailure]) -> str:
+    items = []
+    for result in results:
+        if isinstance(result, FilePrediction):
+            items.append(
+                {
+                    "path": str(result.path),
+                    "genres": [{"genre": g, "prob": round(p, 6)} for g, p in result.genres],
+                    "n_windows": result.n_windows,
+                }
+            )
+        else:
+            items.append({"path": str(result.path), "error": result.reason})
+    return json.dumps(items, indent=2)
+
+
+def _table(results: list[FilePrediction | PredictionFailure]) -> str:
+    table = Table(title="Predicted genres")
+    table.add_column("file", overflow="fold")
+    for k in range(1, TOP_K + 1):
+        table.add_column(f"top-{k}")
+    for result in results:
+        if isinstance(result, FilePrediction):
+            cells = [f"{g} ({p:.2f})" for g, p in result.genres]
+            table.add_row(str(result.path), *cells, *[""] * (TOP_K - len(cells)))
+        else:
+            table.add_row(str(result.path), f"[red]error: {result.reason}[/red]", "", "")
+    width = int(os.environ.get("COLUMNS", "120"))
+    console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
+    console.print(table)
+    return console.export_text()
+
+
+def format_predictions(results: Iterable[FilePrediction | PredictionFailure], fmt: OutputFormat = "table") -> str:
+    """Predictions as a rich table (text), CSV (path,genre_1,prob_1,...,error) or a JSON list."""
+    results = list(results)
+    if fmt == "table":
+        return _table(results)
+    if fmt == "csv":
+        return _csv(results)
+    if fmt == "json":
+        return _json(results)
+    raise PredictError(f"unknown output format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def latest_model_dir(models_root: Path) -> Path | None:
+    """The run named by ``models_root``/LATEST, else the run whose model.keras is newest; None if none."""
+    models_root = Path(models_root)
+    latest = models_root / LATEST_FILE
+    if latest.is_file():
+        named = models_root / latest.read_text().strip()
+        if (named / MODEL_FILE).is_file():
+            return named
+    if not models_root.is_dir():
+        return None
+    finished = [d for d in models_root.iterdir() if (d / MODEL_FILE).is_file()]
+    if not finished:
+        return None
+    return max(finished, key=lambda d: ((d / MODEL_FILE).stat().st_mtime_ns, d.name))

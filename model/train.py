@@ -1,0 +1,342 @@
+"""Training of the seed CNN from mel shards, resumable after the process is killed.
+
+Files in ``out_dir``::
+
+    model.keras     best weights by the monitored loss, normalisation included
+    labels.json     the genres, in label order
+    history.csv     epoch (1-based), accuracy, loss, val_accuracy, val_loss: one row a finished epoch
+    backup/         Keras BackupAndRestore state + best-<epoch>.npz; removed after success
+
+A rerun after a crash restores the last finished epoch from ``backup/``,
+truncates history.csv to the epochs that backup holds, and restores the early
+stopping state (best loss, its weights, epochs waited) from history and the
+best-weights file, so the result is the same kind of model an uninterrupted
+run would give.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from model.cnn import build_seed_cnn, compile_model
+from model.dataset import ClipSource, clip_dataset
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.json"
+HISTORY_FILE = "history.csv"
+BACKUP_DIR = "backup"
+HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
+_BEST_FILE = re.compile(r"best-(\d+)\.npz")
+
+Progress = Callable[[int, int, dict], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run left behind."""
+
+    model_path: Path
+    history: pd.DataFrame  # HISTORY_COLUMNS, one row a finished epoch, over all resumed runs
+    epochs_run: int  # epochs finished in total, including those before a resume
+    resumed_from_epoch: int | None  # 1-based epoch after those restored from a backup; None if none were
+    best_epoch: int  # 1-based epoch whose weights were saved; 0 if no epoch has a monitored value
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def read_history(path: Path) -> pd.DataFrame:
+    """history.csv as a frame with HISTORY_COLUMNS (empty if there is none yet)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame({c: pd.Series(dtype="float64") for c in HISTORY_COLUMNS}).astype({"epoch": int})
+    return pd.read_csv(path)
+
+
+class _ResumeLedger(keras.callbacks.Callback):
+    """history.csv and best-weights files, kept consistent with the epoch Keras actually resumes at.
+
+    The first ``on_epoch_begin`` tells where BackupAndRestore restored training
+    (whichever backup copy it managed to load), so history rows and best-weights
+    files from epochs after it, written by a run killed before its backup, are
+    dropped there. Rows are flushed to disk as each epoch ends, before the
+    backup of that epoch is written (this callback precedes BackupAndRestore).
+    """
+
+    def __init__(self, history_path: Path, backup_dir: Path) -> None:
+        super().__init__()
+        self.history_path = history_path
+        self.backup_dir = backup_dir
+        self.start_epoch: int | None = None  # 0-based epoch this process started at
+        self.rows: pd.DataFrame = read_history(history_path)
+
+    def begin(self, epochs_done: int) -> None:
+        """Drop what lies beyond ``epochs_done`` finished epochs; called once, at the start."""
+        if self.start_epoch is not None:
+            return
+        self.start_epoch = epochs_done
+        rows = read_history(self.history_path)
+        if len(rows) < epochs_done:
+            logger.warning(
+                "history.csv holds %d epochs but the backup %d: the missing rows are lost",
+                len(rows),
+                epochs_done,
+            )
+        self.rows = rows[rows["epoch"] <= epochs_done].reset_index(drop=True)
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        tmp = self.history_path.with_name(f".{self.history_path.name}.tmp")
+        self.rows.to_csv(tmp, index=False, columns=list(HISTORY_COLUMNS))
+        os.replace(tmp, self.history_path)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.begin(epoch)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        # No epoch ran: the backup already held every epoch.
+        self.begin(self.params.get("epochs", len(self.rows)))
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        row = {"epoch": epoch + 1, **{c: float(logs.get(c, np.nan)) for c in HISTORY_COLUMNS[1:]}}
+        self.rows = pd.DataFrame([*self.rows.to_dict("records"), row], columns=list(HISTORY_COLUMNS))
+        line = ",".join(str(row["epoch"]) if c == "epoch" else repr(float(row[c])) for c in HISTORY_COLUMNS)
+        with open(self.history_path, "a") as handle:
+            handle.write(line.replace("nan", "") + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    # ---- best weights ------------------------------------------------------
+    def best_files(self) -> dict[int, Path]:
+        """best-<epoch>.npz files by 1-based epoch."""
+        if not self.backup_dir.exists():
+            return {}
+        found = {}
+        for path in self.backup_dir.iterdir():
+            match = _BEST_FILE.fullmatch(path.name)
+            if match:
+                found[int(match.group(1))] = path
+        return found
+
+    def save_best(self, epoch: int, weights: list[np.ndarray]) -> None:
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        final = self.backup_dir / f"best-{epoch:04d}.npz"
+        tmp = self.backup_dir / f".best-{epoch:04d}.tmp.npz"
+        np.savez(tmp, *weights)
+        os.replace(tmp, final)
+
+    def keep_only_best(self, epoch: int | None) -> None:
+        """Remove best-weight files other than ``epoch``'s (1-based)."""
+        for found_epoch, path in self.best_files().items():
+            if found_epoch != epoch:
+                path.unlink()
+
+    def load_best(self, epoch: int) -> list[np.ndarray] | None:
+        path = self.best_files().get(epoch)
+        if path is None:
+            return None
+        with np.load(path, allow_pickle=False) as saved:
+            return [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+
+class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose best value, best weights and patience count survive a restart."""
+
+    def __init__(self, ledger: _ResumeLedger, monitor: str, patience: int) -> None:
+        super().__init__(monitor=monitor, patience=patience, restore_best_weights=True, verbose=0)
+        self.ledger = ledger
+        self._resumed = False
+
+    def _resume(self) -> None:
+        """Take the state of the epochs before this process from the (truncated) history."""
+        if self._resumed:
+            return
+        self._resumed = True
+        values = self.ledger.rows[self.monitor].dropna() if len(self.ledger.rows) else pd.Series()
+        if values.empty:
+            self.ledger.keep_only_best(None)
+            return
+        best_row = int(values.idxmin())
+        best_epoch = int(self.ledger.rows.loc[best_row, "epoch"])  # 1-based
+        weights = self.ledger.load_best(best_epoch)
+        if weights is None:
+            logger.warning("best weights of epoch %d were not saved; early stopping starts afresh", best_epoch)
+            self.ledger.keep_only_best(None)
+            return
+        self.best = float(values.loc[best_row])
+        self.best_epoch = best_epoch - 1
+        self.best_weights = weights
+        self.wait = len(self.ledger.rows) - best_epoch
+        self.ledger.keep_only_best(best_epoch)
+        logger.info("restored early stopping: best %s %.4f at epoch %d", self.monitor, self.best, best_epoch)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._resume()
+        # The previous epoch's backup is written by now, so older best files can go.
+        self.ledger.keep_only_best(self.best_epoch + 1 if self.best is not None else None)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        if self.best_epoch == epoch and self.best_weights is not None:
+            self.ledger.save_best(epoch + 1, self.best_weights)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._resume()
+        super().on_train_end(logs)
+
+
+class _ProgressCallback(keras.callbacks.Callback):
+    """Reports (1-based epoch, epochs, logs) to a plain function at each epoch end."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self.progress = progress
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.progress(epoch + 1, self.params.get("epochs", 0), {k: float(v) for k, v in (logs or {}).items()})
+
+
+def _stopped_early(history: pd.DataFrame, monitor: str, patience: int) -> bool:
+    """Whether early stopping had already ended the run that ``history`` records."""
+    values = history[monitor].dropna()
+    if values.empty:
+        return False
+    best_epoch = int(history.loc[values.idxmin(), "epoch"])
+    return len(history) > 1 and len(history) - best_epoch >= patience
+
+
+def _backup_epochs(backup_dir: Path) -> int:
+    """Finished epochs recorded by BackupAndRestore (0 when there is no backup)."""
+    metadata = backup_dir / "training_metadata.json"
+    if not metadata.exists():
+        return 0
+    try:
+        return int(json.loads(metadata.read_text())["epoch"])
+    except (ValueError, KeyError, OSError):
+        return 0
+
+
+def train_model(
+    train: list[ClipSource],
+    val: list[ClipSource],
+    genres: list[str],
+    stats: Mapping[str, list[float]],
+    out_dir: Path,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    patience: int,
+    seed: int,
+    shuffle_buffer: int = 2048,
+    progress: Progress | None = None,
+    input_shape: Sequence[int] | None = None,
+    deterministic: bool = True,
+) -> TrainResult:
+    """Train the seed CNN on ``train``, stopping early on ``val`` loss; resumable.
+
+    ``genres`` gives the label order. ``stats`` holds the per-band "mean" and
+    "std" of the training clips. ``input_shape`` defaults to (n_mels, frames, 1)
+    of the shards. With ``deterministic``, TensorFlow's op determinism is
+    switched on (process-wide) so that the same seed gives the same weights.
+    A run that finds a backup in ``out_dir`` continues it, so ``out_dir`` must
+    belong to one configuration (the flow names it after its fingerprint).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    backup_dir = out_dir / BACKUP_DIR
+    history_path = out_dir / HISTORY_FILE
+    label_of = {genre: i for i, genre in enumerate(genres)}
+    if len(label_of) != len(genres):
+        raise ValueError(f"genres must be unique: {genres}")
+
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+    train_data = clip_dataset(train, label_of, batch_size, shuffle=True, seed=seed, shuffle_buffer=shuffle_buffer)
+    has_val = any(len(s) for s in val)
+    val_data = clip_dataset(val, label_of, batch_size, shuffle=False, seed=seed) if has_val else None
+    monitor = "val_loss" if has_val else "loss"
+    if not has_val:
+        logger.warning("no validation clips: early stopping and the saved weights follow the training loss")
+
+    data_shape = (*train_data.element_spec[0].shape[1:],)
+    shape = tuple(int(d) for d in (input_shape or data_shape))
+    if shape != data_shape:
+        raise ValueError(f"input_shape {shape} does not match the shards' clips {data_shape}")
+
+    done = _backup_epochs(backup_dir)
+    if done == 0:
+        # A fresh start: leftovers of a finished or unrelated run must not leak in,
+        # nor an old model stand next to a new, partial history.
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        history_path.unlink(missing_ok=True)
+        (out_dir / MODEL_FILE).unlink(missing_ok=True)
+    else:
+        logger.info("resuming training after epoch %d from %s", done, backup_dir)
+        before = read_history(history_path)
+        if _stopped_early(before[before["epoch"] <= done], monitor, patience):
+            # Killed after early stopping but before the model was saved: train no further.
+            logger.info("early stopping had ended training at epoch %d; saving the best weights", done)
+            epochs = done
+
+    model = build_seed_cnn(
+        len(genres),
+        input_shape=shape,
+        band_mean=np.asarray(stats["mean"], dtype=np.float64),
+        band_std=np.asarray(stats["std"], dtype=np.float64),
+        seed=seed,
+    )
+    compile_model(model, learning_rate)
+
+    ledger = _ResumeLedger(history_path, backup_dir)
+    stopping = _ResumableEarlyStopping(ledger, monitor=monitor, patience=patience)
+    # Order matters: each epoch's history row and best weights are on disk
+    # before BackupAndRestore records the epoch as finished.
+    callbacks: list[keras.callbacks.Callback] = [
+        ledger,
+        stopping,
+        keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir), double_checkpoint=True, delete_checkpoint=False),
+    ]
+    if progress is not None:
+        callbacks.append(_ProgressCallback(progress))
+
+    model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=0)
+
+    _write_json_atomic(out_dir / LABELS_FILE, list(genres))
+    model_path = out_dir / MODEL_FILE
+    tmp_model = out_dir / f".{MODEL_FILE}.tmp.keras"
+    model.save(tmp_model)
+    os.replace(tmp_model, model_path)
+    shutil.rmtree(backup_dir, ignore_errors=True)
+
+    history = read_history(history_path)
+    start = ledger.start_epoch or 0
+    resumed = start + 1 if start > 0 else None
+    best_epoch = stopping.best_epoch + 1 if stopping.best is not None else 0
+    logger.info("trained %d epochs; best %s at epoch %d; saved %s", len(history), monitor, best_epoch, model_path)
+    return TrainResult(
+        model_path=model_path,
+        history=history,
+        epochs_run=len(history),
+        resumed_from_epoch=resumed,
+        best_epoch=best_epoch,
+    )

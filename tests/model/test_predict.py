@@ -1,0 +1,163 @@
+"""Prediction: clip arrays, whole files of any length, folders with broken files, output formats."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from flows.config import AudioConfig
+from model.cnn import build_seed_cnn
+from model.predict import (
+    Classifier,
+    FilePrediction,
+    PredictError,
+    PredictionFailure,
+    format_predictions,
+    latest_model_dir,
+    load_classifier,
+    predict_clips,
+    predict_file,
+    predict_paths,
+)
+
+GENRES = ["blues", "jazz", "rock", "pop"]
+# 1 s clips at 8 kHz, hop 256: 16 mel bands x 32 frames, the tiny model's input.
+AUDIO = AudioConfig(sample_rate=8000, clip_seconds=1.0, n_mels=16, n_fft=256, hop_length=256)
+
+
+def save_model_dir(directory: Path, genres: list[str] = GENRES) -> Path:
+    """An untrained tiny model saved as a finished training run would be."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model = build_seed_cnn(len(genres), input_shape=(AUDIO.n_mels, AUDIO.frames, 1), seed=0)
+    model.save(directory / "model.keras")
+    (directory / "labels.json").write_text(json.dumps(genres))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> Classifier:
+    return load_classifier(save_model_dir(tmp_path_factory.mktemp("models") / "run1"))
+
+
+def write_tone(path: Path, seconds: float, sr: int = 22050) -> Path:
+    t = np.arange(int(seconds * sr)) / sr
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sr)
+    return path
+
+
+def test_predict_clips_matches_the_model(classifier: Classifier) -> None:
+    x = np.random.default_rng(0).uniform(-80, 0, (70, 16, 32)).astype(np.float16)
+    probs = predict_clips(classifier.model, x, batch_size=32)
+    assert probs.shape == (70, 4) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    direct = classifier.model.predict_on_batch(x[:5, ..., None].astype(np.float32))
+    np.testing.assert_allclose(probs[:5], direct, rtol=1e-5)
+    assert predict_clips(classifier.model, x[:0]).shape == (0, 4)
+    with pytest.raises(PredictError, match="n_mels, frames"):
+        predict_clips(classifier.model, x[0])
+
+
+def test_predict_file_averages_windows(classifier: Classifier, tmp_path: Path) -> None:
+    result = predict_file(classifier, write_tone(tmp_path / "tone.wav", 3.5), AUDIO)
+    assert result.n_windows == 3  # three whole 1 s windows; the last half second is dropped
+    assert len(result.genres) == 3
+    probs = [p for _, p in result.genres]
+    assert probs == sorted(probs, reverse=True) and all(0 <= p <= 1 for p in probs)
+    assert {g for g, _ in result.genres} <= set(GENRES)
+    short = predict_file(classifier, write_tone(tmp_path / "short.wav", 0.4), AUDIO)
+    assert short.n_windows == 1  # zero-padded to one window
+
+
+def test_predict_file_rejects_other_audio_settings(classifier: Classifier, tmp_path: Path) -> None:
+    with pytest.raises(PredictError, match="settings"):
+        predict_file(classifier, write_tone(tmp_path / "t.wav", 1.0), AudioConfig())
+
+
+def test_predict_paths_reports_broken_files_and_goes_on(classifier: Classifier, tmp_path: Path) -> None:
+    folder = tmp_path / "music"
+    folder.mkdir()
+    write_tone(folder / "song.wav", 2.0)
+    (folder / "broken.mp3").write_text("this is not audio")
+    (folder / "notes.txt").write_text("not an audio extension, skipped")
+    results = list(predict_paths(classifier, [folder, tmp_path / "missing.flac"], AUDIO))
+    assert [type(r) for r in results] == [PredictionFailure, FilePrediction, PredictionFailure]
+    broken, song, missing = results
+    assert broken.path == folder / "broken.mp3" and broken.reason
+    assert song.path == folder / "song.wav" and song.n_windows == 2
+    assert missing.reason == "no such file"
+
+
+@pytest.fixture
+def mixed_results() -> list[FilePrediction | PredictionFailure]:
+    return [
+        FilePrediction(Path("a/song one.wav"), [("jazz", 0.7), ("blues", 0.2), ("rock", 0.1)], 3),
+        PredictionFailure(Path("b,broken.mp3"), "not decodable audio: Format not recognised"),
+        FilePrediction(Path("two.flac"), [("pop", 0.9), ("rock", 0.1)], 1),
+    ]
+
+
+def test_csv_format_parses(mixed_results: list) -> None:
+    frame = pd.read_csv(io.StringIO(format_predictions(mixed_results, "csv")), keep_default_na=False)
+    assert list(frame.columns) == [
+        "path", "genre_1", "prob_1", "genre_2", "prob_2", "genre_3", "prob_3", "error",
+    ]  # fmt: skip
+    assert frame["path"].tolist() == ["a/song one.wav", "b,broken.mp3", "two.flac"]
+    assert frame.loc[0, "genre_1"] == "jazz" and float(frame.loc[0, "prob_1"]) == pytest.approx(0.7)
+    assert frame.loc[1, "error"].startswith("not decodable") and frame.loc[1, "genre_1"] == ""
+    assert frame.loc[2, "genre_3"] == "" and frame.loc[2, "error"] == ""
+
+
+def test_json_format_parses(mixed_results: list) -> None:
+    items = json.loads(format_predictions(mixed_results, "json"))
+    assert items[0] == {
+        "path": "a/song one.wav",
+        "genres": [
+            {"genre": "jazz", "prob": 0.7},
+            {"genre": "blues", "prob": 0.2},
+            {"genre": "rock", "prob": 0.1},
+        ],
+        "n_windows": 3,
+    }
+    assert items[1] == {"path": "b,broken.mp3", "error": "not decodable audio: Format not recognised"}
+
+
+def test_table_format_is_text(mixed_results: list) -> None:
+    text = format_predictions(mixed_results, "table")
+    assert "top-1" in text and "jazz (0.70)" in text and "error: not decodable" in text
+    assert "\x1b[" not in text  # plain text, no terminal codes
+    with pytest.raises(PredictError, match="unknown output format"):
+        format_predictions(mixed_results, "xml")  # type: ignore[arg-type]
+
+
+def test_load_classifier_checks_the_directory(tmp_path: Path) -> None:
+    with pytest.raises(PredictError, match="not found"):
+        load_classifier(tmp_path)
+    run = save_model_dir(tmp_path / "run")
+    (run / "labels.json").write_text(json.dumps(["only", "two"]))
+    with pytest.raises(PredictError, match="must list 4 genres"):
+        load_classifier(run)
+
+
+def test_latest_model_dir(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    assert latest_model_dir(models) is None
+    (models / "unfinished").mkdir(parents=True)
+    assert latest_model_dir(models) is None
+    for name, age in [("old", 100), ("new", 10), ("middle", 50)]:
+        (models / name).mkdir()
+        (models / name / "model.keras").write_bytes(b"x")
+        stamp = time.time() - age
+        os.utime(models / name / "model.keras", (stamp, stamp))
+    assert latest_model_dir(models) == models / "new"
+    (models / "LATEST").write_text("middle\n")
+    assert latest_model_dir(models) == models / "middle"
+    (models / "LATEST").write_text("unfinished")  # names a run without a model: fall back to mtime
+    assert latest_model_dir(models) == models / "new"
