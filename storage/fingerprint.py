@@ -23,7 +23,7 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
+        return _canonical(value.item())
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value

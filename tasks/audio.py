@@ -42,7 +42,9 @@ def decode_audio(path: str | Path, sr: int, max_seconds: float | None = None) ->
             frames = -1 if max_seconds is None else int(np.ceil(max_seconds * native_sr))
             data = handle.read(frames=frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioError(f"not decodable audio: {_short(exc)}") from None
+        # libsndfile's mp3 reader says "does not exist" of a file it cannot parse; the file does exist.
+        detail = "unrecognised format or corrupt data" if "does not exist" in str(exc) else _short(exc)
+        raise AudioError(f"not decodable audio: {detail}") from None
     if data.size == 0:
         raise AudioError("no audio frames")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
