@@ -49,7 +49,7 @@ def train_task(
     if not force and output_state(root, manifest_path, fingerprint) == "done":
         logger.info("train: %s is already trained on these inputs; skipping", run)
         manifest = read_manifest(root, manifest_path)
-        return {"run": run, "skipped": True, **(manifest.extra if manifest else {})}
+        return {**(manifest.extra if manifest else {}), "run": run, "skipped": True}
     root.remove(manifest_path)
     model_dir = Path(root.local_path(root.model_dir(run)))
     if force:
