@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 
 from flows.config import Config
+from flows.lock import data_root_lock
 from flows.plan import ShardPlan, plan_shards
 from flows.progress import StageProgress
 from storage.root import DataRoot
@@ -109,7 +110,7 @@ def write_quarantine(root: DataRoot, plans: list[ShardPlan]) -> pd.DataFrame:
 def preprocess_flow(config: Config) -> dict[str, int]:
     """ingest, decode, mel and augment into shards under the data root."""
     logger = get_run_logger()
-    with StageProgress(logger) as progress:
+    with data_root_lock(config.run.data_root), StageProgress(logger) as progress:
         outcome = run_preprocess(config, progress)
     summary = {stage: outcome.computed(stage) for stage in ("audio", "mel", "mel-aug")}
     logger.info("preprocessing done: %d tracks in %d shards; shards computed: %s",

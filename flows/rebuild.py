@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.config import PREPROCESS_STAGES, Config, ConfigError
+from flows.lock import data_root_lock
 from flows.preprocess import preprocess_flow, run_preprocess
 from flows.progress import StageProgress
 from flows.runner import make_task_runner, prefect_api
@@ -19,11 +20,12 @@ from storage.root import DataRoot
 def rebuild_flow(config: Config) -> dict[str, Any]:
     """ingest -> decode -> mel/augment -> stats -> train -> evaluate -> report."""
     logger = get_run_logger()
-    with StageProgress(logger) as progress:
-        prepared = run_preprocess(config, progress)
-    if config.stages_to_run()[-1] in PREPROCESS_STAGES:
-        return {"tracks": len(prepared.tracks)}
-    outcome = run_training(config, prepared.plans)
+    with data_root_lock(config.run.data_root):
+        with StageProgress(logger) as progress:
+            prepared = run_preprocess(config, progress)
+        if config.stages_to_run()[-1] in PREPROCESS_STAGES:
+            return {"tracks": len(prepared.tracks)}
+        outcome = run_training(config, prepared.plans)
     metrics = outcome.get("metrics") or {}
     if metrics:
         logger.info("test accuracy: clip %.3f, track %.3f, top-2 %.3f (chance %.3f); report in %s",
@@ -61,11 +63,9 @@ def preflight(config: Config) -> None:
 
 def run_command(command: str, config: Config) -> dict[str, Any]:
     """Run ``rebuild``, ``preprocess``, ``train`` or ``evaluate`` on the configured task runner."""
-    from flows.lock import data_root_lock
-
     preflight(config)
     runner = make_task_runner(config.run)
-    with data_root_lock(config.run.data_root), prefect_api():
+    with prefect_api():
         if command == "rebuild":
             return rebuild_flow.with_options(task_runner=runner)(config=config)
         if command == "preprocess":

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
 from flows.config import Config
+from flows.lock import data_root_lock
 from flows.plan import ShardPlan, plan_shards, run_name, stats_fingerprint, training_inputs
 from storage.fingerprint import fingerprint
 from storage.manifest import output_state
@@ -96,7 +97,8 @@ def run_training(config: Config, plans: list[ShardPlan]) -> dict[str, Any]:
 @flow(name="train-evaluate")
 def train_flow(config: Config) -> dict[str, Any]:
     """stats, train, evaluate and report on the shards under the data root."""
-    outcome = run_training(config, load_plans(config))
+    with data_root_lock(config.run.data_root):
+        outcome = run_training(config, load_plans(config))
     get_run_logger().info("training part done: %s", {k: v for k, v in outcome.items() if k != "metrics"})
     return outcome
 
