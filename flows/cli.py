@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("dir", type=Path)
     demo.add_argument("--tracks-per-genre", type=int, default=12)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes")
 
     download = commands.add_parser("download", help="download and extract an FMA archive set")
     download.add_argument("name", choices=["fma_small", "fma_medium", "fma_metadata"])
@@ -128,7 +129,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     if args.tracks_per_genre < 1:
         raise ConfigError(f"--tracks-per-genre must be at least 1 (got {args.tracks_per_genre})")
     paths = generate_demo_set(args.dir, tracks_per_genre=args.tracks_per_genre, seed=args.seed,
-                              progress=_print_progress("demo tracks"))
+                              progress=_print_progress("demo tracks"), workers=max(1, args.workers))
     print(f"{len(paths)} demo tracks in {args.dir}")
     return 0
 

@@ -827,7 +827,7 @@ def ingest_task(root_url: str, config: Config, force: bool = False) -> pd.DataFr
             get_run_logger().info("ingest: writing a demo set of %d tracks per genre to %s",
                                   source_cfg.tracks_per_genre, source_input)
             generate_demo_set(source_input, tracks_per_genre=source_cfg.tracks_per_genre,
-                              seed=source_cfg.demo_seed)
+                              seed=source_cfg.demo_seed, workers=config.run.workers)
     source = read_source(source_cfg.source, source_input,
                          Path(source_cfg.audio) if source_cfg.audio else None, source_cfg.subset)
     tracks, skipped = ingest(source, config.split.val_fraction, config.split.test_fraction,
@@ -850,4 +850,6 @@ def ingest_task(root_url: str, config: Config, force: bool = False) -> pd.DataFr
 
 def _demo_complete(folder: Path, tracks_per_genre: int) -> bool:
     """Whether a demo folder holds at least the tracks asked for (an interrupted one resumes)."""
-    return sum(1 for _ in folder.glob("*/*.mp3")) >= tracks_per_genre * 8
+    from tasks.demo import DEMO_GENRES
+
+    return sum(1 for _ in folder.glob("*/*.mp3")) >= tracks_per_genre * len(DEMO_GENRES)
