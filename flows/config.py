@@ -21,7 +21,7 @@ SourceKind = Literal["demo", "folder", "csv", "fma"]
 
 # The demo set must train in minutes on 2 CPU cores: without an explicit
 # --epochs, a demo run trains for at most this many epochs.
-DEMO_EPOCHS = 12
+DEMO_EPOCHS = 6
 
 
 class ConfigError(ValueError):

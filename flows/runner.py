@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prefect.logging.handlers import APILogHandler
+from prefect.logging.handlers import APILogWorker
 from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 from prefect_dask import DaskTaskRunner
@@ -55,5 +55,5 @@ def prefect_api() -> Iterator[str]:
         else:
             os.environ["PREFECT_API_URL"] = exported
         if server is not None:
-            APILogHandler.flush()  # ship the last log lines before the API goes away
+            APILogWorker.drain_all(timeout=5)  # ship the last log lines before the API goes away
             server.stop()
