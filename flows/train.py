@@ -45,7 +45,7 @@ def check_shards_ready(root: DataRoot, plans: list[ShardPlan], config: Config) -
                             f"{' ...' if len(bad) > 8 else ''}; run `genreflow preprocess` first")
 
 
-def _gpu_annotation() -> Any:
+def gpu_annotation() -> Any:
     """Ask for a GPU worker when the cluster declares GPU resources; any worker otherwise."""
     context = FlowRunContext.get()
     runner = getattr(context, "task_runner", None) if context else None
@@ -77,14 +77,14 @@ def run_training(config: Config, plans: list[ShardPlan]) -> dict[str, Any]:
         raise TrainingError(f"no finished model {run} for these shards and settings; "
                             "run `genreflow train` first")
     val = [("mel", p.shard) for p in plans if p.split == "val"]
-    with _gpu_annotation():
+    with gpu_annotation():
         trained = train_task.submit(root.url, run, genres, stats, training_inputs(plans), val, config.train,
                                     train_fp, config.forced("train")).result()
     outcome["train"] = trained
     if "evaluate" not in stages:
         return outcome
     test = [("mel", p.shard) for p in plans if p.split == "test"]
-    with _gpu_annotation():
+    with gpu_annotation():
         metrics = evaluate_task.submit(root.url, run, test, fingerprint("evaluate", run, test),
                                        config.forced("evaluate")).result()
     outcome["metrics"] = metrics
