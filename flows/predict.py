@@ -34,8 +34,11 @@ def predict_command(paths: list[Path], model: Path | None, fmt: str, data_root: 
     """Print each file's top-3 genres; unreadable files get an error line and the batch goes on."""
     from model.predict import PredictionFailure, format_predictions, load_classifier, predict_paths
 
-    classifier = load_classifier(resolve_model_dir(model, data_root))
-    results = list(predict_paths(classifier, paths, AudioConfig()))
+    model_dir = resolve_model_dir(model, data_root)
+    classifier = load_classifier(model_dir)
+    audio_file = model_dir / "audio.json"
+    audio = AudioConfig.model_validate_json(audio_file.read_text()) if audio_file.is_file() else AudioConfig()
+    results = list(predict_paths(classifier, paths, audio))
     print(format_predictions(results, fmt))
     failures = [r for r in results if isinstance(r, PredictionFailure)]
     for failure in failures:

@@ -79,7 +79,7 @@ def run_training(config: Config, plans: list[ShardPlan]) -> dict[str, Any]:
     val = [("mel", p.shard) for p in plans if p.split == "val"]
     with gpu_annotation():
         trained = train_task.submit(root.url, run, genres, stats, training_inputs(plans), val, config.train,
-                                    train_fp, config.forced("train")).result()
+                                    config.audio, train_fp, config.forced("train")).result()
     outcome["train"] = trained
     if "evaluate" not in stages:
         return outcome

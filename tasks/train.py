@@ -11,12 +11,12 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from flows.config import TrainConfig
+from flows.config import AudioConfig, TrainConfig
 from storage.manifest import output_state, read_manifest, write_manifest
 from storage.root import DataRoot
 from storage.shards import read_shard_index
 
-MODEL_FILES = ("model.keras", "history.csv", "labels.json")
+MODEL_FILES = ("model.keras", "history.csv", "labels.json", "audio.json")
 
 
 def model_manifest_path(root: DataRoot, run: str) -> str:
@@ -40,7 +40,7 @@ def clip_sources(root: DataRoot, shards: list[tuple[str, str]], split: str | Non
 @task(name="train")
 def train_task(
     root_url: str, run: str, genres: list[str], stats: dict, train_shards: list[tuple[str, str]],
-    val_shards: list[tuple[str, str]], train: TrainConfig, fingerprint: str, force: bool,
+    val_shards: list[tuple[str, str]], train: TrainConfig, audio: AudioConfig, fingerprint: str, force: bool,
 ) -> dict[str, Any]:
     """Train (or resume, or skip when finished) the run ``run``; returns its summary."""
     root = DataRoot(root_url)
@@ -67,6 +67,8 @@ def train_task(
         epochs=train.epochs, batch_size=train.batch_size, learning_rate=train.learning_rate,
         patience=train.patience, seed=train.seed, shuffle_buffer=train.shuffle_buffer, progress=report,
     )
+    # predict must cut and transform audio exactly as the training clips were
+    root.write_bytes(str(model_dir / "audio.json"), audio.model_dump_json(indent=2).encode())
     summary = {"run": run, "skipped": False, "epochs_run": int(result.epochs_run),
                "resumed_from_epoch": int(result.resumed_from_epoch or 0)}
     write_manifest(root, manifest_path, name=f"models/{run}", fingerprint=fingerprint,
