@@ -171,6 +171,8 @@ def _print_progress(unit: str) -> Callable[[int, int | None], None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # The scheduler's and workers' INFO lines drown the stage progress; warnings still show.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
