@@ -102,10 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", choices=["table", "csv", "json"], default="table")
     predict.add_argument("--data-root", default="genreflow-data", help="where to find the latest model")
 
-    serve = commands.add_parser("serve", help="serve the rebuild flow on a cron schedule")
+    serve = commands.add_parser("serve", help="serve the rebuild (or --flow) on a cron schedule")
     add_config_flags(serve)
     serve.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: 0 2 * * *)")
-    serve.add_argument("--name", default="nightly-rebuild", help="deployment name")
+    serve.add_argument("--flow", default="rebuild", choices=["rebuild", "preprocess", "train"],
+                       help="which workflow to serve (default: rebuild)")
+    serve.add_argument("--name", default=None, help="deployment name (default: nightly-FLOW)")
     return parser
 
 
@@ -152,7 +154,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 def _run_serve(args: argparse.Namespace, config: Config) -> int:
     from flows.serve import serve_rebuild
 
-    serve_rebuild(config, cron=args.cron, name=args.name)
+    serve_rebuild(config, cron=args.cron, name=args.name or f"nightly-{args.flow}", command=args.flow)
     return 0
 
 
@@ -173,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # The scheduler's and workers' INFO lines drown the stage progress; warnings still show.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    # genreflow runs offline; Prefect's usage telemetry would only log failed calls.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
