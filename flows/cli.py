@@ -8,6 +8,7 @@ is validated before any work starts; a bad value is one line, not a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import types
@@ -21,7 +22,7 @@ from flows.config import Config, ConfigError, build_config, leaf_fields, load_co
 # Errors a user can act on: printed as one line. Anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[str, ...] = (
     "ConfigError", "IngestError", "StorageError", "StageFailed", "DownloadError", "UnsafeArchiveError",
-    "DataRootLocked", "ModelNotFound", "TrainingError",
+    "DataRootLocked", "ModelNotFound", "TrainingError", "PredictError", "UnsafeFileError", "DatasetError",
 )
 
 WORKFLOW_COMMANDS = {
@@ -30,6 +31,34 @@ WORKFLOW_COMMANDS = {
     "train": "stats, train, evaluate and report on the existing shards",
     "evaluate": "evaluate the trained model on the test split and write the report",
 }
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (not the whole usage), like every other error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _UserErrorsWithoutTraceback(logging.Filter):
+    """Drop the traceback from Prefect's console log of a task or flow that failed on a user error.
+
+    ``main`` prints such an error as one line; two tracebacks above it (task, then
+    flow) would bury it. Bugs keep their tracebacks, and the API log keeps all.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and type(error).__name__ in USER_ERRORS:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _quiet_user_error_tracebacks() -> None:
+    """Install the filter on the root logger's handlers (where Prefect's console handler sits)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _UserErrorsWithoutTraceback) for f in handler.filters):
+            handler.addFilter(_UserErrorsWithoutTraceback())
 
 
 def _optional_int(text: str) -> int | None:
@@ -73,7 +102,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="genreflow",
         description="Labelled music collection -> trained genre CNN and evaluation report, "
                     "as a Prefect DAG on Dask.",
@@ -114,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_workflow(command: str, config: Config) -> int:
     from flows.rebuild import run_command
 
+    _quiet_user_error_tracebacks()
     run_command(command, config)
     return 0
 
@@ -130,6 +160,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     if args.tracks_per_genre < 1:
         raise ConfigError(f"--tracks-per-genre must be at least 1 (got {args.tracks_per_genre})")
+    _make_folder(args.dir, "demo-data DIR")
     paths = generate_demo_set(args.dir, tracks_per_genre=args.tracks_per_genre, seed=args.seed,
                               progress=_print_progress("demo tracks"), workers=max(1, args.workers))
     print(f"{len(paths)} demo tracks in {args.dir}")
@@ -139,6 +170,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 def _run_download(args: argparse.Namespace) -> int:
     from tasks.download import DEFAULT_BASE_URL, download_fma
 
+    _make_folder(args.to, "--to")
     target = download_fma(args.name, to=args.to, base_url=args.base_url or DEFAULT_BASE_URL,
                           progress=_print_progress("bytes"))
     print(f"{args.name} ready in {target}")
@@ -156,6 +188,14 @@ def _run_serve(args: argparse.Namespace, config: Config) -> int:
 
     serve_rebuild(config, cron=args.cron, name=args.name or f"nightly-{args.flow}", command=args.flow)
     return 0
+
+
+def _make_folder(path: Path, flag: str) -> None:
+    """Create an output folder up front, so that a path that cannot be one is one line, not a traceback."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot create the folder ({exc.strerror or exc})") from None
 
 
 def _print_progress(unit: str) -> Callable[[int, int | None], None]:

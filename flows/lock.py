@@ -42,9 +42,7 @@ def data_root_lock(url: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "unknown holder"
-            raise DataRootLocked(f"data root {root.path} is in use by another genreflow run ({holder}); "
-                                 "wait for it to finish or use another --data-root") from None
+            raise _refusal(root, handle.read()) from None
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
@@ -53,3 +51,27 @@ def data_root_lock(url: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def check_unlocked(url: str) -> None:
+    """Raise DataRootLocked now if another run holds the data root; hold nothing.
+
+    Called before a run starts its Prefect API and Dask workers, so a second run
+    is refused in a second rather than after its start-up; the flow then takes
+    the lock for real (a run that slips in between is still refused there).
+    """
+    root = DataRoot(url)
+    path = root.join(LOCK_NAME)
+    if not root.is_local or not os.path.exists(path):
+        return
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _refusal(root, handle.read()) from None
+
+
+def _refusal(root: DataRoot, holder: str) -> DataRootLocked:
+    """The one message for a held data root, naming the holder that the lock file records."""
+    return DataRootLocked(f"data root {root.path} is in use by another genreflow run "
+                          f"({holder.strip() or 'unknown holder'}); wait for it to finish or use another --data-root")

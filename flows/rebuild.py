@@ -8,12 +8,16 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.config import PREPROCESS_STAGES, Config, ConfigError
-from flows.lock import data_root_lock
+from flows.lock import check_unlocked, data_root_lock
 from flows.preprocess import preprocess_flow, run_preprocess
 from flows.progress import StageProgress
 from flows.runner import make_task_runner, prefect_api
 from flows.train import run_training, train_flow
 from storage.root import DataRoot
+
+# Stages that open files by local path (the Keras model, memory-mapped shards for tf.data), so they
+# cannot run on an object-store data root; preprocessing goes through fsspec and can.
+LOCAL_ROOT_STAGES: tuple[str, ...] = ("train", "evaluate")
 
 
 @flow(name="rebuild")
@@ -56,21 +60,43 @@ def preflight(config: Config) -> None:
             raise ConfigError(f"--source {source.source} needs {flag} PATH")
         if not os.access(value, os.R_OK):
             raise ConfigError(f"{flag} {value}: {'not readable' if os.path.exists(value) else 'no such path'}")
+    _check_input_kind(source.source, source.input)
     if source.audio and not os.path.isdir(source.audio):
         raise ConfigError(f"--audio {source.audio}: not a folder")
-    DataRoot(config.run.data_root).ensure_writable()
+    root = DataRoot(config.run.data_root)
+    needs_local = [stage for stage in LOCAL_ROOT_STAGES if stage in config.stages_to_run()]
+    if needs_local and not root.is_local:
+        raise ConfigError(f"--data-root {root.url} is not a local path, and {' and '.join(needs_local)} need one "
+                          "(Keras and tf.data open the model and shard files by path): preprocess there "
+                          "(`genreflow preprocess`), then train on a local or mounted path")
+    root.ensure_writable()
+    check_unlocked(config.run.data_root)
+
+
+def _check_input_kind(kind: str, value: str | None) -> None:
+    """--input must be a folder for folder, fma and demo sources and a file for csv: say so before any work."""
+    if not value or not os.path.exists(value):
+        return  # absent: the checks above, or a demo folder still to be written
+    want_file = kind == "csv"
+    if want_file and not os.path.isfile(value):
+        raise ConfigError(f"--input {value}: --source csv needs a CSV file, this is a folder")
+    if not want_file and not os.path.isdir(value):
+        raise ConfigError(f"--input {value}: --source {kind} needs a folder, this is a file")
+    if not want_file and not os.access(value, os.R_OK | os.X_OK):
+        raise ConfigError(f"--input {value}: folder not readable")
 
 
 def run_command(command: str, config: Config) -> dict[str, Any]:
     """Run ``rebuild``, ``preprocess``, ``train`` or ``evaluate`` on the configured task runner."""
+    if command == "preprocess":
+        config = _with_stage_bounds(config, None, "augment")
+    elif command == "evaluate":
+        config = _with_stage_bounds(config, "evaluate", None)
     preflight(config)
     runner = make_task_runner(config.run)
     with prefect_api():
         if command == "rebuild":
             return rebuild_flow.with_options(task_runner=runner)(config=config)
         if command == "preprocess":
-            config = _with_stage_bounds(config, None, "augment")
             return preprocess_flow.with_options(task_runner=runner)(config=config)
-        if command == "evaluate":
-            config = _with_stage_bounds(config, "evaluate", None)
         return train_flow.with_options(task_runner=runner)(config=config)

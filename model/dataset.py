@@ -2,7 +2,9 @@
 
 Only a global index of (source, row, label) integers lives in memory; it is
 shuffled as a whole (a perfect shuffle across shards, cheap because it holds
-integers, not clips). Clips are read a batch at a time from memory-mapped
+integers, not clips), and each pass's permutation is a function of (seed,
+epoch) only (:class:`EpochOrder`), so a training run resumed at epoch k after a
+kill reads the clips in the order an uninterrupted run did. Clips are read a batch at a time from memory-mapped
 ``.npy`` shards, each opened on first use, so a collection far larger than RAM
 trains from the page cache and sources whose rows are not selected are never
 opened.
@@ -74,6 +76,8 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
                 raise ValueError(f"unsupported .npy format version {version}")
     except (OSError, ValueError) as exc:
         raise DatasetError(f"cannot read the array header of {path}: {exc}") from exc
+    if np.dtype(dtype).hasobject:  # loading it would unpickle whatever the file holds
+        raise DatasetError(f"{path} holds Python objects (pickled data), not clips: refused")
     return tuple(shape), np.dtype(dtype)
 
 
@@ -106,6 +110,33 @@ class _ShardReader:
             order = np.argsort(rows[where], kind="stable")
             out[where[order]] = self._shard(int(source))[rows[where][order]]
         return out.astype(np.float32)[..., np.newaxis]
+
+
+class EpochOrder:
+    """The order of each pass over the clips: a permutation seeded by (seed, epoch) alone.
+
+    tf.data's own reshuffling draws each pass's seed from a generator whose
+    state is lost when the process dies, so a resumed run would see other
+    orders than an uninterrupted one. Here a new pass takes ``next_epoch`` and
+    advances it; a trainer that knows the epoch (Keras' ``on_epoch_begin``, run
+    before the epoch's iterator is made) sets it with :meth:`start`.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed % 2**64  # SeedSequence takes non-negative integers
+        self.next_epoch = 0
+        self._lock = threading.Lock()
+
+    def start(self, epoch: int) -> None:
+        """The next pass is (0-based) epoch ``epoch``."""
+        with self._lock:
+            self.next_epoch = epoch
+
+    def permutation(self, n: int) -> np.ndarray:
+        """Positions 0..n-1 in the order of the next pass, int64."""
+        with self._lock:
+            epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
+        return np.random.default_rng([self.seed, epoch]).permutation(n).astype(np.int64)
 
 
 def _global_index(
@@ -154,13 +185,16 @@ def clip_dataset(
     shuffle: bool,
     seed: int,
     shuffle_buffer: int = 2048,
+    order: EpochOrder | None = None,
 ) -> tf.data.Dataset:
     """Batches (x float32 (b, n_mels, frames, 1), y int32 (b,)) over every selected clip once.
 
     With ``shuffle`` the order is a fresh permutation of all clips across all
-    shards each epoch, the same sequence of permutations for the same ``seed``.
-    ``shuffle_buffer`` is accepted for the config's sake, but the shuffle is of
-    the integer index, so it is always global (as if the buffer held every clip).
+    shards each epoch, given by ``order`` (default: ``EpochOrder(seed)``, whose
+    passes count 0, 1, 2, ...): the same permutations for the same ``seed``
+    and epoch, whatever happened before. ``shuffle_buffer`` is accepted for the
+    config's sake, but the shuffle is of the integer index, so it is always
+    global (as if the buffer held every clip).
     """
     del shuffle_buffer  # see the docstring: the index shuffle needs no bounded buffer
     if batch_size < 1:
@@ -173,9 +207,26 @@ def clip_dataset(
         x.set_shape((None, *clip_shape, 1))
         return x, batch_labels
 
-    data = tf.data.Dataset.from_tensor_slices((ids, rows, labels))
     if shuffle:
-        data = data.shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size)
+        order = order or EpochOrder(seed)
+        n = len(ids)
+        index = tf.constant(np.stack([ids, rows, labels.astype(np.int64)], axis=1))
+
+        def epoch_permutation(_: tf.Tensor) -> tf.Tensor:
+            positions = tf.numpy_function(lambda: order.permutation(n), [], tf.int64, stateful=True)
+            positions.set_shape((n,))
+            return positions
+
+        def lookup(positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            picked = tf.gather(index, positions)
+            return picked[:, 0], picked[:, 1], tf.cast(picked[:, 2], tf.int32)
+
+        # One permutation per pass: from_tensors yields once for each new iterator.
+        data = (tf.data.Dataset.from_tensors(0).map(epoch_permutation)
+                .flat_map(tf.data.Dataset.from_tensor_slices)
+                .apply(tf.data.experimental.assert_cardinality(n))
+                .batch(batch_size).map(lookup))
+    else:
+        data = tf.data.Dataset.from_tensor_slices((ids, rows, labels)).batch(batch_size)
     data = data.map(read_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return data.prefetch(tf.data.AUTOTUNE)

@@ -76,7 +76,11 @@ def load_classifier(model_dir: Path) -> Classifier:
     for path in (model_path, labels_path):
         if not path.exists():
             raise PredictError(f"{path} not found: is {model_dir} a finished training run?")
-    model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+    try:
+        model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+    except (ValueError, TypeError, OSError) as exc:  # not a .keras zip, or code that safe mode refuses to run
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PredictError(f"cannot load {model_path} (safe mode): {first[:300]}") from None
     genres = json.loads(labels_path.read_text())
     n_outputs = int(model.output_shape[-1])
     if not isinstance(genres, list) or len(genres) != n_outputs:

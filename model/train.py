@@ -32,7 +32,7 @@ import pandas as pd
 import tensorflow as tf
 
 from model.cnn import build_seed_cnn, compile_model
-from model.dataset import ClipSource, clip_dataset
+from model.dataset import ClipSource, EpochOrder, clip_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +203,30 @@ class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         super().on_train_end(logs)
 
 
+class _EpochSeeds(keras.callbacks.Callback):
+    """Make each epoch's randomness a function of (seed, epoch): the clip order and the dropout masks.
+
+    BackupAndRestore restores weights and optimizer state, not the RNG state of
+    the input pipeline or of the Dropout layers' seed generators, so without
+    this a run resumed at epoch k would draw other orders and masks than an
+    uninterrupted run and end with other weights. Each seed generator's state
+    is [seed, draws]; its draw counter is set to a fixed point per epoch.
+    """
+
+    STRIDE = 1 << 32  # draws reserved per epoch; far more than any epoch's steps
+
+    def __init__(self, order: EpochOrder) -> None:
+        super().__init__()
+        self.order = order
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.order.start(epoch)
+        for variable in self.model.variables:
+            if variable.path.endswith("seed_generator_state"):
+                seed = variable.numpy()[0]
+                variable.assign(np.asarray([seed, epoch * self.STRIDE], dtype=variable.dtype))
+
+
 class _ProgressCallback(keras.callbacks.Callback):
     """Reports (1-based epoch, epochs, logs) to a plain function at each epoch end."""
 
@@ -271,7 +295,9 @@ def train_model(
     if deterministic:
         tf.config.experimental.enable_op_determinism()
 
-    train_data = clip_dataset(train, label_of, batch_size, shuffle=True, seed=seed, shuffle_buffer=shuffle_buffer)
+    order = EpochOrder(seed)
+    train_data = clip_dataset(train, label_of, batch_size, shuffle=True, seed=seed, shuffle_buffer=shuffle_buffer,
+                              order=order)
     has_val = any(len(s) for s in val)
     val_data = clip_dataset(val, label_of, batch_size, shuffle=False, seed=seed) if has_val else None
     monitor = "val_loss" if has_val else "loss"
@@ -312,6 +338,7 @@ def train_model(
     # Order matters: each epoch's history row and best weights are on disk
     # before BackupAndRestore records the epoch as finished.
     callbacks: list[keras.callbacks.Callback] = [
+        _EpochSeeds(order),
         ledger,
         stopping,
         keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir), double_checkpoint=True, delete_checkpoint=False),

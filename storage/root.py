@@ -46,6 +46,10 @@ class StorageError(RuntimeError):
     """A data-root problem, with the path it concerns."""
 
 
+class UnsafeFileError(StorageError, ValueError):
+    """A file that would need unpickling (Python objects) to load: refused, never loaded."""
+
+
 @dataclass
 class DataRoot:
     """A data root on any fsspec filesystem."""
@@ -172,10 +176,20 @@ class DataRoot:
             return pq.read_table(handle).to_pandas()
 
     def read_npy(self, path: str, mmap: bool = True) -> np.ndarray:
-        """Load an array without pickle; memory-mapped when the root is local."""
-        if self.is_local and mmap:
-            return np.load(path, mmap_mode="r", allow_pickle=False)
-        return np.load(io.BytesIO(self.read_bytes(path)), allow_pickle=False)
+        """Load an array without pickle; memory-mapped when the root is local.
+
+        An array of Python objects raises UnsafeFileError: loading it would unpickle
+        whatever the file holds, and no genreflow output is ever such an array.
+        """
+        try:
+            if self.is_local and mmap:
+                return np.load(path, mmap_mode="r", allow_pickle=False)
+            return np.load(io.BytesIO(self.read_bytes(path)), allow_pickle=False)
+        except ValueError as exc:
+            if "pickle" in str(exc) or "Python objects" in str(exc):
+                raise UnsafeFileError(f"{path} holds Python objects (pickled data): refused, not loaded; "
+                                      "delete it and rerun `genreflow rebuild` to rebuild it") from None
+            raise
 
     def checksum(self, path: str) -> str:
         """blake2b of a file's bytes, streamed."""
