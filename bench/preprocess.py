@@ -1,0 +1,228 @@
+"""genreflow's preprocessing through Prefect and Dask, and the same work without them.
+
+Both sides run on worker processes that were started and warmed beforehand
+(modules imported, one track decoded), so a comparison measures the work and
+the orchestration, not process start-up; the one-off costs (a fresh
+LocalCluster, the temporary Prefect API) are measured on their own.
+
+- ``WarmCluster``: a Dask LocalCluster like ``flows.runner.make_task_runner``
+  builds (processes, one thread each), handed to the flow with
+  ``--dask-address``, so the flow and its tasks are exactly genreflow's.
+- ``PlainPool``: a ``ProcessPoolExecutor`` of as many spawned processes that
+  runs the tasks' own functions (``decode_task.fn``, ``mel_task.fn``,
+  ``augment_task.fn``: skip check, stage function, shard write) over the same
+  shards, in the same dependency order, writing the same files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from flows.config import Config, build_config
+
+# A shard of the seed's default size: one Prefect task costs ~0.1 s, a shard ~1 s of work.
+SHARD_SIZE = 50
+
+
+def bench_config(source: Path, data_root: Path, workers: int, *, dask_address: str | None = None,
+                 augment: bool = False, clips_per_track: int | None = 1, shard_size: int = SHARD_SIZE) -> Config:
+    """A preprocessing configuration for a folder source.
+
+    ``augment`` False stops after the mel stage with augmentation off (the
+    comparisons with the seed, which had none in its loop); True is the full
+    default preprocessing (decode, mel, and the seed's four augmentations).
+    """
+    values: dict[str, Any] = {
+        "source": "folder", "input": str(source), "data_root": str(data_root), "workers": workers,
+        "dask_address": dask_address, "shard_size": shard_size, "retries": 0,
+        "clips_per_track": clips_per_track,
+    }
+    if not augment:
+        values.update(to_stage="mel", time_stretch=[], pitch_shift=[])
+    else:
+        values.update(to_stage="augment")
+    return build_config(None, **values)
+
+
+def fresh_root(parent: Path, label: str) -> Path:
+    """A new, empty data root under ``parent``."""
+    root = parent / f"{label}-{uuid.uuid4().hex[:8]}"
+    root.mkdir(parents=True)
+    return root
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[io.StringIO]:
+    """Hide progress bars and worker chatter during a timed run (they are for terminals)."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer):
+        yield buffer
+
+
+def _quiet_logs() -> None:
+    for name in ("distributed", "prefect", "asyncio", "tornado"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def warm_worker(path: str) -> int:
+    """Import the stage modules and decode and mel one track, so that no timed task pays for it."""
+    _quiet_logs()
+    import numpy as np
+
+    from flows.config import AudioConfig
+    from tasks.audio import decode_audio
+    from tasks.augment import augment_clip  # noqa: F401  (imports librosa.effects)
+    from tasks.decode import decode_task  # noqa: F401  (imports prefect)
+    from tasks.mel import log_mel
+
+    audio = AudioConfig()
+    clip = decode_audio(path, audio.sample_rate, audio.clip_seconds)[: audio.clip_samples]
+    log_mel(np.asarray(clip)[None, :], audio.sample_rate)
+    return os.getpid()
+
+
+class WarmCluster:
+    """A started, warmed Dask LocalCluster of ``workers`` single-threaded processes."""
+
+    def __init__(self, workers: int, warm_path: Path) -> None:
+        from distributed import Client, LocalCluster
+
+        _quiet_logs()
+        start = time.perf_counter()
+        self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                    dashboard_address=":0", silence_logs=logging.ERROR)
+        self.client = Client(self.cluster)
+        self.client.run(warm_worker, str(warm_path))
+        self.start_s = time.perf_counter() - start
+        self.workers = workers
+
+    @property
+    def address(self) -> str:
+        return self.cluster.scheduler_address
+
+    def close(self) -> None:
+        self.client.close()
+        self.cluster.close()
+
+
+def run_flow(config: Config) -> dict[str, Any]:
+    """``genreflow preprocess`` with ``config``, as the CLI runs it; its summary."""
+    from flows.rebuild import run_command
+
+    with quiet_stderr():
+        return run_command("preprocess", config)
+
+
+def timed_flow(config: Config) -> float:
+    start = time.perf_counter()
+    run_flow(config)
+    return time.perf_counter() - start
+
+
+# ---- the same work without Prefect and Dask ---------------------------------------------------
+
+
+def _plain_decode(root_url: str, shard: str, tracks: Any, audio: Any, fingerprint: str) -> str:
+    from tasks.decode import decode_task
+
+    decode_task.fn(root_url, shard, tracks, audio, fingerprint, False)
+    return shard
+
+
+def _plain_mel(root_url: str, shard: str, audio: Any, fingerprint: str) -> str:
+    from tasks.mel import mel_task
+
+    mel_task.fn(root_url, shard, audio, fingerprint, False)
+    return shard
+
+
+def _plain_augment(root_url: str, shard: str, audio: Any, augment: Any, fingerprint: str) -> str:
+    from tasks.augment import augment_task
+
+    augment_task.fn(root_url, shard, audio, augment, fingerprint, False)
+    return shard
+
+
+def plain_ingest(config: Config) -> Any:
+    """ingest without Prefect: read and split the source, write tracks.parquet and its manifest."""
+    from storage.fingerprint import fingerprint, frame_fingerprint
+    from storage.manifest import write_manifest
+    from storage.root import DataRoot
+    from tasks.ingest import ingest, read_source
+
+    root = DataRoot(config.run.data_root)
+    root.ensure_writable()
+    source = read_source(config.source.source, Path(config.source.input or "."))
+    tracks, skipped = ingest(source, config.split.val_fraction, config.split.test_fraction,
+                             config.split.split_seed, config.run.shard_size)
+    skipped_path = root.join("ingest-skipped.parquet")
+    root.write_parquet(root.tracks_path(), tracks)
+    root.write_parquet(skipped_path, skipped)
+    write_manifest(root, root.join("tracks.manifest.json"), name="tracks",
+                   fingerprint=fingerprint("ingest", frame_fingerprint(tracks), frame_fingerprint(skipped)),
+                   files=[root.tracks_path(), skipped_path], rows=len(tracks))
+    return tracks
+
+
+class PlainPool:
+    """``workers`` spawned, warmed processes that run the stage tasks' plain functions."""
+
+    def __init__(self, workers: int, warm_path: Path) -> None:
+        start = time.perf_counter()
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        seen: set[int] = set()
+        while len(seen) < workers:  # one warm-up per process: submit a round until each has done one
+            seen |= set(self.pool.map(warm_worker, [str(warm_path)] * workers))
+        self.start_s = time.perf_counter() - start
+        self.workers = workers
+
+    def run(self, config: Config) -> None:
+        """ingest, then decode every shard and each shard's mel (and augment) once its decode is done."""
+        from flows.plan import plan_shards
+        from flows.preprocess import write_quarantine
+        from storage.root import DataRoot
+
+        root = DataRoot(config.run.data_root)
+        tracks = plain_ingest(config)
+        plans = {plan.shard: plan for plan in plan_shards(tracks, config)}
+        stages = config.stages_to_run()
+        pending: set[Future] = set()
+        for plan in plans.values():
+            pending.add(self.pool.submit(_plain_decode, root.url, plan.shard, plan.tracks, config.audio, plan.decode))
+        decodes = set(pending)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                shard = future.result()
+                if future not in decodes:
+                    continue
+                plan = plans[shard]
+                if "mel" in stages:
+                    pending.add(self.pool.submit(_plain_mel, root.url, shard, config.audio, plan.mel))
+                if "augment" in stages and plan.augment is not None:
+                    pending.add(self.pool.submit(_plain_augment, root.url, shard, config.audio, config.augment,
+                                                 plan.augment))
+        write_quarantine(root, list(plans.values()))
+
+    def timed(self, config: Config) -> float:
+        start = time.perf_counter()
+        self.run(config)
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def remove_root(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=True)

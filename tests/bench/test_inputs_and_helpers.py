@@ -1,0 +1,87 @@
+"""Bench inputs (linked copies of a demo set), its configurations, the child protocol and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import inputs, preprocess, training
+
+
+def _fake_set(folder: Path, per_genre: int = 2) -> inputs.BenchSet:
+    paths = []
+    for genre in ("Folk", "Rock"):
+        (folder / genre).mkdir(parents=True)
+        for i in range(per_genre):
+            path = folder / genre / f"{genre.lower()}-{i:04d}.mp3"
+            path.write_bytes(f"{genre}{i}".encode())
+            paths.append(path)
+    return inputs.BenchSet(folder, tuple(sorted(paths)))
+
+
+def test_replicate_set_makes_new_names_with_the_same_bytes(tmp_path: Path) -> None:
+    base = _fake_set(tmp_path / "base")
+    big = inputs.replicate_set(base, tmp_path / "big", copies=3)
+    assert len(big) == 3 * len(base)
+    assert len({p.name for p in big.paths}) == len(big)  # every copy is another track
+    assert (tmp_path / "big" / "Rock" / "rock-0001-c2.mp3").read_bytes() == b"Rock1"
+    again = inputs.replicate_set(base, tmp_path / "big", copies=3)  # idempotent
+    assert again.paths == big.paths
+    with pytest.raises(ValueError, match="copies"):
+        inputs.replicate_set(base, tmp_path / "none", copies=0)
+
+
+def test_first_per_genre_takes_from_each_genre(tmp_path: Path) -> None:
+    base = _fake_set(tmp_path / "base", per_genre=3)
+    chosen = inputs.first_per_genre(base, 2)
+    assert [p.name for p in chosen] == ["folk-0000.mp3", "folk-0001.mp3", "rock-0000.mp3", "rock-0001.mp3"]
+
+
+def test_bench_config_mel_only_or_full_preprocessing(tmp_path: Path) -> None:
+    mel = preprocess.bench_config(tmp_path / "src", tmp_path / "root", 2, dask_address="tcp://127.0.0.1:1")
+    assert mel.run.to_stage == "mel" and mel.augment.names() == []
+    assert mel.audio.clips_per_track == 1 and mel.run.workers == 2 and mel.run.shard_size == 50
+    assert mel.source.source == "folder" and mel.run.dask_address == "tcp://127.0.0.1:1"
+    full = preprocess.bench_config(tmp_path / "src", tmp_path / "root", 1, augment=True, clips_per_track=None)
+    assert full.run.to_stage == "augment" and full.audio.clips_per_track is None
+    assert full.augment.names() == ["stretch0.8", "stretch0.9", "pitch+2", "pitch-2"]
+
+
+def test_steady_rate_excludes_the_first_batch() -> None:
+    assert training.steady_rate([10.0, 11.0, 12.0, 13.0], batch_size=64) == pytest.approx(64.0)
+    with pytest.raises(ValueError):
+        training.steady_rate([1.0], batch_size=64)
+
+
+def test_child_protocol_round_trips() -> None:
+    cmd = training.child_command("predict", {"paths": ["a.mp3"]})
+    assert cmd[1:4] == ["-m", "bench.training", "predict"] and json.loads(cmd[4]) == {"paths": ["a.mp3"]}
+    out = "noise\n" + training.RESULT_PREFIX + json.dumps({"mean_s": 0.1}) + "\nmore noise\n"
+    assert training.parse_result(out) == {"mean_s": 0.1}
+    with pytest.raises(RuntimeError):
+        training.parse_result("no result here")
+
+
+def test_cli_help_lists_the_options() -> None:
+    out = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, check=True)
+    assert "--quick" in out.stdout and "--json" in out.stdout
+
+
+def test_projection_is_cost_arithmetic() -> None:
+    from bench import project
+
+    stage = {"decode_per_track_s": 0.03, "mel_per_clip_s": 0.005, "augment_per_clip_s": 0.2, "augmentations": 4}
+    small = project.project(project.FMA_SMALL, stage, workers=2, overhead=1.1, train_clips_per_s=50.0)
+    assert small["windows_per_track"] == 3
+    cpu = 6400 * (0.03 + 3 * 0.205) + 1600 * (0.03 + 3 * 0.005)
+    assert small["preprocess_cpu_hours"] == pytest.approx(cpu / 3600)
+    assert small["preprocess_hours"] == pytest.approx(cpu / 2 * 1.1 / 3600)
+    assert small["epoch_clips"] == 6400 * 3 * 5
+    assert small["epoch_minutes_cpu"] == pytest.approx(6400 * 15 / 50 / 60)
+    full = project.project(project.FMA_FULL, stage, workers=2, overhead=1.1, train_clips_per_s=50.0)
+    assert full["collection"]["train"] + full["collection"]["val"] + full["collection"]["test"] == 106_574
+    assert full["windows_per_track"] == 27  # 343 days over 106,574 tracks: ~278 s each
