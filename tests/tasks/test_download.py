@@ -104,15 +104,17 @@ def _handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
             self.end_headers()
             limit = state.drop_after.get(self.path) if nth == 1 else None
+            # ``sent`` is recorded before the bytes go out: the client may finish and the
+            # test read the log before this thread runs another line after the write.
             if limit is not None:
+                req.sent = limit
                 self.wfile.write(payload[:limit])
                 self.wfile.flush()
-                req.sent = limit
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return None
-            self.wfile.write(payload)
             req.sent = len(payload)
+            self.wfile.write(payload)
             return None
 
     return Handler
