@@ -9,8 +9,8 @@ LocalCluster, the temporary Prefect API) are measured on their own.
   builds (processes, one thread each), handed to the flow with
   ``--dask-address``, so the flow and its tasks are exactly genreflow's.
 - ``PlainPool``: a ``ProcessPoolExecutor`` of as many spawned processes that
-  runs the tasks' own functions (``decode_task.fn``, ``mel_task.fn``,
-  ``augment_task.fn``: skip check, stage function, shard write) over the same
+  runs the shard task's own stage functions (``decode_stage``, ``mel_stage``,
+  ``augment_stage``: skip check, stage function, shard write) over the same
   shards, in the same dependency order, writing the same files.
 """
 
@@ -83,8 +83,8 @@ def warm_worker(path: str) -> int:
     from flows.config import AudioConfig
     from tasks.audio import decode_audio
     from tasks.augment import augment_clip  # noqa: F401  (imports librosa.effects)
-    from tasks.decode import decode_task  # noqa: F401  (imports prefect)
     from tasks.mel import log_mel
+    from tasks.shard import preprocess_shard_task  # noqa: F401  (imports prefect and every stage)
 
     audio = AudioConfig()
     clip = decode_audio(path, audio.sample_rate, audio.clip_seconds)[: audio.clip_samples]
@@ -98,11 +98,16 @@ class WarmCluster:
     def __init__(self, workers: int, warm_path: Path) -> None:
         from distributed import Client, LocalCluster
 
+        from flows.runner import worker_environ
+
         _quiet_logs()
         start = time.perf_counter()
-        self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                    dashboard_address=":0", silence_logs=logging.ERROR)
-        self.client = Client(self.cluster)
+        with worker_environ():  # the workers' malloc settings, as make_task_runner's LocalCluster gets them
+            self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                        dashboard_address=":0", silence_logs=logging.ERROR)
+        # Not the default client: prefect-dask's DaskTaskRunner takes the process's default
+        # client over its ``address``, so a flow would run on whichever cluster was made last.
+        self.client = Client(self.cluster, set_as_default=False)
         self.client.run(warm_worker, str(warm_path))
         self.start_s = time.perf_counter() - start
         self.workers = workers
@@ -134,23 +139,23 @@ def timed_flow(config: Config) -> float:
 
 
 def _plain_decode(root_url: str, shard: str, tracks: Any, audio: Any, fingerprint: str) -> str:
-    from tasks.decode import decode_task
+    from tasks.decode import decode_stage
 
-    decode_task.fn(root_url, shard, tracks, audio, fingerprint, False)
+    decode_stage(root_url, shard, tracks, audio, fingerprint, False)
     return shard
 
 
 def _plain_mel(root_url: str, shard: str, audio: Any, fingerprint: str) -> str:
-    from tasks.mel import mel_task
+    from tasks.mel import mel_stage
 
-    mel_task.fn(root_url, shard, audio, fingerprint, False)
+    mel_stage(root_url, shard, audio, fingerprint, False)
     return shard
 
 
 def _plain_augment(root_url: str, shard: str, audio: Any, augment: Any, fingerprint: str) -> str:
-    from tasks.augment import augment_task
+    from tasks.augment import augment_stage
 
-    augment_task.fn(root_url, shard, audio, augment, fingerprint, False)
+    augment_stage(root_url, shard, audio, augment, fingerprint, False)
     return shard
 
 

@@ -55,7 +55,10 @@ def make_cluster(args: argparse.Namespace) -> Any:
     """
     from dask_jobqueue import SLURMCluster
 
+    from flows.runner import WORKER_ENVIRON
+
     prologue = [f"export PATH={os.path.dirname(sys.executable)}:$PATH"]
+    prologue += [f"export {name}={value}" for name, value in WORKER_ENVIRON.items()]  # see flows/runner.py
     if os.environ.get("PREFECT_API_URL"):
         prologue.append(f"export PREFECT_API_URL={os.environ['PREFECT_API_URL']}")
     directives, worker_args = [], []

@@ -1,8 +1,8 @@
 """The preprocessing half of the DAG: ingest -> decode -> mel, and decode -> augment (train only).
 
-One Prefect task per shard and stage, fanned out on Dask. A shard's mel and
-augment tasks wait only for that shard's decode, so stages overlap across
-shards. Every shard task skips work whose manifest matches its plan.
+One Prefect task per shard, fanned out on Dask, runs that shard's stages in
+order (tasks/shard.py, which says why not one task per stage), so stages
+overlap across shards. Every stage skips work whose manifest matches its plan.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from flows.plan import ShardPlan, plan_shards
 from flows.progress import StageProgress
 from storage.root import DataRoot
 from storage.shards import read_side_table, shard_state
-from tasks.augment import augment_task
 from tasks.common import ShardResult
-from tasks.decode import QUARANTINE_COLUMNS, decode_task
+from tasks.decode import QUARANTINE_COLUMNS
 from tasks.ingest import ingest_task
-from tasks.mel import mel_task
+from tasks.shard import preprocess_shard_task
+
+RETRY_DELAY_S = 2  # before a shard task's retry of a transient error
 
 
 class StageFailed(RuntimeError):
@@ -41,7 +42,7 @@ class PreprocessResult:
 
 
 def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
-    """Submit every shard task of the preprocessing stages and wait for them all."""
+    """Submit one task per shard (its decode, mel and augment in order) and wait for them all."""
     root = DataRoot(config.run.data_root)
     stages = config.stages_to_run()
     tracks = ingest_task(config.run.data_root, config, force=config.forced("ingest"))
@@ -49,39 +50,22 @@ def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
     outcome = PreprocessResult(tracks, plans)
     if "decode" not in stages:
         return outcome
-    retries = config.run.retries
-    decode = decode_task.with_options(retries=retries, retry_delay_seconds=2)
-    futures: dict[PrefectFuture, str] = {}
-    totals: dict[str, tuple[int, int]] = {}
-
-    def submit(stage: str, future: PrefectFuture, plan: ShardPlan) -> None:
-        futures[future] = f"{stage} {plan.shard}"
-        shards, n_tracks = totals.get(stage, (0, 0))
-        totals[stage] = (shards + 1, n_tracks + len(plan.tracks))
-
-    for plan in plans:
-        decoded = decode.submit(root.url, plan.shard, plan.tracks, config.audio, plan.decode,
-                                config.forced("decode"))
-        submit("audio", decoded, plan)
-        if "mel" in stages:
-            submit("mel", mel_task.with_options(retries=retries).submit(
-                root.url, plan.shard, config.audio, plan.mel, config.forced("mel"), wait_for=[decoded]), plan)
-        if "augment" in stages and plan.augment is not None:
-            submit("mel-aug", augment_task.with_options(retries=retries).submit(
-                root.url, plan.shard, config.audio, config.augment, plan.augment, config.forced("augment"),
-                wait_for=[decoded]), plan)
-    for stage, (shards, n_tracks) in totals.items():
-        progress.add_stage(stage, shards, n_tracks)
+    for stage, planned in (("audio", plans), ("mel", plans if "mel" in stages else []),
+                           ("mel-aug", [p for p in plans if p.augment] if "augment" in stages else [])):
+        if planned:
+            progress.add_stage(stage, len(planned), sum(len(p.tracks) for p in planned))
+    shard_task = preprocess_shard_task.with_options(retries=config.run.retries, retry_delay_seconds=RETRY_DELAY_S)
+    futures: dict[PrefectFuture, str] = {shard_task.submit(root.url, plan, config): plan.shard for plan in plans}
     failures = []
     for future in as_completed(list(futures)):
         future.wait()
         state = future.state
         if state.is_completed():
-            result = future.result()
-            outcome.results.append(result)
-            progress.advance(result)
+            for result in future.result():
+                outcome.results.append(result)
+                progress.advance(result)
         else:
-            failures.append(f"{futures[future]}: {state.message or state.name}")
+            failures.append(f"shard {futures[future]}: {state.message or state.name}")
     write_quarantine(root, plans)
     if failures:
         raise StageFailed(f"{len(failures)} shard task(s) failed (finished shards are kept; rerun to "

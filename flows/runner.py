@@ -5,13 +5,39 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import dask
 from prefect.logging.handlers import APILogWorker
 from prefect.server.api.server import SubprocessASGIServer
-from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+    get_current_settings,
+    temporary_settings,
+)
 from prefect_dask import DaskTaskRunner
 
 from flows.config import RunConfig
+
+# Dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536, and setting any
+# malloc tunable turns off glibc's dynamic mmap threshold: each array over 128 KiB then
+# comes from a fresh mmap, zero-filled page by page on first touch, and the mel stage
+# ran 2.7x slower in a worker than in a plain process (docs/benchmarks.md). Below this
+# size arrays come from the heap again; Dask's trimming of the heap stays as it is.
+WORKER_ENVIRON: dict[str, str] = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
+
+
+@contextmanager
+def worker_environ() -> Iterator[None]:
+    """Dask configuration under which LocalCluster workers start with WORKER_ENVIRON.
+
+    Workers of an external cluster (``dask worker``) take the same variables from
+    their own environment (deploy/ sets them).
+    """
+    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": value
+                          for name, value in WORKER_ENVIRON.items()}):
+        yield
 
 
 def make_task_runner(run: RunConfig) -> DaskTaskRunner:
@@ -41,13 +67,17 @@ def prefect_api() -> Iterator[str]:
     url = get_current_settings().api.url
     exported = os.environ.get("PREFECT_API_URL")
     server = None
+    updates: dict[Any, Any] = {}
     if not url:
         server = SubprocessASGIServer()
         server.start()
         url = server.api_url
+        # Flow-run heartbeats let a server's automations mark a dead run as crashed; the
+        # temporary API runs none, and stopping the heartbeat thread costs a flow up to 1 s.
+        updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
     os.environ["PREFECT_API_URL"] = url
     try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        with temporary_settings(updates={PREFECT_API_URL: url, **updates}):
             yield url
     finally:
         if exported is None:

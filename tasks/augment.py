@@ -10,12 +10,11 @@ from __future__ import annotations
 import librosa
 import numpy as np
 import pandas as pd
-from prefect import task
 
 from flows.config import AudioConfig, AugmentConfig
 from storage.root import DataRoot
 from storage.shards import open_shard_array, read_shard_index, write_shard
-from tasks.common import ShardResult, retry_transient, skip_if_done
+from tasks.common import ShardResult, skip_if_done
 from tasks.mel import mel_batches
 
 
@@ -64,11 +63,10 @@ def augment_shard(
     return np.concatenate(mels), table
 
 
-@task(name="augment", retry_condition_fn=retry_transient)
-def augment_task(
+def augment_stage(
     root_url: str, shard: str, audio: AudioConfig, augment: AugmentConfig, fingerprint: str, force: bool
 ) -> ShardResult:
-    """Augmented log-mel clips of one training shard, unless already done for ``fingerprint``."""
+    """Augmented log-mel clips of one training shard into mel-aug/<shard>, unless done for ``fingerprint``."""
     root = DataRoot(root_url)
     if (done := skip_if_done(root, "mel-aug", shard, fingerprint, force)) is not None:
         return done

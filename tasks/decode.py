@@ -6,13 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from prefect import task
 
 from flows.config import AudioConfig
 from storage.root import DataRoot
 from storage.shards import write_shard
 from tasks.audio import AudioError, clip_windows, decode_audio
-from tasks.common import ShardResult, retry_transient, skip_if_done
+from tasks.common import ShardResult, skip_if_done
 
 INDEX_COLUMNS = ["track_id", "clip_index", "split", "genre", "row"]
 QUARANTINE_COLUMNS = ["track_id", "path", "genre", "reason"]
@@ -67,11 +66,10 @@ def decode_shard(tracks: pd.DataFrame, audio: AudioConfig) -> DecodedShard:
     )
 
 
-@task(name="decode", retry_condition_fn=retry_transient)
-def decode_task(
+def decode_stage(
     root_url: str, shard: str, tracks: pd.DataFrame, audio: AudioConfig, fingerprint: str, force: bool
 ) -> ShardResult:
-    """Decode one shard unless its finished output already matches ``fingerprint``."""
+    """Decode one shard into audio/<shard>, unless its finished output already matches ``fingerprint``."""
     root = DataRoot(root_url)
     if (done := skip_if_done(root, "audio", shard, fingerprint, force)) is not None:
         return done

@@ -17,12 +17,11 @@ import librosa
 import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
-from prefect import task
 
 from flows.config import AudioConfig
 from storage.root import DataRoot
 from storage.shards import open_shard_array, read_shard_index, write_shard
-from tasks.common import ShardResult, retry_transient, skip_if_done
+from tasks.common import ShardResult, skip_if_done
 
 TOP_DB = 80.0
 AMIN = 1e-10
@@ -89,9 +88,8 @@ def mel_batches(
     return out
 
 
-@task(name="mel", retry_condition_fn=retry_transient)
-def mel_task(root_url: str, shard: str, audio: AudioConfig, fingerprint: str, force: bool) -> ShardResult:
-    """Log-mel of one decoded shard, unless already done for ``fingerprint``."""
+def mel_stage(root_url: str, shard: str, audio: AudioConfig, fingerprint: str, force: bool) -> ShardResult:
+    """Log-mel of one decoded shard into mel/<shard>, unless already done for ``fingerprint``."""
     root = DataRoot(root_url)
     if (done := skip_if_done(root, "mel", shard, fingerprint, force)) is not None:
         return done

@@ -20,6 +20,7 @@ import tomllib
 import yaml
 
 from flows.config import build_config
+from flows.runner import WORKER_ENVIRON
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -290,6 +291,8 @@ def reader_of(name: str) -> str | None:
         import matplotlib
 
         return "matplotlib" if name in inspect.getsource(matplotlib) else None
+    if name in WORKER_ENVIRON:
+        return "glibc malloc, in Dask workers (flows/runner.py WORKER_ENVIRON)"
     if name == "TF_CPP_MIN_LOG_LEVEL":
         return "tensorflow (set by genreflow)" if name in (REPO / "flows" / "cli.py").read_text() else None
     return THIRD_PARTY_ENV.get(name)
@@ -300,6 +303,11 @@ def test_every_environment_variable_is_one_something_reads() -> None:
     assert {"PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL", "GENREFLOW_HOME"} <= set(names)
     unread = {name: where for name, where in names.items() if reader_of(name) is None}
     assert not unread, f"nothing reads these: {unread}"
+
+
+def test_the_image_gives_external_dask_workers_the_local_clusters_malloc_settings() -> None:
+    env = dockerfile_env()
+    assert {name: env.get(name) for name in WORKER_ENVIRON} == WORKER_ENVIRON
 
 
 # ---- SLURM -------------------------------------------------------------------------------------

@@ -1,0 +1,38 @@
+"""The preprocessing task: one Prefect task per shard runs its decode, mel and augment stages in order.
+
+Why one task and not one per stage: a Prefect task submitted to a Dask worker
+costs about 0.1 s of the worker's time (it rebuilds Prefect's settings and API
+client each time) and 0.07 s of the flow process's (it serialises them), and
+as three tasks per shard that overhead was a quarter of the decode and mel work
+of a 50-track shard (docs/benchmarks.md). Nested task runs would be cheaper but
+are created anew by each attempt, so a worker lost mid-shard would leave one
+forever "Running" in the Prefect UI; this task's run id is fixed when it is
+submitted, so a rescheduled attempt completes the same task run.
+
+Each stage skips itself when its output's manifest matches the plan, so a retry
+(or a rerun of the flow) redoes only the stages still missing.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+
+from flows.config import Config
+from flows.plan import ShardPlan
+from tasks.augment import augment_stage
+from tasks.common import ShardResult, retry_transient
+from tasks.decode import decode_stage
+from tasks.mel import mel_stage
+
+
+@task(name="shard", retry_condition_fn=retry_transient)
+def preprocess_shard_task(root_url: str, plan: ShardPlan, config: Config) -> list[ShardResult]:
+    """decode, then mel and (training shards) augment of ``plan``'s shard, as far as ``config`` goes."""
+    stages = config.stages_to_run()
+    results = [decode_stage(root_url, plan.shard, plan.tracks, config.audio, plan.decode, config.forced("decode"))]
+    if "mel" in stages:
+        results.append(mel_stage(root_url, plan.shard, config.audio, plan.mel, config.forced("mel")))
+    if "augment" in stages and plan.augment is not None:
+        results.append(augment_stage(root_url, plan.shard, config.audio, config.augment, plan.augment,
+                                     config.forced("augment")))
+    return results
