@@ -232,6 +232,11 @@ def _flows(profile: Profile, workdir: Path, base: inputs.BenchSet, big: inputs.B
         ratios["worker_scaling"] = best["flow1"] / best["flow2"]
         if "pool1" in best:
             figures["pool_scaling"] = best["pool1"] / best["pool2"]
+        # The most worker_scaling can be on this machine: the 2-worker flow cannot take less wall time
+        # than all its processes' CPU time spread over the cores, while the 1-worker flow has a core
+        # to spare for the flow process and the API.
+        cores = os.cpu_count() or 2
+        figures["worker_scaling_cpu_bound"] = best["flow1"] / (sum(cpu["flow2"].values()) / cores)
         figures["flow2_1clip_per_core_vs_floor"] = ((best["flow2_1clip"] * 2 / len(big))
                                                     / figures["one_core_per_track_s"]["floor"])
         figures["seed_vs_one_core_genreflow"] = (figures["one_core_per_track_s"]["seed"]

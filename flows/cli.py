@@ -65,6 +65,15 @@ def _optional_int(text: str) -> int | None:
     return None if text.lower() in {"all", "none"} else int(text)
 
 
+def _switch(text: str) -> bool:
+    """on/off, yes/no, true/false or 1/0, as a flag's value."""
+    value = {"on": True, "yes": True, "true": True, "1": True, "off": False, "no": False, "false": False,
+             "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return value
+
+
 def _flag_kwargs(annotation: Any) -> dict[str, Any]:
     """argparse type/choices/nargs for a pydantic field annotation."""
     origin = typing.get_origin(annotation)
@@ -74,6 +83,8 @@ def _flag_kwargs(annotation: Any) -> dict[str, Any]:
         if inner is int:
             return {"type": _optional_int, "metavar": "N|all"}
         return _flag_kwargs(inner)
+    if annotation is bool:
+        return {"type": _switch, "metavar": "on|off"}
     if origin is typing.Literal:
         return {"choices": list(args)}
     if origin is list:

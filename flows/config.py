@@ -14,14 +14,30 @@ import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment", "stats", "train", "evaluate", "report")
+STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment", "stats", "baseline", "train", "evaluate",
+                           "report")
 PREPROCESS_STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment")
-Stage = Literal["ingest", "decode", "mel", "augment", "stats", "train", "evaluate", "report"]
+Stage = Literal["ingest", "decode", "mel", "augment", "stats", "baseline", "train", "evaluate", "report"]
 SourceKind = Literal["demo", "folder", "csv", "fma"]
+
+Recipe = Literal["genreflow", "seed"]
 
 # The demo set must train in minutes on 2 CPU cores: without an explicit
 # --epochs, a demo run trains for at most this many epochs.
 DEMO_EPOCHS = 6
+
+# What each recipe sets where the configuration leaves a field unset (docs/model.md measures them).
+# "seed" is the seed project exactly: its CNN, its four augmentations, the first 10 s of each track.
+RECIPE_KNOBS: tuple[str, ...] = ("batch_norm", "time_pooling", "spec_augment", "mixup", "label_smoothing",
+                                 "lr_schedule", "class_weights", "crop_seconds")
+RECIPES: dict[str, dict[str, Any]] = {
+    "seed": {"batch_norm": False, "time_pooling": False, "spec_augment": False, "mixup": 0.0,
+             "label_smoothing": 0.0, "lr_schedule": "constant", "class_weights": False, "crop_seconds": 0.0,
+             "clips_per_track": 1, "time_stretch": [0.8, 0.9], "pitch_shift": [2.0, -2.0]},
+    "genreflow": {"batch_norm": True, "time_pooling": True, "spec_augment": True, "mixup": 0.0,
+                  "label_smoothing": 0.0, "lr_schedule": "constant", "class_weights": False,
+                  "crop_seconds": 0.0, "clips_per_track": None, "time_stretch": [0.8, 0.9], "pitch_shift": [2.0, -2.0]},
+}
 
 
 class ConfigError(ValueError):
@@ -109,14 +125,35 @@ class AugmentConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """Training hyper-parameters (the seed's: Adam, batch 64, up to 100 epochs)."""
+    """Training hyper-parameters (the seed's: Adam, batch 64, up to 100 epochs) and the model recipe.
 
+    The recipe knobs (batch_norm ... class_weights) left unset take the value of
+    ``recipe`` (RECIPES); set one to try a variant of a recipe.
+    """
+
+    recipe: Recipe = Field("genreflow", description="genreflow (better on real music) or seed (the seed's exact one)")
     epochs: int = Field(100, ge=1, le=10_000, description="maximum epochs")
     batch_size: int = Field(64, ge=1, le=4096, description="batch size")
     learning_rate: float = Field(1e-3, gt=0, lt=1, description="Adam learning rate")
     patience: int = Field(10, ge=1, description="early-stopping patience, epochs")
     seed: int = Field(42, description="seed for weights and shuffling")
     shuffle_buffer: int = Field(2048, ge=1, description="tf.data shuffle buffer, clips")
+    batch_norm: bool | None = Field(None, description="batch normalisation after each convolution")
+    time_pooling: bool | None = Field(None, description="mean+max over time instead of Flatten: any clip length")
+    spec_augment: bool | None = Field(None, description="SpecAugment time and frequency masks on training clips")
+    mixup: float | None = Field(None, ge=0, le=10, description="mixup Beta(a, a) of training batches; 0 = off")
+    label_smoothing: float | None = Field(None, ge=0, lt=1, description="label smoothing of the loss")
+    lr_schedule: Literal["constant", "cosine"] | None = Field(None, description="learning-rate schedule")
+    class_weights: bool | None = Field(None, description="weight the loss by inverse genre frequency")
+    crop_seconds: float | None = Field(None, ge=0, le=120, description="train on random crops this long "
+                                       "(needs time pooling; 0 = whole clips); evaluation takes whole clips")
+    folds: int | None = Field(None, ge=2, le=20, description="evaluate by K-fold cross-validation over all tracks")
+    baseline: bool = Field(True, description="also train and report the MFCC + SVM baseline")
+
+    def knobs(self) -> dict[str, Any]:
+        """The recipe knobs with the recipe's values filled in where unset."""
+        preset = RECIPES[self.recipe]
+        return {name: preset[name] if getattr(self, name) is None else getattr(self, name) for name in RECIPE_KNOBS}
 
 
 class RunConfig(_Section):
@@ -156,10 +193,26 @@ class Config(_Section):
             raise ValueError("n_fft is longer than a clip")
         if self.source.source == "demo" and "epochs" not in self.train.model_fields_set:
             self.train.epochs = min(self.train.epochs, DEMO_EPOCHS)
+        self._apply_recipe()
+        knobs = self.train.knobs()
+        if knobs["crop_seconds"] and not knobs["time_pooling"]:
+            raise ValueError("crop_seconds needs time_pooling: a model with the seed's Flatten takes one clip length")
+        if knobs["crop_seconds"] > self.audio.clip_seconds:
+            raise ValueError(f"crop_seconds {knobs['crop_seconds']:g} is longer than a clip "
+                             f"({self.audio.clip_seconds:g} s)")
         first, last = self.run.from_stage, self.run.to_stage
         if first and last and STAGES.index(first) > STAGES.index(last):
             raise ValueError(f"--from-stage {first} comes after --to-stage {last}")
         return self
+
+    def _apply_recipe(self) -> None:
+        """Fill what the recipe decides outside the train section, where the configuration left it unset."""
+        preset = RECIPES[self.train.recipe]
+        if "clips_per_track" not in self.audio.model_fields_set:
+            self.audio.clips_per_track = preset["clips_per_track"]
+        for name in ("time_stretch", "pitch_shift"):
+            if name not in self.augment.model_fields_set:
+                setattr(self.augment, name, list(preset[name]))
 
     def stages_to_run(self) -> list[str]:
         """Stages up to --to-stage."""

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
-from flows.config import Config
+from flows.config import RECIPE_KNOBS, Config, TrainConfig
 from storage.fingerprint import fingerprint
 
-MODEL_ARCHITECTURE = "seed-cnn-v1"
+MODEL_ARCHITECTURE = "cnn-v2"  # bump when model/ changes what a configuration trains
+BASELINE_VERSION = "mfcc-svm-v1"  # likewise for tasks/baseline.py
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,35 @@ def stats_fingerprint(plans: list[ShardPlan]) -> str:
     return fingerprint("stats", [p.fingerprint_of(stage) for stage, p in _inputs_with_plans(plans)])
 
 
+def training_params(train: TrainConfig) -> dict[str, Any]:
+    """What decides a trained model: the hyper-parameters and the recipe's knobs as resolved.
+
+    Two configurations that resolve to the same model (a knob left to the recipe,
+    or set to the recipe's own value) train the same run; ``folds`` and
+    ``baseline`` change which runs there are, not what one learns.
+    """
+    fields = train.model_dump(exclude={"folds", "baseline", "recipe", *RECIPE_KNOBS})
+    return {**fields, **train.knobs()}
+
+
 def run_name(plans: list[ShardPlan], config: Config) -> str:
     """The training run's name: a hash of every input and hyper-parameter, so that an
     unchanged rerun finds its finished model and a killed one its checkpoint."""
     shards = [(p.shard, p.mel, p.augment) for p in plans]
     return "run-" + fingerprint("train", MODEL_ARCHITECTURE, stats_fingerprint(plans), shards,
-                                config.train)[:12]
+                                training_params(config.train))[:12]
+
+
+def crossval_name(plans: list[ShardPlan], config: Config) -> str:
+    """The cross-validation's name: a hash of the shards, the folds asked for and the training."""
+    shards = [(p.shard, p.mel, p.augment) for p in plans]
+    return "cv-" + fingerprint("crossval", MODEL_ARCHITECTURE, shards, config.train.folds, config.split.split_seed,
+                               config.split.val_fraction, training_params(config.train))[:12]
+
+
+def baseline_fingerprint(plans: list[ShardPlan], seed: int) -> str:
+    """The baseline of the single split: its mel shards (train, val, test) and seed."""
+    return fingerprint("baseline", BASELINE_VERSION, [(p.shard, p.split, p.mel) for p in plans], seed)
 
 
 def _inputs_with_plans(plans: list[ShardPlan]) -> list[tuple[str, ShardPlan]]:

@@ -8,11 +8,12 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.config import Config
-from flows.plan import ShardPlan, plan_shards, run_name, stats_fingerprint
+from flows.plan import ShardPlan, baseline_fingerprint, plan_shards, run_name, stats_fingerprint
 from storage.fingerprint import fingerprint
 from storage.manifest import output_state
 from storage.root import DataRoot
 from storage.shards import shard_state
+from tasks.baseline import baseline_manifest_path
 from tasks.train import model_manifest_path
 
 SHARD_STAGES = (("decode", "audio"), ("mel", "mel"), ("augment", "mel-aug"))
@@ -38,6 +39,7 @@ def collect_status(config: Config) -> dict:
     plans = plan_shards(tracks, config)
     quarantined = len(root.read_parquet(root.quarantine_path())) if root.exists(root.quarantine_path()) else 0
     run = run_name(plans, config)
+    baseline_fp = baseline_fingerprint(plans, config.train.seed)
     return {
         "data_root": root.url,
         "ingested": True,
@@ -46,6 +48,7 @@ def collect_status(config: Config) -> dict:
         "quarantined": quarantined,
         "stages": {stage: dict(counter) for stage, counter in stage_states(root, plans).items()},
         "stats": output_state(root, root.join("stats.manifest.json"), stats_fingerprint(plans)),
+        "baseline": output_state(root, baseline_manifest_path(root, baseline_fp), baseline_fp),
         "run": run,
         "train": output_state(root, model_manifest_path(root, run), fingerprint("trained", run)),
     }
@@ -63,4 +66,5 @@ def print_status(config: Config) -> None:
     for stage, counts in status["stages"].items():
         table.add_row(stage, *(str(counts.get(k, 0)) for k in ("done", "stale", "missing", "corrupt")))
     console.print(table)
-    console.print(f"stats: {status['stats']}   model {status['run']}: {status['train']}")
+    console.print(f"stats: {status['stats']}   baseline: {status['baseline']}   model {status['run']}: "
+                  f"{status['train']}")

@@ -1,4 +1,8 @@
-"""The second half of the DAG: stats -> train -> evaluate -> report, on finished shards."""
+"""The second half of the DAG: stats -> baseline -> train -> evaluate -> report, on finished shards.
+
+With ``--folds K`` the training part is K-fold cross-validation instead
+(tasks/crossval.py): one task per fold, then one report of mean and std.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,30 @@ from contextlib import nullcontext
 from typing import Any
 
 import dask
+import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
 from flows.config import Config
 from flows.lock import data_root_lock
-from flows.plan import ShardPlan, plan_shards, run_name, stats_fingerprint, training_inputs
+from flows.plan import (
+    ShardPlan,
+    baseline_fingerprint,
+    crossval_name,
+    plan_shards,
+    run_name,
+    stats_fingerprint,
+    training_inputs,
+)
 from storage.fingerprint import fingerprint
 from storage.manifest import output_state
 from storage.root import DataRoot
 from storage.shards import shard_state
+from tasks.baseline import baseline_task
+from tasks.crossval import crossval_report_task, fold_task
 from tasks.evaluate import evaluate_task
+from tasks.folds import make_folds
+from tasks.ingest import SPLITS
 from tasks.report import report_task
 from tasks.stats import stats_task
 from tasks.train import model_manifest_path, train_task
@@ -59,15 +76,24 @@ def gpu_annotation() -> Any:
 
 
 def run_training(config: Config, plans: list[ShardPlan]) -> dict[str, Any]:
-    """stats, train, evaluate and report as configured by ``--from-stage``/``--to-stage``."""
+    """stats, baseline, train, evaluate and report as configured by ``--from-stage``/``--to-stage``;
+    with ``--folds``, cross-validation instead of the single split."""
     root = DataRoot(config.run.data_root)
     stages = config.stages_to_run()
     check_shards_ready(root, plans, config)
     tracks = root.read_parquet(root.tracks_path())
     genres = sorted(tracks["genre"].unique())
+    if config.train.folds:
+        return run_crossval(config, plans, tracks, genres) if "train" in stages else {}
     stats_fp = stats_fingerprint(plans)
     stats = stats_task(root.url, training_inputs(plans), stats_fp, config.forced("stats"))
     outcome: dict[str, Any] = {"stats_clips": stats["clips"]}
+    baseline = None
+    if "baseline" in stages and config.train.baseline:
+        baseline = baseline_task(root.url, genres, *(split_shards(plans, split) for split in SPLITS),
+                                 baseline_fingerprint(plans, config.train.seed), config.forced("baseline"),
+                                 config.train.seed)
+        outcome["baseline"] = baseline
     if "train" not in stages:
         return outcome
     run = run_name(plans, config)
@@ -90,8 +116,36 @@ def run_training(config: Config, plans: list[ShardPlan]) -> dict[str, Any]:
     outcome["metrics"] = metrics
     if "report" in stages:
         shards = [("mel", p.shard) for p in plans] + [("mel-aug", p.shard) for p in plans if p.augment]
-        outcome["report"] = report_task(root.url, run, config.model_dump(mode="json"), shards)
+        outcome["report"] = report_task(root.url, run, config.model_dump(mode="json"), shards, baseline)
     return outcome
+
+
+def split_shards(plans: list[ShardPlan], split: str) -> list[tuple[str, str]]:
+    """(stage, shard) of the original mel clips of one split."""
+    return [("mel", p.shard) for p in plans if p.split == split]
+
+
+def run_crossval(config: Config, plans: list[ShardPlan], tracks: pd.DataFrame, genres: list[str]) -> dict[str, Any]:
+    """K folds over every track, each trained and scored (CNN and baseline) on Dask, then one report."""
+    root = DataRoot(config.run.data_root)
+    folds = make_folds(tracks, int(config.train.folds or 0), config.split.val_fraction, config.split.split_seed)
+    run = crossval_name(plans, config)
+    mel = [("mel", p.shard) for p in plans]
+    train_inputs = mel + [("mel-aug", p.shard) for p in plans if p.augment is not None]
+    with gpu_annotation():
+        futures = [fold_task.submit(root.url, run, fold, genres, train_inputs, mel, config.train, config.audio,
+                                    fingerprint("fold", run, fold.number, fold.train, fold.val, fold.test),
+                                    config.forced("train"), config.forced("evaluate")) for fold in folds]
+        results = [future.result() for future in futures]
+    report = crossval_report_task(root.url, run, results, config.model_dump(mode="json"))
+    summary = report["summary"]
+    logger = get_run_logger()
+    for model in ("cnn", "baseline"):
+        if model in summary:
+            accuracy = summary[model]["track_accuracy"]
+            logger.info("cross-validation, %s: track accuracy %.3f ± %.3f over %d folds", model,
+                        accuracy["mean"], accuracy["std"], len(folds))
+    return {"crossval": run, "report": report}
 
 
 @flow(name="train-evaluate")
@@ -99,6 +153,7 @@ def train_flow(config: Config) -> dict[str, Any]:
     """stats, train, evaluate and report on the shards under the data root."""
     with data_root_lock(config.run.data_root):
         outcome = run_training(config, load_plans(config))
-    get_run_logger().info("training part done: %s", {k: v for k, v in outcome.items() if k != "metrics"})
+    if "train" in outcome:
+        get_run_logger().info("training part done: %s", outcome["train"])
     return outcome
 

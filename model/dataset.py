@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from model.augment import BatchAugment
+
 # Shards are float16 log-mel: (clips, n_mels, frames).
 SHARD_NDIM = 3
 # Columns of a shard's clip index that the input pipeline needs.
@@ -132,11 +134,12 @@ class EpochOrder:
         with self._lock:
             self.next_epoch = epoch
 
-    def permutation(self, n: int) -> np.ndarray:
-        """Positions 0..n-1 in the order of the next pass, int64."""
+    def next_pass(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(epoch, positions 0..n-1 in its order) of the next pass, both int64."""
         with self._lock:
             epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
-        return np.random.default_rng([self.seed, epoch]).permutation(n).astype(np.int64)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n).astype(np.int64)
+        return np.int64(epoch), order
 
 
 def _global_index(
@@ -186,47 +189,59 @@ def clip_dataset(
     seed: int,
     shuffle_buffer: int = 2048,
     order: EpochOrder | None = None,
+    one_hot: bool = False,
+    augment: BatchAugment | None = None,
 ) -> tf.data.Dataset:
-    """Batches (x float32 (b, n_mels, frames, 1), y int32 (b,)) over every selected clip once.
+    """Batches (x float32 (b, n_mels, frames, 1), y) over every selected clip once.
 
-    With ``shuffle`` the order is a fresh permutation of all clips across all
-    shards each epoch, given by ``order`` (default: ``EpochOrder(seed)``, whose
-    passes count 0, 1, 2, ...): the same permutations for the same ``seed``
-    and epoch, whatever happened before. ``shuffle_buffer`` is accepted for the
-    config's sake, but the shuffle is of the integer index, so it is always
-    global (as if the buffer held every clip).
+    y is int32 (b,), or with ``one_hot`` float32 (b, n_classes) for n_classes =
+    len(label_of). With ``shuffle`` the order is a fresh permutation of all clips
+    across all shards each epoch, given by ``order`` (default: ``EpochOrder(seed)``,
+    whose passes count 0, 1, 2, ...): the same permutations for the same ``seed``
+    and epoch, whatever happened before. ``augment`` (shuffled, one-hot input
+    only) masks and mixes each batch with draws seeded by (epoch, batch).
+    ``shuffle_buffer`` is accepted for the config's sake, but the shuffle is of
+    the integer index, so it is always global (as if the buffer held every clip).
     """
     del shuffle_buffer  # see the docstring: the index shuffle needs no bounded buffer
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if augment is not None and augment.active and not (shuffle and one_hot):
+        raise ValueError("batch augmentation needs the shuffled, one-hot training input")
     ids, rows, labels, paths, clip_shape, dtype = _global_index(sources, label_of)
     reader = _ShardReader(paths, clip_shape, dtype)
+    n_classes = len(label_of)
 
-    def read_batch(batch_ids: tf.Tensor, batch_rows: tf.Tensor, batch_labels: tf.Tensor):
+    def read_batch(batch_ids: tf.Tensor, batch_rows: tf.Tensor, batch_labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
         x = tf.numpy_function(reader.read, [batch_ids, batch_rows], tf.float32, stateful=False)
         x.set_shape((None, *clip_shape, 1))
-        return x, batch_labels
+        return x, (tf.one_hot(batch_labels, n_classes) if one_hot else batch_labels)
 
     if shuffle:
         order = order or EpochOrder(seed)
         n = len(ids)
         index = tf.constant(np.stack([ids, rows, labels.astype(np.int64)], axis=1))
 
-        def epoch_permutation(_: tf.Tensor) -> tf.Tensor:
-            positions = tf.numpy_function(lambda: order.permutation(n), [], tf.int64, stateful=True)
+        def epoch_permutation(_: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            epoch, positions = tf.numpy_function(lambda: order.next_pass(n), [], (tf.int64, tf.int64),
+                                                 stateful=True)
             positions.set_shape((n,))
-            return positions
+            return epoch, positions
 
-        def lookup(positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        def batches(epoch: tf.Tensor, positions: tf.Tensor) -> tf.data.Dataset:
+            steps = tf.data.Dataset.from_tensor_slices(positions).batch(batch_size).enumerate()
+            return steps.map(lambda step, picked: (epoch, step, picked))
+
+        def read(epoch: tf.Tensor, step: tf.Tensor, positions: tf.Tensor) -> tuple[tf.Tensor, ...]:
             picked = tf.gather(index, positions)
-            return picked[:, 0], picked[:, 1], tf.cast(picked[:, 2], tf.int32)
+            x, y = read_batch(picked[:, 0], picked[:, 1], tf.cast(picked[:, 2], tf.int32))
+            return (*augment(x, y, epoch, step),) if augment is not None and augment.active else (x, y)
 
         # One permutation per pass: from_tensors yields once for each new iterator.
-        data = (tf.data.Dataset.from_tensors(0).map(epoch_permutation)
-                .flat_map(tf.data.Dataset.from_tensor_slices)
-                .apply(tf.data.experimental.assert_cardinality(n))
-                .batch(batch_size).map(lookup))
+        data = (tf.data.Dataset.from_tensors(0).map(epoch_permutation).flat_map(batches)
+                .apply(tf.data.experimental.assert_cardinality(math.ceil(n / batch_size)))
+                .map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
     else:
-        data = tf.data.Dataset.from_tensor_slices((ids, rows, labels)).batch(batch_size)
-    data = data.map(read_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        data = (tf.data.Dataset.from_tensor_slices((ids, rows, labels)).batch(batch_size)
+                .map(read_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
     return data.prefetch(tf.data.AUTOTUNE)

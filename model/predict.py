@@ -46,10 +46,10 @@ class Classifier:
     model_dir: Path
 
     @property
-    def clip_shape(self) -> tuple[int, int]:
-        """(n_mels, frames) the model takes."""
+    def clip_shape(self) -> tuple[int, int | None]:
+        """(n_mels, frames) the model takes; frames None for a model that pools over time (any length)."""
         _, n_mels, frames, _ = self.model.input_shape
-        return int(n_mels), int(frames)
+        return int(n_mels), None if frames is None else int(frames)
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def _top(genres: list[str], probs: np.ndarray, k: int = TOP_K) -> list[tuple[str
 def predict_file(classifier: Classifier, path: Path, audio: AudioConfig) -> FilePrediction:
     """Top genres of one audio file; raises AudioError for files that cannot be decoded."""
     n_mels, frames = classifier.clip_shape
-    if (audio.n_mels, audio.frames) != (n_mels, frames):
+    if audio.n_mels != n_mels or frames not in (None, audio.frames):
         raise PredictError(
             f"the audio settings give {audio.n_mels} x {audio.frames} clips, the model takes "
             f"{n_mels} x {frames}: use the settings the model was trained with"

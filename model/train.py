@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from model.cnn import build_seed_cnn, compile_model
-from model.dataset import ClipSource, EpochOrder, clip_dataset
+from model.augment import BatchAugment
+from model.cnn import build_cnn, compile_model
+from model.dataset import ClipSource, EpochOrder, clip_dataset, steps_per_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,11 @@ HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
 _BEST_FILE = re.compile(r"best-(\d+)\.npz")
 
 Progress = Callable[[int, int, dict], None]
+
+# The recipe knobs of the seed project (flows.config.RECIPES["seed"]), used when none are given.
+SEED_KNOBS: dict[str, Any] = {"batch_norm": False, "time_pooling": False, "spec_augment": False, "mixup": 0.0,
+                              "label_smoothing": 0.0, "lr_schedule": "constant", "class_weights": False,
+                              "crop_frames": 0}
 
 
 @dataclass(frozen=True)
@@ -258,6 +264,27 @@ def _backup_epochs(backup_dir: Path) -> int:
         return 0
 
 
+def _learning_rate(base: float, schedule: str, epochs: int,
+                   steps: int) -> float | keras.optimizers.schedules.CosineDecay:
+    """The constant rate, or a cosine decay from it to 1 % over every planned step.
+
+    A function of the optimizer's step count only, which BackupAndRestore
+    restores, so a resumed run continues the same curve.
+    """
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(base, decay_steps=max(1, epochs * steps), alpha=0.01)
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+
+
+def class_weights(sources: Sequence[ClipSource], label_of: Mapping[str, int]) -> dict[int, float]:
+    """Weight of each label: n_clips / (n_labels * clips of that label), so every genre weighs the same."""
+    counts = pd.concat([s.index["genre"] for s in sources]).map(label_of).value_counts()
+    total = float(counts.sum())
+    return {int(label): total / (len(label_of) * float(counts.get(label, 0) or 1)) for label in label_of.values()}
+
+
 def train_model(
     train: list[ClipSource],
     val: list[ClipSource],
@@ -273,16 +300,21 @@ def train_model(
     progress: Progress | None = None,
     input_shape: Sequence[int] | None = None,
     deterministic: bool = True,
+    knobs: Mapping[str, Any] | None = None,
 ) -> TrainResult:
-    """Train the seed CNN on ``train``, stopping early on ``val`` loss; resumable.
+    """Train the CNN on ``train``, stopping early on ``val`` loss; resumable.
 
     ``genres`` gives the label order. ``stats`` holds the per-band "mean" and
     "std" of the training clips. ``input_shape`` defaults to (n_mels, frames, 1)
-    of the shards. With ``deterministic``, TensorFlow's op determinism is
-    switched on (process-wide) so that the same seed gives the same weights.
-    A run that finds a backup in ``out_dir`` continues it, so ``out_dir`` must
-    belong to one configuration (the flow names it after its fingerprint).
+    of the shards. ``knobs`` are the recipe's (flows.config.TrainConfig.knobs:
+    batch_norm, time_pooling, spec_augment, mixup, label_smoothing, lr_schedule,
+    class_weights, with crop_seconds as crop_frames); None is the seed's recipe. With ``deterministic``,
+    TensorFlow's op determinism is switched on (process-wide) so that the same
+    seed gives the same weights. A run that finds a backup in ``out_dir``
+    continues it, so ``out_dir`` must belong to one configuration (the flow
+    names it after its fingerprint).
     """
+    knobs = {**SEED_KNOBS, **(knobs or {})}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     backup_dir = out_dir / BACKUP_DIR
@@ -296,15 +328,23 @@ def train_model(
         tf.config.experimental.enable_op_determinism()
 
     order = EpochOrder(seed)
+    augment = BatchAugment(seed, np.asarray(stats["mean"], dtype=np.float32), spec_augment=bool(knobs["spec_augment"]),
+                           mixup=float(knobs["mixup"]), crop=int(knobs["crop_frames"]))
+    if augment.crop and not knobs["time_pooling"]:
+        raise ValueError("random crops need time pooling: the seed's Flatten takes one clip length")
+    # Integer labels and the seed's sparse loss unless mixup or smoothing need label vectors.
+    one_hot = augment.active or knobs["label_smoothing"] > 0
     train_data = clip_dataset(train, label_of, batch_size, shuffle=True, seed=seed, shuffle_buffer=shuffle_buffer,
-                              order=order)
+                              order=order, one_hot=one_hot, augment=augment)
     has_val = any(len(s) for s in val)
-    val_data = clip_dataset(val, label_of, batch_size, shuffle=False, seed=seed) if has_val else None
+    val_data = (clip_dataset(val, label_of, batch_size, shuffle=False, seed=seed, one_hot=one_hot)
+                if has_val else None)
     monitor = "val_loss" if has_val else "loss"
     if not has_val:
         logger.warning("no validation clips: early stopping and the saved weights follow the training loss")
 
-    data_shape = (*train_data.element_spec[0].shape[1:],)
+    # The clips as the shards hold them (validation and test see whole clips, also when training crops).
+    data_shape = (*clip_dataset(train, label_of, batch_size, shuffle=False, seed=seed).element_spec[0].shape[1:],)
     shape = tuple(int(d) for d in (input_shape or data_shape))
     if shape != data_shape:
         raise ValueError(f"input_shape {shape} does not match the shards' clips {data_shape}")
@@ -324,14 +364,17 @@ def train_model(
             logger.info("early stopping had ended training at epoch %d; saving the best weights", done)
             epochs = done
 
-    model = build_seed_cnn(
+    model = build_cnn(
         len(genres),
         input_shape=shape,
         band_mean=np.asarray(stats["mean"], dtype=np.float64),
         band_std=np.asarray(stats["std"], dtype=np.float64),
         seed=seed,
+        batch_norm=bool(knobs["batch_norm"]),
+        time_pooling=bool(knobs["time_pooling"]),
     )
-    compile_model(model, learning_rate)
+    rate = _learning_rate(learning_rate, knobs["lr_schedule"], epochs, steps_per_epoch(train, batch_size))
+    compile_model(model, rate, label_smoothing=float(knobs["label_smoothing"]), one_hot=one_hot)
 
     ledger = _ResumeLedger(history_path, backup_dir)
     stopping = _ResumableEarlyStopping(ledger, monitor=monitor, patience=patience)
@@ -346,7 +389,9 @@ def train_model(
     if progress is not None:
         callbacks.append(_ProgressCallback(progress))
 
-    model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=0)
+    weights = class_weights(train, label_of) if knobs["class_weights"] else None
+    model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=0,
+              class_weight=weights)
 
     _write_json_atomic(out_dir / LABELS_FILE, list(genres))
     model_path = out_dir / MODEL_FILE

@@ -11,6 +11,7 @@ evaluate_task at the end is the thin wrapper that reads shards and writes result
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,33 @@ def evaluate_predictions(
 # ---- Prefect task ---------------------------------------------------------------------------
 
 
+def original_clips(root: DataRoot, shards: list[tuple[str, str]], tracks: Collection[str] | None = None
+               ) -> list[tuple[pd.DataFrame, np.ndarray]]:
+    """(index, memory-mapped array) of the original clips in ``shards``, of ``tracks`` if given."""
+    selected = []
+    for stage, shard in shards:
+        index = read_shard_index(root, stage, shard)
+        keep = index["augmentation"] == "original"
+        if tracks is not None:
+            keep &= index["track_id"].isin(tracks)
+        if keep.any():
+            selected.append((index[keep], open_shard_array(root, stage, shard)))
+    return selected
+
+
+def score_model(root: DataRoot, name: str, clips: list[tuple[pd.DataFrame, np.ndarray]]
+                ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Predictions and metrics of the model models/<name>/ on ``clips`` (see :func:`original_clips`)."""
+    from model.predict import load_classifier, predict_clips
+
+    if not clips:
+        raise ValueError("no test clips to evaluate: the split left no test tracks")
+    classifier = load_classifier(Path(root.local_path(root.join("models", *name.split("/")))))
+    probs = [predict_clips(classifier.model, mel[index["row"].to_numpy()]) for index, mel in clips]
+    return evaluate_predictions(pd.concat([index for index, _ in clips], ignore_index=True), np.concatenate(probs),
+                                list(classifier.genres))
+
+
 @task(name="evaluate")
 def evaluate_task(
     root_url: str, run: str, test_shards: list[tuple[str, str]], fingerprint: str, force: bool
@@ -193,19 +221,7 @@ def evaluate_task(
     evaluation_path = root.join("reports", run, "evaluation.json")
     if not force and output_state(root, manifest_path, fingerprint) == "done":
         return root.read_json(evaluation_path)
-    from model.predict import load_classifier, predict_clips
-
-    classifier = load_classifier(Path(root.local_path(root.model_dir(run))))
-    frames, probs = [], []
-    for stage, shard in test_shards:
-        index = read_shard_index(root, stage, shard)
-        mel = open_shard_array(root, stage, shard)
-        probs.append(predict_clips(classifier.model, mel[index["row"].to_numpy()]))
-        frames.append(index)
-    if not frames:
-        raise ValueError("no test shards to evaluate: the split left no test tracks")
-    predictions, metrics = evaluate_predictions(pd.concat(frames, ignore_index=True), np.concatenate(probs),
-                                                list(classifier.genres))
+    predictions, metrics = score_model(root, run, original_clips(root, test_shards))
     root.remove(manifest_path)
     predictions_path = root.join("reports", run, "predictions.parquet")
     root.write_parquet(predictions_path, predictions)

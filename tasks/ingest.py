@@ -618,7 +618,7 @@ def _round_half_up(value: float) -> int:
     return math.floor(value + 0.5)
 
 
-def _group_keys(tracks: pd.DataFrame) -> pd.Series:
+def group_keys(tracks: pd.DataFrame) -> pd.Series:
     """Artist where known, else the track itself: tracks of one group share a split."""
     return pd.Series(
         [
@@ -663,7 +663,7 @@ def split_tracks(
     bad = sorted({s for s in splits if s is not None and s not in SPLITS})
     if bad:
         raise IngestError(f"unknown split value(s) {', '.join(map(repr, bad))}: expected train, val or test")
-    groups = _group_keys(result)
+    groups = group_keys(result)
 
     # An artist's unsplit tracks follow the split most of its other tracks already have.
     pinned: dict[str, Counter[str]] = defaultdict(Counter)

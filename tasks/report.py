@@ -573,6 +573,56 @@ def render_report(
     }
 
 
+CROSSVAL_METRICS: tuple[tuple[str, str], ...] = (
+    ("track_accuracy", "Track accuracy"),
+    ("macro_f1", "Macro-F1 (track)"),
+    ("clip_accuracy", "Clip accuracy"),
+    ("top2_accuracy", "Top-2 accuracy (track)"),
+)
+
+
+def _mean_std(entry: dict[str, Any] | None) -> str:
+    return MISSING if not entry else f"{entry['mean']:.3f} ± {entry['std']:.3f}"
+
+
+def render_crossval_report(run: str, summary: dict[str, Any], folds: list[dict[str, Any]],
+                           config: dict[str, Any]) -> dict[str, bytes]:
+    """crossval.md, crossval.html and crossval.json: mean ± std over folds, then each fold, CNN beside baseline."""
+    baseline = "baseline" in summary
+    title = f"genreflow cross-validation: {run}"
+    header = ["Metric (mean ± std over folds)", "CNN", *(["MFCC + SVM"] if baseline else [])]
+    rows = [[label, _mean_std(summary["cnn"].get(key)), *([_mean_std(summary["baseline"].get(key))]
+                                                           if baseline else [])]
+            for key, label in CROSSVAL_METRICS]
+    fold_header = ["fold", "train / val / test tracks", "epochs", "CNN track acc.", "CNN macro-F1",
+                   *(["baseline track acc.", "baseline macro-F1"] if baseline else [])]
+    fold_rows = []
+    for fold in sorted(folds, key=lambda f: f["fold"]):
+        tracks = fold["tracks"]
+        row = [fold["fold"], f"{tracks['train']} / {tracks['val']} / {tracks['test']}",
+               fold["training"].get("epochs_run"), fold["cnn"]["track_accuracy"], fold["cnn"]["macro_f1"]]
+        if baseline:
+            row += [fold["baseline"]["track_accuracy"], fold["baseline"]["macro_f1"]]
+        fold_rows.append(row)
+    blocks: list[Block] = [
+        Heading(1, title),
+        Para(f"{summary['folds']} track-level folds, stratified by genre and grouped by artist: every track is a "
+             "test track once, and no clip or augmented copy of it is trained on in that fold. Std is the "
+             "sample standard deviation over folds."),
+        _table(header, rows),
+        Heading(2, "Folds"),
+        _table(fold_header, fold_rows),
+        Heading(2, "Configuration"),
+        Code("json", json.dumps(_plain(config), indent=2, default=str)),
+    ]
+    document = {"run": run, "summary": summary, "folds": folds}
+    return {
+        "crossval.md": _to_markdown(blocks).encode("utf-8"),
+        "crossval.html": _to_html(title, blocks, {}).encode("utf-8"),
+        "crossval.json": (json.dumps(_plain(document), indent=2, allow_nan=False, default=str) + "\n").encode(),
+    }
+
+
 # ---- Prefect task ---------------------------------------------------------------------------
 
 
@@ -589,7 +639,8 @@ def clip_counts(root: DataRoot, shards: list[tuple[str, str]]) -> pd.DataFrame:
 
 @task(name="report")
 def report_task(
-    root_url: str, run: str, config: dict[str, Any], shards: list[tuple[str, str]]
+    root_url: str, run: str, config: dict[str, Any], shards: list[tuple[str, str]],
+    baseline: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write reports/<run>/ and publish the data-set summary as Prefect artifacts."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -603,7 +654,7 @@ def report_task(
     augmentations = [f"stretch{r:g}" for r in config["augment"]["time_stretch"]] + [
         f"pitch{s:+g}" for s in config["augment"]["pitch_shift"]]
     summary = dataset_summary(tracks, quarantine, clip_counts(root, shards), augmentations)
-    files = render_report(run, metrics, history, summary, config)
+    files = render_report(run, metrics, history, summary, config, baseline=baseline)
     for name, payload in files.items():
         root.write_bytes(root.join("reports", run, name), payload)
     key = "".join(c if c.isalnum() else "-" for c in run.lower())

@@ -6,6 +6,8 @@ only decode or compute mels never load it.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,9 @@ def model_manifest_path(root: DataRoot, run: str) -> str:
     return root.join("models", run, "manifest.json")
 
 
-def clip_sources(root: DataRoot, shards: list[tuple[str, str]], split: str | None = None) -> list[Any]:
-    """model.dataset.ClipSource for each (stage, shard), optionally restricted to one split."""
+def clip_sources(root: DataRoot, shards: list[tuple[str, str]], split: str | None = None,
+                 tracks: Collection[str] | None = None, original_only: bool = False) -> list[Any]:
+    """model.dataset.ClipSource for each (stage, shard), optionally of one split, some tracks, no copies."""
     from model.dataset import ClipSource
 
     sources = []
@@ -32,9 +35,66 @@ def clip_sources(root: DataRoot, shards: list[tuple[str, str]], split: str | Non
         index = read_shard_index(root, stage, shard)
         if split is not None:
             index = index[index["split"] == split]
+        if tracks is not None:
+            index = index[index["track_id"].isin(tracks)]
+        if original_only:
+            index = index[index["augmentation"] == "original"]
         if len(index):
             sources.append(ClipSource(Path(root.local_path(root.shard_path(stage, shard, ".npy"))), index))
     return sources
+
+
+def fit_model(root: DataRoot, name: str, genres: list[str], stats: dict, train_sources: list[Any],
+              val_sources: list[Any], train: TrainConfig, audio: AudioConfig, fingerprint: str, force: bool,
+              log: Callable[..., None]) -> dict[str, Any]:
+    """Train (or resume, or skip when finished) the model models/<name>/; its summary.
+
+    The manifest, written last, records ``fingerprint``: a finished model with
+    the same one is not trained again, a backup left by a killed run is resumed.
+    """
+    model_dir = root.join("models", *name.split("/"))
+    manifest_path = root.join(model_dir, "manifest.json")
+    if not force and output_state(root, manifest_path, fingerprint) == "done":
+        log("train: %s is already trained on these inputs; skipping", name)
+        manifest = read_manifest(root, manifest_path)
+        return {**(manifest.extra if manifest else {}), "skipped": True}
+    root.remove(manifest_path)
+    local_dir = Path(root.local_path(model_dir))
+    if force:
+        root.remove(str(local_dir / "backup"), recursive=True)
+        root.remove(str(local_dir / "history.csv"))
+
+    from model.train import train_model
+
+    def report(epoch: int, epochs: int, logs: dict) -> None:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))
+        log("train: %s epoch %d/%d: %s", name, epoch, epochs, shown)
+
+    start = time.perf_counter()
+    result = train_model(
+        train_sources, val_sources, genres, stats, local_dir,
+        epochs=train.epochs, batch_size=train.batch_size, learning_rate=train.learning_rate,
+        patience=train.patience, seed=train.seed, shuffle_buffer=train.shuffle_buffer, progress=report,
+        knobs=model_knobs(train, audio),
+    )
+    # predict must cut and transform audio exactly as the training clips were
+    root.write_bytes(str(local_dir / "audio.json"), audio.model_dump_json(indent=2).encode())
+    trained_here = result.epochs_run - (result.resumed_from_epoch or 1) + 1
+    summary = {"skipped": False, "epochs_run": int(result.epochs_run),
+               "resumed_from_epoch": int(result.resumed_from_epoch or 0), "best_epoch": int(result.best_epoch),
+               "seconds": time.perf_counter() - start,
+               "seconds_per_epoch": (time.perf_counter() - start) / trained_here if trained_here > 0 else None}
+    write_manifest(root, manifest_path, name=f"models/{name}", fingerprint=fingerprint,
+                   files=[str(local_dir / file) for file in MODEL_FILES], rows=int(result.epochs_run), extra=summary)
+    return summary
+
+
+def model_knobs(train: TrainConfig, audio: AudioConfig) -> dict[str, Any]:
+    """The recipe's knobs as model.train takes them: the crop in frames instead of seconds."""
+    knobs = train.knobs()
+    seconds = float(knobs.pop("crop_seconds") or 0.0)
+    knobs["crop_frames"] = 1 + round(seconds * audio.sample_rate) // audio.hop_length if seconds else 0
+    return knobs
 
 
 @task(name="train")
@@ -44,35 +104,8 @@ def train_task(
 ) -> dict[str, Any]:
     """Train (or resume, or skip when finished) the run ``run``; returns its summary."""
     root = DataRoot(root_url)
-    logger = get_run_logger()
-    manifest_path = model_manifest_path(root, run)
-    if not force and output_state(root, manifest_path, fingerprint) == "done":
-        logger.info("train: %s is already trained on these inputs; skipping", run)
-        manifest = read_manifest(root, manifest_path)
-        return {**(manifest.extra if manifest else {}), "run": run, "skipped": True}
-    root.remove(manifest_path)
-    model_dir = Path(root.local_path(root.model_dir(run)))
-    if force:
-        root.remove(str(model_dir / "backup"), recursive=True)
-        root.remove(str(model_dir / "history.csv"))
-
-    from model.train import train_model
-
-    def report(epoch: int, epochs: int, logs: dict) -> None:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))
-        logger.info("train: epoch %d/%d: %s", epoch, epochs, shown)
-
-    result = train_model(
-        clip_sources(root, train_shards), clip_sources(root, val_shards), genres, stats, model_dir,
-        epochs=train.epochs, batch_size=train.batch_size, learning_rate=train.learning_rate,
-        patience=train.patience, seed=train.seed, shuffle_buffer=train.shuffle_buffer, progress=report,
-    )
-    # predict must cut and transform audio exactly as the training clips were
-    root.write_bytes(str(model_dir / "audio.json"), audio.model_dump_json(indent=2).encode())
-    summary = {"run": run, "skipped": False, "epochs_run": int(result.epochs_run),
-               "resumed_from_epoch": int(result.resumed_from_epoch or 0)}
-    write_manifest(root, manifest_path, name=f"models/{run}", fingerprint=fingerprint,
-                   files=[str(model_dir / name) for name in MODEL_FILES], rows=int(result.epochs_run),
-                   extra=summary)
-    root.write_bytes(root.join("models", "LATEST"), run.encode())
-    return summary
+    summary = fit_model(root, run, genres, stats, clip_sources(root, train_shards),
+                        clip_sources(root, val_shards), train, audio, fingerprint, force, get_run_logger().info)
+    if not summary["skipped"]:
+        root.write_bytes(root.join("models", "LATEST"), run.encode())
+    return {**summary, "run": run}

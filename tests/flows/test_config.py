@@ -131,3 +131,51 @@ def test_missing_input_and_unwritable_root_fail_before_any_work(tmp_path: Path,
     code = main(["rebuild", "--data-root", str(blocker / "root")])
     err = capsys.readouterr().err
     assert code == 1 and "not writable" in err and str(blocker) in err
+
+
+def test_seed_recipe_is_the_seed_projects_exactly() -> None:
+    config = build_config(None, recipe="seed")
+    assert config.audio.clips_per_track == 1  # the first 10 s of each track
+    assert config.augment.names() == ["stretch0.8", "stretch0.9", "pitch+2", "pitch-2"]
+    assert config.train.knobs() == {"batch_norm": False, "time_pooling": False, "spec_augment": False,
+                                    "mixup": 0.0, "label_smoothing": 0.0, "lr_schedule": "constant",
+                                    "class_weights": False, "crop_seconds": 0.0}
+
+
+def test_a_knob_or_field_given_overrides_the_recipe() -> None:
+    config = build_config(None, recipe="seed", mixup=0.2, clips_per_track=3, pitch_shift=[])
+    assert config.train.knobs()["mixup"] == 0.2 and config.train.knobs()["batch_norm"] is False
+    assert config.audio.clips_per_track == 3 and config.augment.names() == ["stretch0.8", "stretch0.9"]
+    args = build_parser().parse_args(["rebuild", "--recipe", "seed", "--batch-norm", "on", "--folds", "5"])
+    parsed = config_from_args(args)
+    assert parsed.train.knobs()["batch_norm"] is True and parsed.train.folds == 5
+    assert build_config(parsed.model_dump(mode="json")) == parsed, "a dumped configuration reloads unchanged"
+
+
+def test_knobs_that_resolve_alike_train_the_same_run(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from flows.plan import plan_shards, run_name
+
+    tracks = pd.DataFrame({"track_id": ["a"], "path": [str(tmp_path / "a.mp3")], "genre": ["Rock"],
+                           "split": ["train"], "artist": [None], "shard": ["train-0000"]})
+    plain = build_config(None, source="folder", input="x")
+    spelled = build_config(None, source="folder", input="x", batch_norm=True, folds=3, baseline=False)
+    other = build_config(None, source="folder", input="x", batch_norm=False)
+    name = run_name(plan_shards(tracks, plain), plain)
+    assert run_name(plan_shards(tracks, spelled), spelled) == name
+    assert run_name(plan_shards(tracks, other), other) != name
+
+
+@pytest.mark.parametrize("argv", [["rebuild", "--recipe", "best"], ["rebuild", "--folds", "1"],
+                                  ["rebuild", "--batch-norm", "maybe"], ["rebuild", "--mixup", "-1"],
+                                  ["rebuild", "--recipe", "seed", "--crop-seconds", "3"],
+                                  ["rebuild", "--crop-seconds", "12"]])
+def test_bad_recipe_values_are_one_line(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:  # argparse's own refusals
+        code = exit_info.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("genreflow") and ": error: " in err

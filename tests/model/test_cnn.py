@@ -103,3 +103,41 @@ def test_compile_uses_adam_and_sparse_labels() -> None:
     assert float(model.optimizer.learning_rate) == pytest.approx(5e-4)
     assert isinstance(model.loss, keras.losses.SparseCategoricalCrossentropy)
     assert SEED_INPUT_SHAPE == (128, 431, 1)
+
+
+def recipe_model(recipe: str, n_classes: int = 8) -> keras.Model:
+    from flows.config import build_config
+    from model.cnn import build_cnn
+
+    knobs = build_config(None, recipe=recipe).train.knobs()
+    return build_cnn(n_classes, band_mean=np.full(128, -40.0), band_std=np.full(128, 12.0), seed=0,
+                     batch_norm=knobs["batch_norm"], time_pooling=knobs["time_pooling"])
+
+
+def test_seed_recipe_builds_the_seed_model() -> None:
+    model = recipe_model("seed")
+    assert model.name == "seed_cnn" and model.input_shape == (None, *SEED_INPUT_SHAPE)
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 2_529_944
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+
+
+def test_genreflow_recipe_builds_batch_norm_and_pooling_over_time() -> None:
+    model = recipe_model("genreflow")
+    assert model.name == "genreflow_cnn"
+    assert model.input_shape == (None, 128, None, 1), "any number of frames"
+    assert [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)] == [
+        "block1_bn", "block2_bn", "block3_bn"]
+    assert model.get_layer("time_pool").output.shape[1:] == (15 * 48 * 2,)  # mean and max per band and channel
+    assert model.get_layer("dense").count_params() == 1440 * 64 + 64
+    for frames in (431, 130):  # a 10 s clip and a 3 s one
+        x = np.random.default_rng(0).normal(-40, 10, (2, 128, frames, 1)).astype(np.float32)
+        probs = model.predict_on_batch(x)
+        assert probs.shape == (2, 8) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_genreflow_model_loads_in_safe_mode(tmp_path: Path) -> None:
+    model = recipe_model("genreflow", n_classes=3)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    x = np.zeros((1, 128, 431, 1), np.float32)
+    np.testing.assert_allclose(loaded.predict_on_batch(x), model.predict_on_batch(x), rtol=1e-6)

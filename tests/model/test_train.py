@@ -234,3 +234,39 @@ def test_rerun_after_success_starts_afresh(tmp_path: Path) -> None:
     again = run_training(tmp_path / "data", tmp_path / "run", epochs=2)
     assert again.resumed_from_epoch is None
     assert again.history["epoch"].tolist() == [1, 2]
+
+
+GENREFLOW_KNOBS = {"batch_norm": True, "time_pooling": True, "spec_augment": True, "mixup": 0.3,
+                   "label_smoothing": 0.1, "lr_schedule": "cosine", "class_weights": True}
+
+
+def test_every_recipe_knob_trains_and_a_resume_gives_the_uninterrupted_weights(tmp_path: Path) -> None:
+    """Masks, mixes and the schedule are functions of (seed, epoch, batch): a resumed run ends identical."""
+    data = tmp_path / "data"
+    whole = run_training(data, tmp_path / "whole", epochs=3, knobs=GENREFLOW_KNOBS)
+
+    def stop_after_one(epoch: int, epochs: int, logs: dict) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt  # stands in for a kill: the backup of epoch 1 is on disk
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(data, tmp_path / "resumed", epochs=3, knobs=GENREFLOW_KNOBS, progress=stop_after_one)
+    resumed = run_training(data, tmp_path / "resumed", epochs=3, knobs=GENREFLOW_KNOBS)
+    assert resumed.resumed_from_epoch == 2
+    model = keras.saving.load_model(resumed.model_path, safe_mode=True)
+    reference = keras.saving.load_model(whole.model_path, safe_mode=True)
+    assert model.input_shape == (None, N_MELS, None, 1), "time pooling takes any number of frames"
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), reference.get_weights(), strict=True))
+    pd.testing.assert_frame_equal(resumed.history, whole.history)
+    assert whole.history["loss"].notna().all()
+
+
+def test_class_weights_make_every_genre_weigh_the_same(tmp_path: Path) -> None:
+    from model.train import class_weights
+
+    np.save(tmp_path / "a.npy", np.zeros((6, 4, 4), np.float16))
+    index = pd.DataFrame({"row": np.arange(6), "genre": ["blues"] * 4 + ["jazz"] * 2})
+    weights = class_weights([ClipSource(tmp_path / "a.npy", index)], {"blues": 0, "jazz": 1, "rock": 2})
+    assert weights[0] * 4 == pytest.approx(weights[1] * 2) == pytest.approx(6 / 3)
+    assert weights[0] == pytest.approx(6 / (3 * 4))

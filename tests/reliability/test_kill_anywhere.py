@@ -13,7 +13,7 @@ epoch, ...) and then a delay drawn from a seeded RNG, so each lands at a
 reproducible phase of its stage. Bit-identical weights after a resume mid-training
 need the clip order and dropout masks of each epoch to be a function of (seed,
 epoch) (model/dataset.py EpochOrder, model/train.py _EpochSeeds), with TF op
-determinism on. Quick mode (CI) uses 3 kill points, GENREFLOW_FULL_RELIABILITY=1 12.
+determinism on. Quick mode (CI) uses 3 kill points, GENREFLOW_FULL_RELIABILITY=1 13.
 tests/flows/test_resume_after_kill.py kills preprocessing once; tests/model/test_train.py
 kills training once in-process.
 """
@@ -88,6 +88,7 @@ ALL_POINTS = [
     KillPoint("augment", MANIFESTS["mel-aug"], 1, (0.0, 0.6)),
     KillPoint("mel, later shards", MANIFESTS["mel"], 2, (0.0, 0.5)),
     KillPoint("stats", count("stats.json"), 1, (0.0, 0.05)),
+    KillPoint("baseline", count("stats.manifest.json"), 1, (0.0, 0.4)),
     KillPoint("train, mid epoch 1", count("models/run-*/history.csv"), 1, (0.3, 1.5)),
     KillPoint("train, between epochs", history_rows, 1, (0.0, 0.02)),
     KillPoint("train, mid epoch", history_rows, 1, (0.3, 1.2)),
@@ -111,6 +112,8 @@ def where(root: Path) -> str:
         return "preprocessing: " + ", ".join(f"{stage} {done[stage]}/{total[stage]}" for stage in total)
     if not (root / "stats.manifest.json").exists():
         return "stats"
+    if not list(root.glob("baseline/*/manifest.json")):
+        return "baseline"
     if not list(root.glob("models/run-*/manifest.json")):
         return f"train, {history_rows(root)}/{EPOCHS} epochs done"
     if not list(root.glob("reports/run-*/evaluate.manifest.json")):
@@ -252,7 +255,7 @@ def test_model_weights_history_and_metrics_are_identical(runs: Runs) -> None:
         assert (killed_report / name).read_bytes() == (report / name).read_bytes(), name
     metrics = json.loads((report / "metrics.json").read_text())
     killed_metrics = json.loads((killed_report / "metrics.json").read_text())
-    for key in ("metrics", "training", "dataset"):
+    for key in ("metrics", "training", "dataset", "baseline"):
         assert killed_metrics[key] == metrics[key], key
 
 

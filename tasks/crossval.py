@@ -1,0 +1,113 @@
+"""Cross-validation: per fold, the CNN and the baseline trained on the fold's tracks and scored on its test tracks.
+
+It runs on the shards preprocessing wrote (no new preprocessing): a fold's
+training clips are the mel and augmented clips of its training tracks, its
+validation and test clips their original clips only. Augmented copies exist
+for the tracks that ingest put in the training split, so with an augmenting
+recipe a fold trains on the copies of those of its training tracks
+(docs/model.md says what that means for the numbers).
+
+Plain functions first; fold_task and crossval_report_task are the thin
+wrappers that read shards and write results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from prefect import get_run_logger, task
+
+from flows.config import AudioConfig, TrainConfig
+from storage.fingerprint import fingerprint as fingerprint_of
+from storage.manifest import output_state, write_manifest
+from storage.root import DataRoot
+from tasks.baseline import features_of, run_baseline
+from tasks.evaluate import original_clips, score_model
+from tasks.folds import Fold
+from tasks.stats import band_stats
+from tasks.train import clip_sources, fit_model
+
+MODELS = ("cnn", "baseline")
+SUMMARY_METRICS = ("track_accuracy", "macro_f1", "clip_accuracy", "top2_accuracy")
+
+
+def fold_stats(sources: Sequence[Any]) -> dict:
+    """Band statistics of the selected clips of ``sources`` (model.dataset.ClipSource), not whole shards."""
+    return band_stats(np.load(s.path, mmap_mode="r", allow_pickle=False)[np.sort(s.index["row"].to_numpy())]
+                      for s in sources)
+
+
+def summarize_folds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample std (ddof 1) over folds of each summary metric, per model."""
+    summary: dict[str, Any] = {"folds": len(results)}
+    for model in MODELS:
+        scored = [r[model] for r in results if r.get(model)]
+        if not scored:
+            continue
+        summary[model] = {}
+        for metric in SUMMARY_METRICS:
+            values = np.array([float(m[metric]) for m in scored], dtype=np.float64)
+            summary[model][metric] = {"mean": float(values.mean()),
+                                      "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                                      "values": values.tolist()}
+    return summary
+
+
+@task(name="fold")
+def fold_task(root_url: str, run: str, fold: Fold, genres: list[str], train_shards: list[tuple[str, str]],
+              mel_shards: list[tuple[str, str]], train: TrainConfig, audio: AudioConfig, fingerprint: str,
+              force_train: bool, force_evaluate: bool) -> dict[str, Any]:
+    """Train and score fold ``fold`` of cross-validation ``run``; reports/<run>/fold-<n>.json.
+
+    ``fingerprint`` is the fold model's (models/<run>/fold-<n>/): whether the
+    baseline is asked for changes the result, not the model.
+    """
+    root = DataRoot(root_url)
+    logger = get_run_logger()
+    name = f"{run}/fold-{fold.number}"
+    result_path = root.join("reports", run, f"fold-{fold.number}.json")
+    manifest_path = root.join("reports", run, f"fold-{fold.number}.manifest.json")
+    result_fingerprint = fingerprint_of("fold-result", fingerprint, train.baseline)
+    if not (force_train or force_evaluate) and output_state(root, manifest_path, result_fingerprint) == "done":
+        return root.read_json(result_path)
+    train_sources = clip_sources(root, train_shards, tracks=fold.train)
+    val_sources = clip_sources(root, mel_shards, tracks=fold.val, original_only=True)
+    training = fit_model(root, name, genres, fold_stats(train_sources), train_sources, val_sources, train, audio,
+                         fingerprint, force_train, logger.info)
+    _, cnn = score_model(root, name, original_clips(root, mel_shards, fold.test))
+    result: dict[str, Any] = {"fold": fold.number, "run": name, "training": training, "cnn": cnn, "baseline": None,
+                              "tracks": {"train": len(fold.train), "val": len(fold.val), "test": len(fold.test)},
+                              "train_clips": sum(len(s) for s in train_sources),
+                              "train_tracks": list(fold.train), "val_tracks": list(fold.val),
+                              "test_tracks": list(fold.test)}
+    if train.baseline:
+        _, result["baseline"] = run_baseline(*(features_of(original_clips(root, mel_shards, tracks))
+                                               for tracks in (fold.train, fold.val, fold.test)), genres, train.seed)
+    logger.info("fold %d: CNN track accuracy %.3f%s", fold.number, cnn["track_accuracy"],
+                f", baseline {result['baseline']['track_accuracy']:.3f}" if result["baseline"] else "")
+    root.remove(manifest_path)
+    root.write_json(result_path, result)
+    write_manifest(root, manifest_path, name=f"reports/{run}/fold-{fold.number}", fingerprint=result_fingerprint,
+                   files=[result_path], rows=len(fold.test))
+    return result
+
+
+@task(name="crossval-report")
+def crossval_report_task(root_url: str, run: str, results: list[dict[str, Any]], config: dict[str, Any]
+                         ) -> dict[str, Any]:
+    """reports/<run>/crossval.{md,html,json}, and the summary as a Prefect markdown artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.report import render_crossval_report
+
+    root = DataRoot(root_url)
+    summary = summarize_folds(results)
+    files = render_crossval_report(run, summary, results, config)
+    for file, payload in files.items():
+        root.write_bytes(root.join("reports", run, file), payload)
+    key = "".join(c if c.isalnum() else "-" for c in run.lower())
+    create_markdown_artifact(markdown=files["crossval.md"].decode(), key=f"genreflow-crossval-{key}",
+                             description=f"genreflow cross-validation {run}")
+    return {"dir": root.report_dir(run), "files": sorted(files), "summary": summary}

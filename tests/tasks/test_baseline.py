@@ -1,0 +1,103 @@
+"""The MFCC + SVM baseline: its features, its training from mel shards, and its place in the report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pandas as pd
+import pytest
+
+from storage.root import DataRoot
+from storage.shards import write_shard
+from tasks.baseline import N_MFCC, NAME, baseline_task, features_of, mfcc_features, run_baseline
+from tasks.evaluate import evaluate_predictions
+from tasks.report import render_report
+
+N_MELS, FRAMES = 32, 64
+GENRES = ["bright", "dark", "mid"]
+
+
+def genre_clips(genre: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """dB clips whose spectral envelope and its beat tell the genre, under noise: what MFCC statistics see."""
+    k = GENRES.index(genre) + 1
+    bands = np.linspace(0, 1, N_MELS)[:, None]
+    frames = np.linspace(0, 1, FRAMES)[None, :]
+    envelope = 12 * np.sin(k * np.pi * bands) * (1 + 0.5 * np.sin(4 * np.pi * k * frames))
+    clips = -40 + envelope + rng.normal(0, 3, size=(n, N_MELS, FRAMES))
+    return np.minimum(clips, 0).astype(np.float16)
+
+
+def write_split(root: DataRoot, split: str, per_genre: int, rng: np.random.Generator) -> tuple[str, str]:
+    arrays, rows = [], []
+    for genre in GENRES:
+        arrays.append(genre_clips(genre, per_genre, rng))
+        rows += [{"track_id": f"{split}-{genre}-{i}", "clip_index": 0, "split": split, "genre": genre,
+                  "augmentation": "original"} for i in range(per_genre)]
+    array = np.concatenate(arrays)
+    # An augmented copy of every clip, which the baseline must leave out.
+    index = pd.DataFrame(rows + [{**r, "augmentation": "pitch+2"} for r in rows])
+    index["row"] = np.arange(len(index))
+    write_shard(root, "mel", f"{split}-0000", array=np.concatenate([array, array]), index=index, fingerprint="fp")
+    return ("mel", f"{split}-0000")
+
+
+def test_mfcc_features_are_per_clip_librosa_statistics() -> None:
+    rng = np.random.default_rng(0)
+    clips = genre_clips("bright", 3, rng).astype(np.float32)
+    features = mfcc_features(clips)
+    assert features.shape == (3, 4 * N_MFCC) and features.dtype == np.float32
+    mfcc = librosa.feature.mfcc(S=clips[1], n_mfcc=N_MFCC)
+    delta = librosa.feature.delta(mfcc)
+    expected = np.concatenate([mfcc.mean(1), mfcc.std(1), delta.mean(1), delta.std(1)])
+    np.testing.assert_allclose(features[1], expected, rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="too short for MFCC deltas"):
+        mfcc_features(clips[:, :, :5])
+
+
+def test_baseline_learns_separable_genres_and_reports_like_the_cnn() -> None:
+    rng = np.random.default_rng(1)
+
+    def part(split: str, n: int) -> tuple[np.ndarray, pd.DataFrame]:
+        clips = [(pd.DataFrame({"track_id": [f"{split}-{g}-{i}" for i in range(n)], "genre": g,
+                                "row": np.arange(n)}), genre_clips(g, n, rng)) for g in GENRES]
+        return features_of(clips)
+
+    predictions, metrics = run_baseline(part("train", 12), part("val", 4), part("test", 5), GENRES, seed=0)
+    assert metrics["name"] == NAME and metrics["C"] in (1.0, 10.0, 100.0)
+    assert metrics["track_accuracy"] == 1.0 and metrics["n_tracks"] == 15
+    # The same keys as the CNN's evaluation, so the report can set them side by side.
+    _, cnn = evaluate_predictions(predictions, np.full((15, 3), 1 / 3), GENRES)
+    assert set(cnn) <= set(metrics)
+
+
+def test_baseline_task_trains_on_original_training_clips_and_caches(tmp_path: Path) -> None:
+    root = DataRoot(str(tmp_path / "root"))
+    rng = np.random.default_rng(2)
+    shards = [[write_split(root, split, n, rng)] for split, n in (("train", 10), ("val", 3), ("test", 4))]
+    metrics = baseline_task.fn(root.url, GENRES, *shards, fingerprint="f" * 32, force=False, seed=0)
+    assert metrics["n_train_clips"] == 30, "augmented copies are left out"
+    assert metrics["n_clips"] == 12 and metrics["track_accuracy"] == 1.0
+    saved = tmp_path / "root" / "baseline" / ("f" * 12)
+    assert {p.name for p in saved.iterdir()} == {"metrics.json", "predictions.parquet", "manifest.json"}
+    before = (saved / "metrics.json").stat().st_mtime_ns
+    assert baseline_task.fn(root.url, GENRES, *shards, fingerprint="f" * 32, force=False, seed=0) == metrics
+    assert (saved / "metrics.json").stat().st_mtime_ns == before, "a finished baseline is not redone"
+
+
+def test_report_shows_the_cnn_beside_the_baseline() -> None:
+    rng = np.random.default_rng(3)
+    clips = [(pd.DataFrame({"track_id": [f"{g}-{i}" for i in range(6)], "genre": g, "row": np.arange(6)}),
+              genre_clips(g, 6, rng)) for g in GENRES]
+    _, baseline = run_baseline(features_of(clips), features_of(clips[:0]), features_of(clips), GENRES, seed=0)
+    index = pd.concat([c for c, _ in clips], ignore_index=True)
+    _, cnn = evaluate_predictions(index, np.eye(3)[np.repeat([0, 1, 2], 6)] * 0.8 + 0.2 / 3, GENRES)
+    history = pd.DataFrame({"epoch": [1], "accuracy": [0.5], "loss": [1.0], "val_accuracy": [0.5],
+                            "val_loss": [1.0]})
+    summary = {"tracks": 18, "tracks_per_genre_split": {}, "clips": {}, "augmentations": [], "quarantined": []}
+    files = render_report("run-x", cnn, history, summary, {}, baseline=baseline)
+    text = files["report.md"].decode()
+    assert f"| Metric | CNN | {NAME} |" in text
+    assert f"| Track accuracy (mean-probability vote) | 1.000 | {baseline['track_accuracy']:.3f} |" in text
+    assert b"MFCC + SVM" in files["report.html"]
