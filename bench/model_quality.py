@@ -38,6 +38,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "cosine": ("default plus a cosine learning-rate decay", ["--lr-schedule", "cosine"]),
     "class-weights": ("default plus class weights", ["--class-weights", "on"]),
     "crop-3s": ("default trained on random 3 s crops", ["--crop-seconds", "3"]),
+    "crop-5s": ("default trained on random 5 s crops", ["--crop-seconds", "5"]),
 }
 # Flags that change what preprocessing writes: variants that share them share a data root.
 PREPROCESSING_FLAGS = ("--recipe", "--clips-per-track", "--sample-rate", "--clip-seconds", "--n-mels")

@@ -23,6 +23,11 @@ DROPOUT_RATE = 0.5
 # A band whose training std is below this (dB) is treated as constant: dividing
 # by a near-zero std would blow up any test-time deviation.
 MIN_BAND_STD_DB = 0.1
+# Batch-norm moving averages follow the batch statistics this fast. Keras's
+# 0.99 needs hundreds of steps to settle; a small set gives a handful of steps
+# per epoch, so with 0.99 the model validated and saved early would use
+# moving statistics that are still far from the data's.
+BN_MOMENTUM = 0.9
 # Axis of the mel bands in a (batch, n_mels, frames, channel) input.
 BAND_AXIS = 1
 
@@ -39,7 +44,7 @@ def _conv_block(x: keras.KerasTensor, filters: int, padding: str, name: str, see
         name=f"{name}_conv",
     )(x)
     if batch_norm:
-        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     x = keras.layers.AveragePooling2D(POOL_SIZE, name=f"{name}_pool")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
