@@ -30,7 +30,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "seed": ("the seed's recipe", ["--recipe", "seed"]),
     "genreflow": ("the default recipe", ["--recipe", "genreflow"]),
     "no-batch-norm": ("default without batch normalisation", ["--batch-norm", "off"]),
-    "no-time-pooling": ("default with the seed's Flatten", ["--time-pooling", "off"]),
+    "no-time-pooling": ("default with the seed's Flatten (whole clips)", ["--time-pooling", "off",
+                                                                          "--crop-seconds", "0"]),
+    "no-crop": ("default trained on whole 10 s clips", ["--crop-seconds", "0"]),
     "no-spec-augment": ("default without SpecAugment masks", ["--spec-augment", "off"]),
     "no-offline-augment": ("default without stretch/pitch copies", ["--time-stretch", "--pitch-shift"]),
     "mixup": ("default plus mixup 0.2", ["--mixup", "0.2"]),
@@ -38,15 +40,18 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "cosine": ("default plus a cosine learning-rate decay", ["--lr-schedule", "cosine"]),
     "class-weights": ("default plus class weights", ["--class-weights", "on"]),
     "crop-3s": ("default trained on random 3 s crops", ["--crop-seconds", "3"]),
-    "crop-5s": ("default trained on random 5 s crops", ["--crop-seconds", "5"]),
 }
 # Flags that change what preprocessing writes: variants that share them share a data root.
-PREPROCESSING_FLAGS = ("--recipe", "--clips-per-track", "--sample-rate", "--clip-seconds", "--n-mels")
+PREPROCESSING_FLAGS = ("--recipe", "--clips-per-track", "--sample-rate", "--clip-seconds", "--n-mels", "--time-stretch",
+                       "--pitch-shift")
 
 
 def _preprocessing_key(flags: list[str]) -> str:
-    pairs = [f"{flag}={flags[i + 1]}" for i, flag in enumerate(flags[:-1]) if flag in PREPROCESSING_FLAGS]
-    return "-".join(sorted(pairs)).replace("--", "").replace("=", "_") or "default"
+    """A folder name for the data root of ``flags``: its preprocessing flags and their values."""
+    values = [*flags[1:], ""]
+    parts = [flag.lstrip("-") + ("" if values[i].startswith("--") or not values[i] else f"_{values[i]}")
+             for i, flag in enumerate(flags) if flag in PREPROCESSING_FLAGS]
+    return "-".join(sorted(parts)) or "default"
 
 
 def _genreflow(args: list[str], log: Path) -> float:
@@ -74,8 +79,7 @@ def run_variant(name: str, flags: list[str], common: list[str], work: Path, fold
                 ) -> dict[str, Any]:
     root = work / f"root-{_preprocessing_key(flags)}"
     argv = [*common, "--data-root", str(root), *flags]
-    if not (root / "tracks.parquet").exists():
-        _genreflow(["preprocess", *argv], log)
+    _genreflow(["preprocess", *argv], log)  # a no-op where the shards are current
     seconds = _genreflow(["evaluate", *argv, "--folds", str(folds)], log)
     report = _newest_crossval_report(root)
     per_epoch = [f["training"]["seconds_per_epoch"] for f in report["folds"]
@@ -86,7 +90,8 @@ def run_variant(name: str, flags: list[str], common: list[str], work: Path, fold
             "epochs": [f["training"]["epochs_run"] for f in report["folds"]]}
 
 
-def format_table(results: list[dict[str, Any]]) -> str:
+def format_table(results: list[dict[str, Any]], markdown: bool = False) -> str:
+    """One row per variant: CNN and baseline (mean ± std over folds), mean epochs and seconds per epoch."""
     def cell(summary: dict[str, Any], model: str, metric: str) -> str:
         entry = summary.get(model, {}).get(metric)
         return "-" if not entry else f"{entry['mean']:.3f} ± {entry['std']:.3f}"
@@ -98,6 +103,9 @@ def format_table(results: list[dict[str, Any]]) -> str:
                      cell(r["summary"], "baseline", "track_accuracy"),
                      f"{sum(r['epochs']) / len(r['epochs']):.1f}",
                      f"{sum(per_epoch) / len(per_epoch):.1f}" if per_epoch else "-"))
+    if markdown:
+        lines = ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join([lines[0], "|" + "---|" * len(rows[0]), *lines[1:]])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows)
 
@@ -110,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--json", type=Path, help="write the results here (and read finished ones back)")
+    parser.add_argument("--markdown", action="store_true", help="print the final table as markdown")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="flags for every variant")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -127,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(done[key])
         print(format_table(results[-1:]).splitlines()[-1], flush=True)
     print()
-    print(format_table(results))
+    print(format_table(results, markdown=args.markdown))
     return 0
 
 

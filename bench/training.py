@@ -11,6 +11,8 @@ Modes:
   array, a few batches at a time, alternating;
 - ``train``: ``model.train.train_model`` for one epoch over the given shards
   (the pipeline's own training), for its peak RSS;
+- ``recipes``: seconds per training epoch of each model recipe (seed,
+  genreflow) over the same shards, alternating;
 - ``memory``: the seed's way for contrast: every clip loaded into one float32
   array, then a few training steps;
 - ``predict``: seconds to classify whole 30 s mp3s with ``model.predict.predict_file``,
@@ -162,6 +164,40 @@ def measure_train(args: dict[str, Any]) -> dict[str, Any]:
             "rss_file_kib": _status_kib("RssFile")}
 
 
+def measure_recipes(args: dict[str, Any]) -> dict[str, Any]:
+    """Seconds per epoch of each recipe's training over the same shards, alternating round after round.
+
+    An epoch's cost is (wall of ``1 + extra`` epochs - wall of 1 epoch) / ``extra``
+    of the pipeline's own ``train_model`` with that recipe's knobs, so model
+    building, tracing and saving cancel out. The same clips feed every recipe:
+    how many clips a recipe's preprocessing makes per track is a separate factor.
+    """
+    from flows.config import AudioConfig, TrainConfig
+    from model.train import train_model
+    from tasks.train import model_knobs
+
+    sources = load_sources(args["shards"])
+    genres = sorted({g for s in sources for g in s.index["genre"]})
+    n_mels = int(np.load(sources[0].path, mmap_mode="r").shape[1])
+    stats = {"mean": [0.0] * n_mels, "std": [1.0] * n_mels}
+    extra = int(args["extra_epochs"])
+    knobs = {name: model_knobs(TrainConfig(recipe=name), AudioConfig()) for name in args["recipes"]}
+    walls: dict[str, dict[int, list[float]]] = {name: {1: [], 1 + extra: []} for name in knobs}
+    for _ in range(int(args["rounds"])):
+        for name, recipe in knobs.items():
+            for epochs in (1, 1 + extra):
+                with tempfile.TemporaryDirectory(prefix="genreflow-bench-recipe-") as out:
+                    start = time.perf_counter()
+                    train_model(sources, [], genres, stats, Path(out), epochs=epochs,
+                                batch_size=int(args["batch_size"]), learning_rate=1e-3, patience=100, seed=42,
+                                knobs=recipe)
+                    walls[name][epochs].append(time.perf_counter() - start)
+    epoch_s = {name: (min(w[1 + extra]) - min(w[1])) / extra for name, w in walls.items()}
+    clips = sum(len(s) for s in sources)
+    return {"clips": clips, "knobs": knobs, "walls_s": {n: {str(k): v for k, v in w.items()} for n, w in walls.items()},
+            "epoch_s": epoch_s, "clip_ms": {name: 1000 * s / clips for name, s in epoch_s.items()}}
+
+
 def measure_memory(args: dict[str, Any]) -> dict[str, Any]:
     """The seed's way: all clips in one array, then a few steps (the array is the growth)."""
     sources = load_sources(args["shards"])
@@ -195,7 +231,8 @@ def measure_predict(args: dict[str, Any]) -> dict[str, Any]:
             "median_s": float(np.median(times)), "windows_per_file": float(np.mean(windows))}
 
 
-MODES = {"input": measure_input, "train": measure_train, "memory": measure_memory, "predict": measure_predict}
+MODES = {"input": measure_input, "train": measure_train, "recipes": measure_recipes, "memory": measure_memory,
+         "predict": measure_predict}
 
 
 def child_command(mode: str, args: dict[str, Any]) -> list[str]:

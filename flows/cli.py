@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from flows.config import Config, ConfigError, build_config, leaf_fields, load_config_file
+from flows.config import RECIPES, Config, ConfigError, build_config, leaf_fields, load_config_file
 
 # Errors a user can act on: printed as one line. Anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[str, ...] = (
@@ -101,6 +101,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for name, (section, field) in leaf_fields().items():
         group = groups.setdefault(section, parser.add_argument_group(f"{section} settings"))
         default = field.default_factory() if field.default_factory else field.default
+        if default is None and name in RECIPES["seed"]:
+            default = "set by --recipe"
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
                            help=f"{field.description} (default: {default})", **_flag_kwargs(field.annotation))
 

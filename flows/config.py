@@ -36,7 +36,7 @@ RECIPES: dict[str, dict[str, Any]] = {
              "clips_per_track": 1, "time_stretch": [0.8, 0.9], "pitch_shift": [2.0, -2.0]},
     "genreflow": {"batch_norm": True, "time_pooling": True, "spec_augment": True, "mixup": 0.0,
                   "label_smoothing": 0.0, "lr_schedule": "constant", "class_weights": False,
-                  "crop_seconds": 0.0, "clips_per_track": None, "time_stretch": [0.8, 0.9], "pitch_shift": [2.0, -2.0]},
+                  "crop_seconds": 5.0, "clips_per_track": None, "time_stretch": [0.8, 0.9], "pitch_shift": [2.0, -2.0]},
 }
 
 

@@ -27,6 +27,10 @@ from flows.config import RunConfig
 # size arrays come from the heap again; Dask's trimming of the heap stays as it is.
 WORKER_ENVIRON: dict[str, str] = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
 
+# Prefect waits 20 s for its temporary API by default; on a busy 2-core machine
+# starting it took longer than that (the bench saw it time out beside training runs).
+API_START_TIMEOUT_S = 120
+
 
 @contextmanager
 def worker_environ() -> Iterator[None]:
@@ -70,7 +74,8 @@ def prefect_api() -> Iterator[str]:
     updates: dict[Any, Any] = {}
     if not url:
         server = SubprocessASGIServer()
-        server.start()
+        server.start(timeout=max(get_current_settings().server.ephemeral.startup_timeout_seconds,
+                                 API_START_TIMEOUT_S))
         url = server.api_url
         # Flow-run heartbeats let a server's automations mark a dead run as crashed; the
         # temporary API runs none, and stopping the heartbeat thread costs a flow up to 1 s.
