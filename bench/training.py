@@ -164,13 +164,33 @@ def measure_train(args: dict[str, Any]) -> dict[str, Any]:
             "rss_file_kib": _status_kib("RssFile")}
 
 
-def measure_recipes(args: dict[str, Any]) -> dict[str, Any]:
-    """Seconds per epoch of each recipe's training over the same shards, alternating round after round.
+def _epoch_clock() -> Any:
+    """A Keras callback whose ``seconds`` lists each epoch's wall time, begin to end (its callbacks included)."""
+    import keras
 
-    An epoch's cost is (wall of ``1 + extra`` epochs - wall of 1 epoch) / ``extra``
-    of the pipeline's own ``train_model`` with that recipe's knobs, so model
-    building, tracing and saving cancel out. The same clips feed every recipe:
-    how many clips a recipe's preprocessing makes per track is a separate factor.
+    class EpochClock(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+            self._start = 0.0
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochClock()
+
+
+def measure_recipes(args: dict[str, Any]) -> dict[str, Any]:
+    """Seconds per training epoch of each recipe over the same shards, alternating round after round.
+
+    Each round trains every recipe for ``1 + extra_epochs`` epochs with the
+    pipeline's own ``train_model`` and that recipe's knobs; the first epoch
+    (tracing) is dropped and the least disturbed of the rest kept. The same
+    clips feed every recipe: how many clips a recipe's preprocessing makes per
+    track is a separate factor.
     """
     from flows.config import AudioConfig, TrainConfig
     from model.train import train_model
@@ -180,22 +200,20 @@ def measure_recipes(args: dict[str, Any]) -> dict[str, Any]:
     genres = sorted({g for s in sources for g in s.index["genre"]})
     n_mels = int(np.load(sources[0].path, mmap_mode="r").shape[1])
     stats = {"mean": [0.0] * n_mels, "std": [1.0] * n_mels}
-    extra = int(args["extra_epochs"])
+    epochs = 1 + int(args["extra_epochs"])
     knobs = {name: model_knobs(TrainConfig(recipe=name), AudioConfig()) for name in args["recipes"]}
-    walls: dict[str, dict[int, list[float]]] = {name: {1: [], 1 + extra: []} for name in knobs}
+    seconds: dict[str, list[float]] = {name: [] for name in knobs}
     for _ in range(int(args["rounds"])):
         for name, recipe in knobs.items():
-            for epochs in (1, 1 + extra):
-                with tempfile.TemporaryDirectory(prefix="genreflow-bench-recipe-") as out:
-                    start = time.perf_counter()
-                    train_model(sources, [], genres, stats, Path(out), epochs=epochs,
-                                batch_size=int(args["batch_size"]), learning_rate=1e-3, patience=100, seed=42,
-                                knobs=recipe)
-                    walls[name][epochs].append(time.perf_counter() - start)
-    epoch_s = {name: (min(w[1 + extra]) - min(w[1])) / extra for name, w in walls.items()}
+            clock = _epoch_clock()
+            with tempfile.TemporaryDirectory(prefix="genreflow-bench-recipe-") as out:
+                train_model(sources, [], genres, stats, Path(out), epochs=epochs, batch_size=int(args["batch_size"]),
+                            learning_rate=1e-3, patience=epochs, seed=42, knobs=recipe, callbacks=[clock])
+            seconds[name] += clock.seconds[1:]
+    epoch_s = {name: min(values) for name, values in seconds.items()}
     clips = sum(len(s) for s in sources)
-    return {"clips": clips, "knobs": knobs, "walls_s": {n: {str(k): v for k, v in w.items()} for n, w in walls.items()},
-            "epoch_s": epoch_s, "clip_ms": {name: 1000 * s / clips for name, s in epoch_s.items()}}
+    return {"clips": clips, "knobs": knobs, "epoch_seconds": seconds, "epoch_s": epoch_s,
+            "clip_ms": {name: 1000 * s / clips for name, s in epoch_s.items()}}
 
 
 def measure_memory(args: dict[str, Any]) -> dict[str, Any]:

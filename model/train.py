@@ -301,6 +301,7 @@ def train_model(
     input_shape: Sequence[int] | None = None,
     deterministic: bool = True,
     knobs: Mapping[str, Any] | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainResult:
     """Train the CNN on ``train``, stopping early on ``val`` loss; resumable.
 
@@ -312,7 +313,8 @@ def train_model(
     TensorFlow's op determinism is switched on (process-wide) so that the same
     seed gives the same weights. A run that finds a backup in ``out_dir``
     continues it, so ``out_dir`` must belong to one configuration (the flow
-    names it after its fingerprint).
+    names it after its fingerprint). ``callbacks`` run after genreflow's own
+    (a benchmark's clock, a profiler).
     """
     knobs = {**SEED_KNOBS, **(knobs or {})}
     out_dir = Path(out_dir)
@@ -380,18 +382,18 @@ def train_model(
     stopping = _ResumableEarlyStopping(ledger, monitor=monitor, patience=patience)
     # Order matters: each epoch's history row and best weights are on disk
     # before BackupAndRestore records the epoch as finished.
-    callbacks: list[keras.callbacks.Callback] = [
+    own: list[keras.callbacks.Callback] = [
         _EpochSeeds(order),
         ledger,
         stopping,
         keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir), double_checkpoint=True, delete_checkpoint=False),
     ]
     if progress is not None:
-        callbacks.append(_ProgressCallback(progress))
+        own.append(_ProgressCallback(progress))
 
     weights = class_weights(train, label_of) if knobs["class_weights"] else None
-    model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=0,
-              class_weight=weights)
+    model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=[*own, *callbacks], shuffle=False,
+              verbose=0, class_weight=weights)
 
     _write_json_atomic(out_dir / LABELS_FILE, list(genres))
     model_path = out_dir / MODEL_FILE

@@ -85,3 +85,25 @@ def test_projection_is_cost_arithmetic() -> None:
     full = project.project(project.FMA_FULL, stage, workers=2, overhead=1.1, train_clips_per_s=50.0)
     assert full["collection"]["train"] + full["collection"]["val"] + full["collection"]["test"] == 106_574
     assert full["windows_per_track"] == 27  # 343 days over 106,574 tracks: ~278 s each
+
+
+@pytest.mark.slow
+def test_recipe_epochs_are_timed_with_each_recipes_knobs(tmp_path: Path) -> None:
+    """The seed-vs-default epoch comparison trains both recipes on the same shard and times later epochs."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    clips = rng.normal(-40, 10, size=(12, 128, 431)).astype(np.float16)
+    np.save(tmp_path / "train-0000.npy", clips)
+    pd.DataFrame({"track_id": [f"t{i}" for i in range(12)], "clip_index": 0, "split": "train",
+                  "genre": ["Folk", "Rock"] * 6, "row": range(12), "augmentation": "original"}
+                 ).to_parquet(tmp_path / "train-0000.parquet")
+    result = training.measure_recipes({"shards": [str(tmp_path / "train-0000.npy")], "batch_size": 4,
+                                       "recipes": ["seed", "genreflow"], "extra_epochs": 2, "rounds": 1})
+    assert result["clips"] == 12
+    assert result["knobs"]["seed"]["crop_frames"] == 0 and not result["knobs"]["seed"]["batch_norm"]
+    assert result["knobs"]["genreflow"]["crop_frames"] == 216 and result["knobs"]["genreflow"]["spec_augment"]
+    for name in ("seed", "genreflow"):
+        assert len(result["epoch_seconds"][name]) == 2  # the first (tracing) epoch dropped
+        assert result["epoch_s"][name] == min(result["epoch_seconds"][name]) > 0
