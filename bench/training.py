@@ -147,14 +147,19 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
+def _genres_and_identity_stats(sources: list[Any]) -> tuple[list[str], dict[str, list[float]]]:
+    """The sources' genres in label order, and band statistics that leave the clips as they are."""
+    genres = sorted({g for s in sources for g in s.index["genre"]})
+    n_mels = int(np.load(sources[0].path, mmap_mode="r").shape[1])
+    return genres, {"mean": [0.0] * n_mels, "std": [1.0] * n_mels}
+
+
 def measure_train(args: dict[str, Any]) -> dict[str, Any]:
     """One epoch of the pipeline's ``train_model`` over the given shards."""
     from model.train import train_model
 
     sources = load_sources(args["shards"])
-    genres = sorted({g for s in sources for g in s.index["genre"]})
-    n_mels = int(np.load(sources[0].path, mmap_mode="r").shape[1])
-    stats = {"mean": [0.0] * n_mels, "std": [1.0] * n_mels}
+    genres, stats = _genres_and_identity_stats(sources)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="genreflow-bench-train-") as out:
         train_model(sources, [], genres, stats, Path(out), epochs=1, batch_size=int(args["batch_size"]),
@@ -197,9 +202,7 @@ def measure_recipes(args: dict[str, Any]) -> dict[str, Any]:
     from tasks.train import model_knobs
 
     sources = load_sources(args["shards"])
-    genres = sorted({g for s in sources for g in s.index["genre"]})
-    n_mels = int(np.load(sources[0].path, mmap_mode="r").shape[1])
-    stats = {"mean": [0.0] * n_mels, "std": [1.0] * n_mels}
+    genres, stats = _genres_and_identity_stats(sources)
     epochs = 1 + int(args["extra_epochs"])
     knobs = {name: model_knobs(TrainConfig(recipe=name), AudioConfig()) for name in args["recipes"]}
     seconds: dict[str, list[float]] = {name: [] for name in knobs}
