@@ -55,6 +55,41 @@ def bench_config(source: Path, data_root: Path, workers: int, *, dask_address: s
     return build_config(None, **values)
 
 
+def shard_sizes(source: Path, shard_size: int) -> list[int]:
+    """Tracks per shard of a folder source, as genreflow's ingest cuts it (per split, near-equal)."""
+    from tasks.ingest import ingest, read_source
+
+    split = bench_config(source, source, 1, shard_size=shard_size).split
+    tracks, _ = ingest(read_source("folder", source), split.val_fraction, split.test_fraction, split.split_seed,
+                       shard_size)
+    return [int(n) for n in tracks.groupby("shard").size()]
+
+
+def granularity_bound(sizes: list[int], workers: int) -> float:
+    """The most ``workers`` can speed up whole shards of these sizes over one worker.
+
+    A shard is one task: dealt longest first (as the flow submits them), the
+    busiest worker's share of the tracks bounds the wall time, whatever the
+    scheduler does. 11 equal shards on 2 workers: 11 / 6 = 1.83.
+    """
+    loads = [0] * workers
+    for size in sorted(sizes, reverse=True):
+        loads[loads.index(min(loads))] += size
+    return sum(sizes) / max(loads)
+
+
+def balanced_shard_size(source: Path, workers: int, near: int) -> int:
+    """The smallest shard size from ``near`` up whose shards ``workers`` can share evenly.
+
+    So that a scaling comparison measures genreflow and not how a small set
+    happens to divide; ``near`` itself when no size up to twice it does.
+    """
+    for size in range(near, 2 * near):
+        if granularity_bound(shard_sizes(source, size), workers) >= 0.99 * workers:
+            return size
+    return near
+
+
 def fresh_root(parent: Path, label: str) -> Path:
     """A new, empty data root under ``parent``."""
     root = parent / f"{label}-{uuid.uuid4().hex[:8]}"
@@ -98,11 +133,11 @@ class WarmCluster:
     def __init__(self, workers: int, warm_path: Path) -> None:
         from distributed import Client, LocalCluster
 
-        from flows.runner import worker_environ
+        from flows.runner import cluster_settings
 
         _quiet_logs()
         start = time.perf_counter()
-        with worker_environ():  # the workers' malloc settings, as make_task_runner's LocalCluster gets them
+        with cluster_settings():  # Dask settings and workers' malloc, as the flow's LocalCluster gets them
             self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                         dashboard_address=":0", silence_logs=logging.ERROR)
         # Not the default client: prefect-dask's DaskTaskRunner takes the process's default

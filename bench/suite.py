@@ -188,17 +188,31 @@ def _flows(profile: Profile, workdir: Path, base: inputs.BenchSet, big: inputs.B
         figures["warm_pool_start_s"] = {name: p.start_s for name, p in pools.items()}
         log("warm pools started: " + ", ".join(f"{k} {v.start_s:.1f} s" for k, v in pools.items()))
 
-        def config(name: str, source: Path, root: Path, **kw: Any) -> Any:
+        def config(name: str, source: Path, root: Path, shard_size: int = profile.shard_size, **kw: Any) -> Any:
             pool = pools[name]
             address = pool.address if isinstance(pool, preprocess.WarmCluster) else None
             return preprocess.bench_config(source, root, pool.workers, dask_address=address,
-                                           shard_size=profile.shard_size, **kw)
+                                           shard_size=shard_size, **kw)
+
+        # Shards are whole tasks: 11 equal shards can go at most 11 / 6 = 1.83 times faster on
+        # 2 workers than on 1, whatever runs them. The comparisons use the shard size nearest
+        # the profile's whose shards 2 workers can share evenly, and report both bounds.
+        flow_shard_size = preprocess.balanced_shard_size(big.root, 2, profile.shard_size)
+        sizes = preprocess.shard_sizes(big.root, flow_shard_size)
+        figures["flow_set_shards"] = {
+            "shard_size": flow_shard_size, "shards": len(sizes),
+            "granularity_bound": preprocess.granularity_bound(sizes, 2),
+            "profile_shard_size": profile.shard_size, "profile_granularity_bound": preprocess.granularity_bound(
+                preprocess.shard_sizes(big.root, profile.shard_size), 2)}
+        log("flow comparisons: {shards} shards of about {shard_size} tracks (2-worker bound {granularity_bound:.2f}; "
+            "{profile_shard_size} a shard would bound it at {profile_granularity_bound:.2f})".format(
+                **figures["flow_set_shards"]))
 
         def side(name: str, source: Path, clips_per_track: int | None) -> Callable[[], float]:
             def go() -> float:
                 root = preprocess.fresh_root(roots, name)
                 try:
-                    cfg = config(name, source, root, clips_per_track=clips_per_track)
+                    cfg = config(name, source, root, shard_size=flow_shard_size, clips_per_track=clips_per_track)
                     pool = pools[name]
                     return pool.timed(cfg) if isinstance(pool, preprocess.PlainPool) else preprocess.timed_flow(cfg)
                 finally:

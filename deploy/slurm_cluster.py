@@ -53,24 +53,27 @@ def make_cluster(args: argparse.Namespace) -> Any:
     processes, not threads, give the parallelism. The jobs activate this Python's
     environment and inherit PREFECT_API_URL, so task runs report to the same server.
     """
+    import dask
     from dask_jobqueue import SLURMCluster
 
-    from flows.runner import WORKER_ENVIRON
+    from flows.runner import DASK_SETTINGS, WORKER_ENVIRON, dask_environ
 
     prologue = [f"export PATH={os.path.dirname(sys.executable)}:$PATH"]
-    prologue += [f"export {name}={value}" for name, value in WORKER_ENVIRON.items()]  # see flows/runner.py
+    environ = {**WORKER_ENVIRON, **dask_environ()}  # see flows/runner.py
+    prologue += [f"export {name}={value}" for name, value in environ.items()]
     if os.environ.get("PREFECT_API_URL"):
         prologue.append(f"export PREFECT_API_URL={os.environ['PREFECT_API_URL']}")
     directives, worker_args = [], []
     if args.gpus:
         directives.append(f"--gres=gpu:{args.gpus}")
         worker_args += ["--resources", f"GPU={args.gpus}"]
-    return SLURMCluster(
-        queue=args.queue, account=args.account, cores=args.cores, processes=args.cores, memory=args.memory,
-        walltime=args.walltime, interface=args.interface, log_directory=args.log_directory,
-        job_script_prologue=prologue, job_extra_directives=directives, worker_extra_args=worker_args,
-        python=sys.executable,
-    )
+    with dask.config.set(DASK_SETTINGS):  # the scheduler runs here; the jobs read them from the prologue
+        return SLURMCluster(
+            queue=args.queue, account=args.account, cores=args.cores, processes=args.cores, memory=args.memory,
+            walltime=args.walltime, interface=args.interface, log_directory=args.log_directory,
+            job_script_prologue=prologue, job_extra_directives=directives, worker_extra_args=worker_args,
+            python=sys.executable,
+        )
 
 
 def genreflow_command(genreflow_args: Sequence[str], address: str) -> list[str]:

@@ -55,7 +55,8 @@ def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
         if planned:
             progress.add_stage(stage, len(planned), sum(len(p.tracks) for p in planned))
     shard_task = preprocess_shard_task.with_options(retries=config.run.retries, retry_delay_seconds=RETRY_DELAY_S)
-    futures: dict[PrefectFuture, str] = {shard_task.submit(root.url, plan, config): plan.shard for plan in plans}
+    futures: dict[PrefectFuture, str] = {shard_task.submit(root.url, plan, config): plan.shard
+                                         for plan in longest_first(plans, augment="augment" in stages)}
     failures = []
     for future in as_completed(list(futures)):
         future.wait()
@@ -71,6 +72,17 @@ def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
         raise StageFailed(f"{len(failures)} shard task(s) failed (finished shards are kept; rerun to "
                           "redo only these): " + "; ".join(sorted(failures)))
     return outcome
+
+
+def longest_first(plans: list[ShardPlan], augment: bool) -> list[ShardPlan]:
+    """Shards in the order to submit them: the longest tasks first, so that short ones fill the end.
+
+    Dask starts tasks in submission order; with the longest first, no worker is
+    still on a long shard while the others have run out (the LPT rule). Augmenting
+    a clip costs about ten times decoding it and its mel (docs/benchmarks.md), so
+    training shards come first when augmentation runs, then larger before smaller.
+    """
+    return sorted(plans, key=lambda plan: (augment and plan.augment is not None, len(plan.tracks)), reverse=True)
 
 
 def write_quarantine(root: DataRoot, plans: list[ShardPlan]) -> pd.DataFrame:

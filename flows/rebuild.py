@@ -11,7 +11,7 @@ from flows.config import PREPROCESS_STAGES, Config, ConfigError
 from flows.lock import check_unlocked, data_root_lock
 from flows.preprocess import preprocess_flow, run_preprocess
 from flows.progress import StageProgress
-from flows.runner import make_task_runner, prefect_api, worker_environ
+from flows.runner import cluster_settings, make_task_runner, prefect_api
 from flows.train import run_training, train_flow
 from storage.root import DataRoot
 
@@ -94,7 +94,7 @@ def run_command(command: str, config: Config) -> dict[str, Any]:
         config = _with_stage_bounds(config, "evaluate", None)
     preflight(config)
     runner = make_task_runner(config.run)
-    with prefect_api(), worker_environ():
+    with prefect_api(), cluster_settings():
         if command == "rebuild":
             return rebuild_flow.with_options(task_runner=runner)(config=config)
         if command == "preprocess":

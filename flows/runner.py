@@ -27,20 +27,40 @@ from flows.config import RunConfig
 # size arrays come from the heap again; Dask's trimming of the heap stays as it is.
 WORKER_ENVIRON: dict[str, str] = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
 
+# Dask's housekeeping timers, tuned for interactive clusters of many small tasks, cost a
+# 2-core machine 5 % of a core in the scheduler and nannies and 7 % in two idle workers
+# (the 20 ms event-loop tick alone most of it); busy workers also pay the 10 ms profiler.
+# genreflow runs few long tasks (a shard each, seconds to minutes), so coarser timers lose
+# nothing it needs: the unresponsive-loop warning and memory limits still work, at 1 s
+# and 0.5 s resolution (docs/benchmarks.md).
+DASK_SETTINGS: dict[str, str | bool] = {
+    "distributed.admin.tick.interval": "1s",  # default 20ms
+    "distributed.admin.system-monitor.interval": "2s",  # default 500ms
+    "distributed.worker.memory.monitor-interval": "500ms",  # default 100ms
+    "distributed.worker.profile.enabled": False,  # the dashboard's statistical profiler
+}
+
 # Prefect waits 20 s for its temporary API by default; on a busy 2-core machine
 # starting it took longer than that (the bench saw it time out beside training runs).
 API_START_TIMEOUT_S = 120
 
 
-@contextmanager
-def worker_environ() -> Iterator[None]:
-    """Dask configuration under which LocalCluster workers start with WORKER_ENVIRON.
+def dask_environ() -> dict[str, str]:
+    """DASK_SETTINGS as the environment variables Dask reads them from (for external clusters)."""
+    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value)
+            for key, value in DASK_SETTINGS.items()}
 
-    Workers of an external cluster (``dask worker``) take the same variables from
-    their own environment (deploy/ sets them).
+
+@contextmanager
+def cluster_settings() -> Iterator[None]:
+    """Dask configuration for the LocalCluster a flow starts: DASK_SETTINGS, workers with WORKER_ENVIRON.
+
+    The nannies hand the configuration to the worker processes they spawn.
+    Workers of an external cluster (``dask worker``) take the same settings from
+    their environment (``dask_environ()`` and WORKER_ENVIRON; deploy/ sets them).
     """
-    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": value
-                          for name, value in WORKER_ENVIRON.items()}):
+    with dask.config.set({**DASK_SETTINGS, **{f"distributed.nanny.pre-spawn-environ.{name}": value
+                                              for name, value in WORKER_ENVIRON.items()}}):
         yield
 
 

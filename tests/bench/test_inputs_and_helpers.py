@@ -51,6 +51,23 @@ def test_bench_config_mel_only_or_full_preprocessing(tmp_path: Path) -> None:
     assert full.augment.names() == ["stretch0.8", "stretch0.9", "pitch+2", "pitch-2"]
 
 
+def test_granularity_bound_is_the_busiest_workers_share() -> None:
+    assert preprocess.granularity_bound([46] * 11, 2) == pytest.approx(11 / 6)
+    assert preprocess.granularity_bound([52] * 8 + [48, 48], 2) == 2.0  # 4 x 52 + 48 each
+    assert preprocess.granularity_bound([10, 1, 1], 2) == pytest.approx(12 / 10)  # one long shard dominates
+    assert preprocess.granularity_bound([5, 5, 5], 1) == 1.0
+
+
+def test_balanced_shard_size_makes_shards_two_workers_share_evenly(tmp_path: Path) -> None:
+    source = _fake_set(tmp_path / "base", per_genre=30).root  # 60 tracks: 48 train, 6 val, 6 test
+    sizes_at_10 = preprocess.shard_sizes(source, 10)
+    assert sum(sizes_at_10) == 60
+    size = preprocess.balanced_shard_size(source, 2, 10)
+    assert size > 10  # 10 a shard cuts 7 shards of 6 to 10 tracks
+    assert preprocess.granularity_bound(preprocess.shard_sizes(source, size), 2) >= 0.99 * 2
+    assert all(preprocess.granularity_bound(preprocess.shard_sizes(source, s), 2) < 0.99 * 2 for s in range(10, size))
+
+
 def test_steady_rate_excludes_the_first_batch() -> None:
     assert training.steady_rate([10.0, 11.0, 12.0, 13.0], batch_size=64) == pytest.approx(64.0)
     with pytest.raises(ValueError):

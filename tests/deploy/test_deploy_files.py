@@ -20,7 +20,7 @@ import tomllib
 import yaml
 
 from flows.config import build_config
-from flows.runner import WORKER_ENVIRON
+from flows.runner import DASK_SETTINGS, WORKER_ENVIRON, dask_environ
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -279,6 +279,12 @@ def reader_of(name: str) -> str | None:
         from prefect.settings.models.root import Settings
 
         return "prefect" if name in _get_valid_setting_names(Settings) else None
+    if name.startswith("DASK_"):
+        import dask
+        import distributed  # noqa: F401  (registers distributed's defaults)
+
+        flat = _flatten(dask.config.collect_env({name: "x"}))
+        return "dask" if flat and all(_known_dask_key(key) for key in flat) else None
     if name.startswith("FSSPEC_"):
         from fsspec.config import set_conf_env
 
@@ -305,9 +311,38 @@ def test_every_environment_variable_is_one_something_reads() -> None:
     assert not unread, f"nothing reads these: {unread}"
 
 
+def _flatten(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        keys += _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return keys
+
+
+def _known_dask_key(key: str) -> bool:
+    import dask
+
+    sentinel = object()
+    return dask.config.get(key, default=sentinel) is not sentinel
+
+
 def test_the_image_gives_external_dask_workers_the_local_clusters_malloc_settings() -> None:
     env = dockerfile_env()
     assert {name: env.get(name) for name in WORKER_ENVIRON} == WORKER_ENVIRON
+
+
+def test_the_image_gives_external_dask_processes_the_local_clusters_dask_settings() -> None:
+    import dask
+
+    env = dockerfile_env()
+    assert {name: env.get(name) for name in dask_environ()} == dask_environ()
+    with dask.config.set(dask.config.collect_env(dask_environ())):  # as Dask reads the image's environment
+        assert {key: dask.config.get(key) for key in DASK_SETTINGS} == DASK_SETTINGS
+
+
+def test_dask_settings_name_real_dask_keys() -> None:
+    import distributed  # noqa: F401  (registers distributed's defaults)
+
+    assert all(_known_dask_key(key) for key in DASK_SETTINGS)
 
 
 # ---- SLURM -------------------------------------------------------------------------------------

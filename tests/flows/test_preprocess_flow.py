@@ -132,3 +132,25 @@ def test_quarantine_keeps_bad_files_out_and_the_rest_in(tmp_path: Path, demo_dir
     clips = pd.concat(pd.read_parquet(p) for p in (Path(config.run.data_root) / "mel").glob("*[0-9].parquet"))
     assert not set(clips["track_id"]) & bad
     assert set(clips["track_id"]) == set(root.read_parquet(root.tracks_path())["track_id"]) - bad
+
+
+def test_shards_are_submitted_longest_first(tmp_path: Path, demo_dir: Path) -> None:
+    from flows.preprocess import longest_first
+    from tasks.ingest import ingest, read_source
+
+    config = small_config(tmp_path, demo_dir, shard_size=3)
+    split = config.split
+    tracks, _ = ingest(read_source("folder", demo_dir), split.val_fraction, split.test_fraction, split.split_seed,
+                       config.run.shard_size)
+    plans = plan_shards(tracks, config)
+    assert len({len(p.tracks) for p in plans}) > 1 and {p.split for p in plans} == {"train", "val", "test"}
+
+    ordered = longest_first(plans, augment=True)
+    assert sorted(p.shard for p in ordered) == sorted(p.shard for p in plans)
+    training = [p.augment is not None for p in ordered]
+    assert training == sorted(training, reverse=True), "every augmenting shard before any other"
+    for group in (True, False):
+        sizes = [len(p.tracks) for p in ordered if (p.augment is not None) is group]
+        assert sizes == sorted(sizes, reverse=True)
+    sizes = [len(p.tracks) for p in longest_first(plans, augment=False)]
+    assert sizes == sorted(sizes, reverse=True), "without augmentation, by size alone"
