@@ -62,6 +62,9 @@ FULL = Profile("full", tracks_per_genre=8, copies=8, shard_size=preprocess.SHARD
                stage_tracks=8, recipe_rounds=2, recipe_extra_epochs=2)
 
 
+MACHINE_TRACKS = 128  # tracks each process decodes for the machine's own scaling
+
+
 class Log:
     """Progress lines with the elapsed time, on stdout."""
 
@@ -227,6 +230,20 @@ def _flows(profile: Profile, workdir: Path, base: inputs.BenchSet, big: inputs.B
         sides: dict[str, Callable[[], Any]] = {"seed": lambda: methods.seed_loop(big_paths),
                                                "flow2_1clip": side("flow2", big.root, 1)}
         sides.update({name: side(name, big.root, None) for name in pools})
+        # The machine's own scaling for this work: the decode and mel functions alone (no shard
+        # writes, no orchestration) in one process of the plain pool, then in both at once.
+        machine_shards = [methods.track_table(chunk)
+                          for chunk in _chunks(big_paths[:MACHINE_TRACKS], preprocess.SHARD_SIZE)]
+        every_window = preprocess.bench_config(big.root, workdir / "unused", 2, clips_per_track=None).audio
+
+        def machine(processes: int) -> Callable[[], int]:
+            def go() -> int:
+                jobs = [pools["pool2"].pool.submit(methods.genreflow_loop, machine_shards, every_window)
+                        for _ in range(processes)]
+                return sum(job.result() for job in jobs)
+            return go
+
+        sides.update(machine1=machine(1), machine2=machine(2))
         recorder = timing.Recorder(cpu={})
         loads = []
         for r in range(profile.flow_rounds):
@@ -243,12 +260,16 @@ def _flows(profile: Profile, workdir: Path, base: inputs.BenchSet, big: inputs.B
             f"{k} " + ", ".join(f"{role} {v:.1f}" for role, v in c.items()) for k, c in cpu.items()))
         best = {name: recorder.timing(name).best for name in sides}
         figures["set_timings"] = {name: recorder.timing(name).as_dict() for name in sides}
-        figures["set_per_track_s"] = {name: t / len(big) for name, t in best.items()}
+        figures["set_per_track_s"] = {name: t / len(big) for name, t in best.items() if not name.startswith("machine")}
         ratios["preprocess_vs_seed"] = best["seed"] / best["flow2_1clip"]
         ratios["orchestration_overhead"] = best["flow2"] / best["pool2"]
         ratios["worker_scaling"] = best["flow1"] / best["flow2"]
         if "pool1" in best:
             figures["pool_scaling"] = best["pool1"] / best["pool2"]
+        figures["machine_scaling"] = 2 * best["machine1"] / best["machine2"]
+        log(f"scaling from 1 to 2: flow {ratios['worker_scaling']:.2f}, plain pool "
+            f"{figures.get('pool_scaling', float('nan')):.2f}, the stage functions alone (the machine) "
+            f"{figures['machine_scaling']:.2f}")
         # The most worker_scaling can be on this machine: the 2-worker flow cannot take less wall time
         # than all its processes' CPU time spread over the cores, while the 1-worker flow has a core
         # to spare for the flow process and the API.

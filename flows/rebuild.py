@@ -30,13 +30,20 @@ def rebuild_flow(config: Config) -> dict[str, Any]:
         if config.stages_to_run()[-1] in PREPROCESS_STAGES:
             return {"tracks": len(prepared.tracks)}
         outcome = run_training(config, prepared.plans)
-    metrics = outcome.get("metrics") or {}
-    if metrics:
-        logger.info("test accuracy: clip %.3f, track %.3f, top-2 %.3f (chance %.3f); report in %s",
-                    metrics.get("clip_accuracy", float("nan")), metrics.get("track_accuracy", float("nan")),
-                    metrics.get("top2_accuracy", float("nan")), metrics.get("chance", float("nan")),
-                    outcome.get("report", {}).get("dir", "?"))
+    if outcome.get("metrics"):
+        logger.info(result_line(outcome))
     return outcome
+
+
+def result_line(outcome: dict[str, Any]) -> str:
+    """The rebuild's last log line: the CNN's test accuracy beside the baseline's, and where the report is."""
+    metrics, baseline = outcome["metrics"], outcome.get("baseline") or {}
+    clip, track, top2, chance = (metrics.get(key, float("nan"))
+                                 for key in ("clip_accuracy", "track_accuracy", "top2_accuracy", "chance"))
+    line = f"test accuracy: clip {clip:.3f}, track {track:.3f}, top-2 {top2:.3f} (chance {chance:.3f})"
+    if "track_accuracy" in baseline:
+        line += f"; {baseline.get('name', 'baseline')} track {baseline['track_accuracy']:.3f}"
+    return f"{line}; report in {outcome.get('report', {}).get('dir', '?')}"
 
 
 def _with_stage_bounds(config: Config, first: str | None, last: str | None) -> Config:

@@ -47,6 +47,16 @@ def test_rebuild_learns_the_demo_genres(rebuilt: tuple[Config, dict]) -> None:
     assert not outcome["train"]["skipped"] and outcome["train"]["epochs_run"] >= 1
 
 
+def test_the_last_log_line_sets_the_cnn_beside_the_baseline(rebuilt: tuple[Config, dict]) -> None:
+    from flows.rebuild import result_line
+
+    _, outcome = rebuilt
+    line = result_line(outcome)
+    assert f"track {outcome['metrics']['track_accuracy']:.3f}" in line
+    assert f"MFCC + SVM track {outcome['baseline']['track_accuracy']:.3f}" in line
+    assert line.endswith(f"report in {outcome['report']['dir']}")
+
+
 def test_report_files_hold_the_metrics(rebuilt: tuple[Config, dict]) -> None:
     config, outcome = rebuilt
     report = Path(outcome["report"]["dir"])
