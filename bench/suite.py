@@ -6,7 +6,9 @@ Order of a run (each step prints a line):
 3. warm worker pools: Dask LocalClusters of 2 and 1 workers (the flow's) and process pools of 2 (and 1)
    (the plain functions), each warmed; then rounds of: the seed's loop and the flow on 2 workers with
    the seed's one clip per track; the flow on 2 workers, the pool of 2, the flow on 1 worker (and the
-   pool of 1) with every 10 s window of each track (the default), all on the same set, to the mel stage;
+   pool of 1) with every 10 s window of each track (the default), all on the same set, to the mel stage,
+   in shards 2 workers can share evenly; and the stage functions alone in 1, then 2 processes at once
+   (the machine's own scaling);
 4. the full default preprocessing (augmentation on) and no-op reruns of it;
 5. one cold flow run and one cold no-op rerun, as ``genreflow preprocess`` starts them (a fresh
    LocalCluster each), for the figures;
@@ -267,9 +269,19 @@ def _flows(profile: Profile, workdir: Path, base: inputs.BenchSet, big: inputs.B
         if "pool1" in best:
             figures["pool_scaling"] = best["pool1"] / best["pool2"]
         figures["machine_scaling"] = 2 * best["machine1"] / best["machine2"]
+        # This machine's speed drifts by 15 % within minutes, and the same work then costs more
+        # CPU seconds: scaling with each side's time per CPU second of its workers separates
+        # what the software loses from what the machine did meanwhile.
+        figures["worker_scaling_at_equal_cpu"] = (ratios["worker_scaling"]
+                                                  * cpu["flow2"]["workers"] / cpu["flow1"]["workers"])
+        if "pool1" in best:
+            figures["pool_scaling_at_equal_cpu"] = (figures["pool_scaling"]
+                                                    * cpu["pool2"]["workers"] / cpu["pool1"]["workers"])
         log(f"scaling from 1 to 2: flow {ratios['worker_scaling']:.2f}, plain pool "
             f"{figures.get('pool_scaling', float('nan')):.2f}, the stage functions alone (the machine) "
-            f"{figures['machine_scaling']:.2f}")
+            f"{figures['machine_scaling']:.2f}; at equal CPU seconds: flow "
+            f"{figures['worker_scaling_at_equal_cpu']:.2f}, "
+            f"pool {figures.get('pool_scaling_at_equal_cpu', float('nan')):.2f}")
         # The most worker_scaling can be on this machine: the 2-worker flow cannot take less wall time
         # than all its processes' CPU time spread over the cores, while the 1-worker flow has a core
         # to spare for the flow process and the API.
