@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--json FILE] [--workdir DIR]``: every comparison of issue 5 in one run.
+"""``python -m genreflow.bench [--quick] [--json FILE] [--workdir DIR]``: every comparison of issue 5 in one run.
 
 This module stays light at import time on purpose: Dask and the process pools
 start their workers with ``spawn``, which re-imports the main module in each of them.
@@ -30,14 +30,14 @@ def _environment() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m genreflow.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sets and few batches: under 5 minutes")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write ratios, figures and machine here")
     parser.add_argument("--workdir", type=Path, metavar="DIR",
                         help="keep the generated demo set here and reuse it next time (default: a temp dir)")
     args = parser.parse_args(argv)
     _environment()
-    from bench.suite import main as run_suite
+    from genreflow.bench.suite import main as run_suite
 
     return run_suite(quick=args.quick, json_path=args.json, workdir=args.workdir)
 

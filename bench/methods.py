@@ -25,10 +25,10 @@ import soundfile as sf
 import soxr
 from numpy.lib.stride_tricks import sliding_window_view
 
-from flows.config import AudioConfig, AugmentConfig
-from tasks.augment import augment_shard
-from tasks.decode import decode_shard
-from tasks.mel import mel_batches
+from genreflow.model.audio_augment import augment_shard
+from genreflow.model.mel import mel_batches
+from genreflow.model.params import AudioConfig, AugmentConfig
+from genreflow.tasks.decode import decode_shard
 
 SEED_DURATION_S = 10.0  # the seed loaded the first 10 s of each file
 TOP_DB = 80.0

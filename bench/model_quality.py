@@ -1,4 +1,4 @@
-"""``python -m bench.model_quality``: cross-validate recipes and their ablations on one collection.
+"""``python -m genreflow.bench.model_quality``: cross-validate recipes and their ablations on one collection.
 
 Each variant is a set of genreflow flags; for each, this runs ``genreflow
 preprocess`` (once per distinct preprocessing) and ``genreflow evaluate
@@ -7,7 +7,7 @@ table of track-level accuracy and macro-F1 (mean and std over folds) for the
 CNN, with the MFCC + SVM baseline from the same folds. docs/model.md holds
 the results of::
 
-    python -m bench.model_quality --source csv --input all-train.csv --work /tmp/gtzan --json gtzan.json
+    python -m genreflow.bench.model_quality --source csv --input all-train.csv --work /tmp/gtzan --json gtzan.json
 
 where all-train.csv lists every gtzan-mini excerpt with split ``train``, so
 that ingest augments every track (cross-validation ignores ingest's split).
@@ -60,8 +60,8 @@ def _genreflow(args: list[str], log: Path) -> float:
     with open(log, "a") as handle:
         handle.write(f"\n$ genreflow {' '.join(args)}\n")
         handle.flush()
-        done = subprocess.run([sys.executable, "-m", "flows.cli", *args], stdout=handle, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+        done = subprocess.run([sys.executable, "-m", "genreflow.flows.cli", *args], stdout=handle,
+                              stderr=subprocess.STDOUT, env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
     if done.returncode != 0:
         raise SystemExit(f"genreflow {' '.join(args)} failed (exit {done.returncode}); see {log}")
     return time.perf_counter() - start
@@ -111,7 +111,8 @@ def format_table(results: list[dict[str, Any]], markdown: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.model_quality", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m genreflow.bench.model_quality",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="csv")
     parser.add_argument("--input", required=True, help="the collection (as genreflow's --input)")
     parser.add_argument("--work", type=Path, required=True, help="data roots and the log go here")

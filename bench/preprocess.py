@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any
 
-from flows.config import Config, build_config
+from genreflow.flows.config import Config, build_config
 
 # A shard of the seed's default size: one Prefect task costs ~0.1 s, a shard ~1 s of work.
 SHARD_SIZE = 50
@@ -57,7 +57,7 @@ def bench_config(source: Path, data_root: Path, workers: int, *, dask_address: s
 
 def shard_sizes(source: Path, shard_size: int) -> list[int]:
     """Tracks per shard of a folder source, as genreflow's ingest cuts it (per split, near-equal)."""
-    from tasks.ingest import ingest, read_source
+    from genreflow.tasks.ingest import ingest, read_source
 
     split = bench_config(source, source, 1, shard_size=shard_size).split
     tracks, _ = ingest(read_source("folder", source), split.val_fraction, split.test_fraction, split.split_seed,
@@ -115,11 +115,11 @@ def warm_worker(path: str) -> int:
     _quiet_logs()
     import numpy as np
 
-    from flows.config import AudioConfig
-    from tasks.audio import decode_audio
-    from tasks.augment import augment_clip  # noqa: F401  (imports librosa.effects)
-    from tasks.mel import log_mel
-    from tasks.shard import preprocess_shard_task  # noqa: F401  (imports prefect and every stage)
+    from genreflow.model.audio import decode_audio
+    from genreflow.model.audio_augment import augment_clip  # noqa: F401  (imports librosa.effects)
+    from genreflow.model.mel import log_mel
+    from genreflow.model.params import AudioConfig
+    from genreflow.tasks.shard import preprocess_shard_task  # noqa: F401  (imports prefect and every stage)
 
     audio = AudioConfig()
     clip = decode_audio(path, audio.sample_rate, audio.clip_seconds)[: audio.clip_samples]
@@ -133,7 +133,7 @@ class WarmCluster:
     def __init__(self, workers: int, warm_path: Path) -> None:
         from distributed import Client, LocalCluster
 
-        from flows.runner import cluster_settings
+        from genreflow.flows.runner import cluster_settings
 
         _quiet_logs()
         start = time.perf_counter()
@@ -158,7 +158,7 @@ class WarmCluster:
 
 def run_flow(config: Config) -> dict[str, Any]:
     """``genreflow preprocess`` with ``config``, as the CLI runs it; its summary."""
-    from flows.rebuild import run_command
+    from genreflow.flows.rebuild import run_command
 
     with quiet_stderr():
         return run_command("preprocess", config)
@@ -174,21 +174,21 @@ def timed_flow(config: Config) -> float:
 
 
 def _plain_decode(root_url: str, shard: str, tracks: Any, audio: Any, fingerprint: str) -> str:
-    from tasks.decode import decode_stage
+    from genreflow.tasks.decode import decode_stage
 
     decode_stage(root_url, shard, tracks, audio, fingerprint, False)
     return shard
 
 
 def _plain_mel(root_url: str, shard: str, audio: Any, fingerprint: str) -> str:
-    from tasks.mel import mel_stage
+    from genreflow.tasks.mel import mel_stage
 
     mel_stage(root_url, shard, audio, fingerprint, False)
     return shard
 
 
 def _plain_augment(root_url: str, shard: str, audio: Any, augment: Any, fingerprint: str) -> str:
-    from tasks.augment import augment_stage
+    from genreflow.tasks.augment import augment_stage
 
     augment_stage(root_url, shard, audio, augment, fingerprint, False)
     return shard
@@ -196,10 +196,10 @@ def _plain_augment(root_url: str, shard: str, audio: Any, augment: Any, fingerpr
 
 def plain_ingest(config: Config) -> Any:
     """ingest without Prefect: read and split the source, write tracks.parquet and its manifest."""
-    from storage.fingerprint import fingerprint, frame_fingerprint
-    from storage.manifest import write_manifest
-    from storage.root import DataRoot
-    from tasks.ingest import ingest, read_source
+    from genreflow.storage.fingerprint import fingerprint, frame_fingerprint
+    from genreflow.storage.manifest import write_manifest
+    from genreflow.storage.root import DataRoot
+    from genreflow.tasks.ingest import ingest, read_source
 
     root = DataRoot(config.run.data_root)
     root.ensure_writable()
@@ -229,9 +229,9 @@ class PlainPool:
 
     def run(self, config: Config) -> None:
         """ingest, then decode every shard and each shard's mel (and augment) once its decode is done."""
-        from flows.plan import plan_shards
-        from flows.preprocess import write_quarantine
-        from storage.root import DataRoot
+        from genreflow.flows.plan import plan_shards
+        from genreflow.flows.preprocess import write_quarantine
+        from genreflow.storage.root import DataRoot
 
         root = DataRoot(config.run.data_root)
         tracks = plain_ingest(config)

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import inputs, methods, preprocess, project, report, timing, training
+from genreflow.bench import inputs, methods, preprocess, project, report, timing, training
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def run(profile: Profile, workdir: Path, log: Callable[[str], None] | None = Non
     """Run every comparison; returns the JSON document (ratios, figures, machine)."""
     log = log or Log()
     # The demo's small genres make ingest warn that val/test may lack a genre: true, and beside the point here.
-    logging.getLogger("tasks.ingest").setLevel(logging.ERROR)
+    logging.getLogger("genreflow.tasks.ingest").setLevel(logging.ERROR)
     machine = timing.machine_info()
     figures: dict[str, Any] = {"profile": asdict(profile)}
     ratios: dict[str, float | None] = {}
@@ -155,7 +155,7 @@ def run(profile: Profile, workdir: Path, log: Callable[[str], None] | None = Non
     log(f"one core, default stages: decode {stages['decode_per_track_s'] * 1000:.0f} ms/track, "
         f"mel {stages['mel_per_clip_s'] * 1000:.1f} ms/clip, augment {stages['augment_per_clip_s'] * 1000:.0f} ms/clip")
 
-    from flows.runner import prefect_api
+    from genreflow.flows.runner import prefect_api
 
     start = time.perf_counter()
     with prefect_api():

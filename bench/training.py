@@ -2,7 +2,7 @@
 
 A child per measurement keeps TensorFlow out of the benchmark's main process
 (and so out of the Dask workers it starts) and gives each run its own peak
-RSS. Run as ``python -m bench.training MODE JSON_ARGS``; the child prints one
+RSS. Run as ``python -m genreflow.bench.training MODE JSON_ARGS``; the child prints one
 line ``BENCH_RESULT {json}``.
 
 Modes:
@@ -37,7 +37,7 @@ RESULT_PREFIX = "BENCH_RESULT "
 
 def load_sources(shards: list[str], split: str | None = "train") -> list[Any]:
     """ClipSource for each ``.npy`` shard path, its index read from the ``.parquet`` beside it."""
-    from model.dataset import ClipSource
+    from genreflow.model.dataset import ClipSource
 
     sources = []
     for path in shards:
@@ -63,7 +63,7 @@ def _model(n_classes: int, shape: tuple[int, ...], seed: int) -> Any:
     import keras
     import tensorflow as tf
 
-    from model.cnn import build_seed_cnn, compile_model
+    from genreflow.model.cnn import build_seed_cnn, compile_model
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()  # as model.train.train_model runs it
@@ -99,7 +99,7 @@ def measure_input(args: dict[str, Any]) -> dict[str, Any]:
     end, so excluding the first batch's wait and fit's per-call set-up, which an
     epoch of thousands of batches amortises) and the plain wall time of the fit call.
     """
-    from model.dataset import clip_dataset
+    from genreflow.model.dataset import clip_dataset
 
     sources = load_sources(args["shards"])
     genres = sorted({g for s in sources for g in s.index["genre"]})
@@ -156,7 +156,7 @@ def _genres_and_identity_stats(sources: list[Any]) -> tuple[list[str], dict[str,
 
 def measure_train(args: dict[str, Any]) -> dict[str, Any]:
     """One epoch of the pipeline's ``train_model`` over the given shards."""
-    from model.train import train_model
+    from genreflow.model.train import train_model
 
     sources = load_sources(args["shards"])
     genres, stats = _genres_and_identity_stats(sources)
@@ -197,9 +197,9 @@ def measure_recipes(args: dict[str, Any]) -> dict[str, Any]:
     clips feed every recipe: how many clips a recipe's preprocessing makes per
     track is a separate factor.
     """
-    from flows.config import AudioConfig, TrainConfig
-    from model.train import train_model
-    from tasks.train import model_knobs
+    from genreflow.model.params import AudioConfig, TrainConfig
+    from genreflow.model.train import train_model
+    from genreflow.tasks.train import model_knobs
 
     sources = load_sources(args["shards"])
     genres, stats = _genres_and_identity_stats(sources)
@@ -232,8 +232,8 @@ def measure_memory(args: dict[str, Any]) -> dict[str, Any]:
 
 def measure_predict(args: dict[str, Any]) -> dict[str, Any]:
     """Seconds per file of ``predict_file``, the model built and warmed first."""
-    from flows.config import AudioConfig
-    from model.predict import Classifier, predict_file
+    from genreflow.model.params import AudioConfig
+    from genreflow.model.predict import Classifier, predict_file
 
     audio = AudioConfig()
     genres = list(args["genres"])
@@ -258,7 +258,7 @@ MODES = {"input": measure_input, "train": measure_train, "recipes": measure_reci
 
 def child_command(mode: str, args: dict[str, Any]) -> list[str]:
     """The command line that runs ``mode`` with ``args`` in a fresh interpreter."""
-    return [sys.executable, "-m", "bench.training", mode, json.dumps(args)]
+    return [sys.executable, "-m", "genreflow.bench.training", mode, json.dumps(args)]
 
 
 def child_env() -> dict[str, str]:
@@ -277,7 +277,7 @@ def parse_result(stdout: str) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] not in MODES:
-        print(f"usage: python -m bench.training {{{','.join(MODES)}}} JSON_ARGS", file=sys.stderr)
+        print(f"usage: python -m genreflow.bench.training {{{','.join(MODES)}}} JSON_ARGS", file=sys.stderr)
         return 2
     result = MODES[argv[0]](json.loads(argv[1]))
     print(RESULT_PREFIX + json.dumps(result), flush=True)

@@ -56,7 +56,7 @@ def make_cluster(args: argparse.Namespace) -> Any:
     import dask
     from dask_jobqueue import SLURMCluster
 
-    from flows.runner import DASK_SETTINGS, WORKER_ENVIRON, dask_environ
+    from genreflow.flows.runner import DASK_SETTINGS, WORKER_ENVIRON, dask_environ
 
     prologue = [f"export PATH={os.path.dirname(sys.executable)}:$PATH"]
     environ = {**WORKER_ENVIRON, **dask_environ()}  # see flows/runner.py

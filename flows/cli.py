@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from flows.config import RECIPES, Config, ConfigError, build_config, leaf_fields, load_config_file
+from genreflow.flows.config import Config, ConfigError, build_config, leaf_fields, load_config_file
+from genreflow.model.params import RECIPES
 
 # Errors a user can act on: printed as one line. Anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[str, ...] = (
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_workflow(command: str, config: Config) -> int:
-    from flows.rebuild import run_command
+    from genreflow.flows.rebuild import run_command
 
     _quiet_user_error_tracebacks()
     run_command(command, config)
@@ -162,14 +163,14 @@ def _run_workflow(command: str, config: Config) -> int:
 
 
 def _run_status(config: Config) -> int:
-    from flows.status import print_status
+    from genreflow.flows.status import print_status
 
     print_status(config)
     return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from tasks.demo import generate_demo_set
+    from genreflow.tasks.demo import generate_demo_set
 
     if args.tracks_per_genre < 1:
         raise ConfigError(f"--tracks-per-genre must be at least 1 (got {args.tracks_per_genre})")
@@ -181,7 +182,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_download(args: argparse.Namespace) -> int:
-    from tasks.download import DEFAULT_BASE_URL, download_fma
+    from genreflow.tasks.download import DEFAULT_BASE_URL, download_fma
 
     _make_folder(args.to, "--to")
     target = download_fma(args.name, to=args.to, base_url=args.base_url or DEFAULT_BASE_URL,
@@ -191,13 +192,13 @@ def _run_download(args: argparse.Namespace) -> int:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from flows.predict import predict_command
+    from genreflow.flows.predict import predict_command
 
     return predict_command(args.paths, args.model, args.format, args.data_root)
 
 
 def _run_serve(args: argparse.Namespace, config: Config) -> int:
-    from flows.serve import serve_rebuild
+    from genreflow.flows.serve import serve_rebuild
 
     serve_rebuild(config, cron=args.cron, name=args.name or f"nightly-{args.flow}", command=args.flow)
     return 0

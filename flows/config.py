@@ -12,7 +12,9 @@ from typing import Any, Literal
 
 import tomllib
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from genreflow.model.params import RECIPES, AudioConfig, AugmentConfig, Section, TrainConfig
 
 STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment", "stats", "baseline", "train", "evaluate",
                            "report")
@@ -20,35 +22,16 @@ PREPROCESS_STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment")
 Stage = Literal["ingest", "decode", "mel", "augment", "stats", "baseline", "train", "evaluate", "report"]
 SourceKind = Literal["demo", "folder", "csv", "fma"]
 
-Recipe = Literal["genreflow", "seed"]
-
 # The demo set must train in minutes on 2 CPU cores: without an explicit
 # --epochs, a demo run trains for at most this many epochs.
 DEMO_EPOCHS = 6
-
-# What each recipe sets where the configuration leaves a field unset (docs/model.md measures them).
-# "seed" is the seed project exactly: its CNN, its four augmentations, the first 10 s of each track.
-RECIPE_KNOBS: tuple[str, ...] = ("batch_norm", "time_pooling", "spec_augment", "mixup", "label_smoothing",
-                                 "lr_schedule", "class_weights", "crop_seconds")
-RECIPES: dict[str, dict[str, Any]] = {
-    "seed": {"batch_norm": False, "time_pooling": False, "spec_augment": False, "mixup": 0.0,
-             "label_smoothing": 0.0, "lr_schedule": "constant", "class_weights": False, "crop_seconds": 0.0,
-             "clips_per_track": 1, "time_stretch": [0.8, 0.9], "pitch_shift": [2.0, -2.0]},
-    "genreflow": {"batch_norm": True, "time_pooling": True, "spec_augment": True, "mixup": 0.0,
-                  "label_smoothing": 0.0, "lr_schedule": "constant", "class_weights": False,
-                  "crop_seconds": 5.0, "clips_per_track": None, "time_stretch": [0.8, 0.9], "pitch_shift": [2.0, -2.0]},
-}
 
 
 class ConfigError(ValueError):
     """A configuration problem, reported to the user as one line."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class SourceConfig(_Section):
+class SourceConfig(Section):
     """Where the labelled tracks come from."""
 
     source: SourceKind = Field("demo", description="demo, folder, csv or fma")
@@ -61,7 +44,7 @@ class SourceConfig(_Section):
     demo_seed: int = Field(0, description="seed of the demo generator")
 
 
-class SplitConfig(_Section):
+class SplitConfig(Section):
     """How tracks are split when the source has no official split."""
 
     split_seed: int = Field(42, description="seed of the stratified track split")
@@ -69,94 +52,7 @@ class SplitConfig(_Section):
     test_fraction: float = Field(0.1, gt=0, lt=0.5, description="test share of tracks")
 
 
-class AudioConfig(_Section):
-    """Decoding and log-mel parameters (the seed's: 128 x 431 for 10 s at 22,050 Hz)."""
-
-    sample_rate: int = Field(22050, ge=4000, le=192_000, description="decoding sample rate, Hz")
-    clip_seconds: float = Field(10.0, gt=0, le=120, description="clip length, seconds")
-    clips_per_track: int | None = Field(
-        None, ge=1, description="clips taken per track; none = every non-overlapping window"
-    )
-    n_mels: int = Field(128, ge=8, le=512, description="mel bands")
-    n_fft: int = Field(2048, ge=64, description="FFT size, samples")
-    hop_length: int = Field(512, ge=16, description="hop between frames, samples")
-
-    @property
-    def clip_samples(self) -> int:
-        return round(self.clip_seconds * self.sample_rate)
-
-    @property
-    def frames(self) -> int:
-        """Frames per clip as librosa's centred STFT makes them (431 for the seed)."""
-        return 1 + self.clip_samples // self.hop_length
-
-
-class AugmentConfig(_Section):
-    """Augmented copies of training clips (the seed's set)."""
-
-    time_stretch: list[float] = Field(
-        default_factory=lambda: [0.8, 0.9], description="time-stretch rates"
-    )
-    pitch_shift: list[float] = Field(
-        default_factory=lambda: [2.0, -2.0], description="pitch shifts, semitones"
-    )
-
-    @field_validator("time_stretch")
-    @classmethod
-    def _positive_rates(cls, rates: list[float]) -> list[float]:
-        for rate in rates:
-            if not 0.25 <= rate <= 4.0:
-                raise ValueError(f"time-stretch rate {rate} is outside 0.25..4")
-        return rates
-
-    @field_validator("pitch_shift")
-    @classmethod
-    def _sane_shifts(cls, steps: list[float]) -> list[float]:
-        for step in steps:
-            if not -24 <= step <= 24 or step == 0:
-                raise ValueError(f"pitch shift {step} must be non-zero and within +-24 semitones")
-        return steps
-
-    def names(self) -> list[str]:
-        """Augmentation names as stored in the mel index: stretch0.8, pitch+2, ..."""
-        return [f"stretch{r:g}" for r in self.time_stretch] + [
-            f"pitch{s:+g}" for s in self.pitch_shift
-        ]
-
-
-class TrainConfig(_Section):
-    """Training hyper-parameters (the seed's: Adam, batch 64, up to 100 epochs) and the model recipe.
-
-    The recipe knobs (batch_norm ... class_weights) left unset take the value of
-    ``recipe`` (RECIPES); set one to try a variant of a recipe.
-    """
-
-    recipe: Recipe = Field("genreflow", description="genreflow (better on real music) or seed (the seed's exact one)")
-    epochs: int = Field(100, ge=1, le=10_000, description="maximum epochs")
-    batch_size: int = Field(64, ge=1, le=4096, description="batch size")
-    learning_rate: float = Field(1e-3, gt=0, lt=1, description="Adam learning rate")
-    patience: int = Field(10, ge=1, description="early-stopping patience, epochs")
-    seed: int = Field(42, description="seed for weights and shuffling")
-    shuffle_buffer: int = Field(2048, ge=1, description="tf.data shuffle buffer, clips")
-    batch_norm: bool | None = Field(None, description="batch normalisation after each convolution")
-    time_pooling: bool | None = Field(None, description="mean+max over time instead of Flatten: any clip length")
-    spec_augment: bool | None = Field(None, description="SpecAugment time and frequency masks on training clips")
-    mixup: float | None = Field(None, ge=0, le=10, description="mixup Beta(a, a) of training batches; 0 = off")
-    label_smoothing: float | None = Field(None, ge=0, lt=1, description="label smoothing of the loss")
-    lr_schedule: Literal["constant", "cosine"] | None = Field(None, description="learning-rate schedule")
-    class_weights: bool | None = Field(None, description="weight the loss by inverse genre frequency")
-    crop_seconds: float | None = Field(None, ge=0, le=120, description="train on random crops this long "
-                                       "(needs time pooling; 0 = whole clips); evaluation takes whole clips")
-    folds: int | None = Field(None, ge=2, le=20, description="evaluate by K-fold cross-validation over all tracks")
-    baseline: bool = Field(True, description="also train and report the MFCC + SVM baseline")
-
-    def knobs(self) -> dict[str, Any]:
-        """The recipe knobs with the recipe's values filled in where unset."""
-        preset = RECIPES[self.recipe]
-        return {name: preset[name] if getattr(self, name) is None else getattr(self, name) for name in RECIPE_KNOBS}
-
-
-class RunConfig(_Section):
+class RunConfig(Section):
     """Where data lives and how the DAG runs."""
 
     data_root: str = Field("genreflow-data", description="data root: a path or an fsspec URL")
@@ -175,7 +71,7 @@ class RunConfig(_Section):
         return address
 
 
-class Config(_Section):
+class Config(Section):
     """Everything a genreflow run needs; the CLI and config files map onto it."""
 
     source: SourceConfig = Field(default_factory=SourceConfig)

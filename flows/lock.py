@@ -11,7 +11,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from storage.root import DataRoot
+from genreflow.storage.root import DataRoot
 
 LOCK_NAME = ".genreflow.lock"
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from flows.config import RECIPE_KNOBS, Config, TrainConfig
-from storage.fingerprint import fingerprint
+from genreflow.flows.config import Config
+from genreflow.model.params import RECIPE_KNOBS, TrainConfig
+from genreflow.storage.fingerprint import fingerprint
 
 MODEL_ARCHITECTURE = "cnn-v3"  # bump when model/ changes what a configuration trains
 BASELINE_VERSION = "mfcc-svm-v1"  # likewise for tasks/baseline.py

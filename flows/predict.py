@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from flows.config import AudioConfig
-from storage.root import DataRoot
+from genreflow.flows.config import AudioConfig
+from genreflow.storage.root import DataRoot
 
 
 class ModelNotFound(FileNotFoundError):
@@ -15,7 +15,7 @@ class ModelNotFound(FileNotFoundError):
 
 def resolve_model_dir(model: Path | None, data_root: str) -> Path:
     """--model (a folder or its model.keras), else the latest model under the data root."""
-    from model.predict import latest_model_dir
+    from genreflow.model.predict import latest_model_dir
 
     if model is not None:
         folder = model.parent if model.suffix == ".keras" else model
@@ -32,7 +32,7 @@ def resolve_model_dir(model: Path | None, data_root: str) -> Path:
 
 def predict_command(paths: list[Path], model: Path | None, fmt: str, data_root: str) -> int:
     """Print each file's top-3 genres; unreadable files get an error line and the batch goes on."""
-    from model.predict import PredictionFailure, format_predictions, load_classifier, predict_paths
+    from genreflow.model.predict import PredictionFailure, format_predictions, load_classifier, predict_paths
 
     model_dir = resolve_model_dir(model, data_root)
     classifier = load_classifier(model_dir)

@@ -13,16 +13,16 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, as_completed
 
-from flows.config import Config
-from flows.lock import data_root_lock
-from flows.plan import ShardPlan, plan_shards
-from flows.progress import StageProgress
-from storage.root import DataRoot
-from storage.shards import read_side_table, shard_state
-from tasks.common import ShardResult
-from tasks.decode import QUARANTINE_COLUMNS
-from tasks.ingest import ingest_task
-from tasks.shard import preprocess_shard_task
+from genreflow.flows.config import Config
+from genreflow.flows.lock import data_root_lock
+from genreflow.flows.plan import ShardPlan, plan_shards
+from genreflow.flows.progress import StageProgress
+from genreflow.storage.root import DataRoot
+from genreflow.storage.shards import read_side_table, shard_state
+from genreflow.tasks.common import ShardResult
+from genreflow.tasks.decode import QUARANTINE_COLUMNS
+from genreflow.tasks.ingest import ingest_task
+from genreflow.tasks.shard import preprocess_shard_task
 
 RETRY_DELAY_S = 2  # before a shard task's retry of a transient error
 

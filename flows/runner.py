@@ -18,7 +18,7 @@ from prefect.settings import (
 )
 from prefect_dask import DaskTaskRunner
 
-from flows.config import RunConfig
+from genreflow.flows.config import RunConfig
 
 # Dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536, and setting any
 # malloc tunable turns off glibc's dynamic mmap threshold: each array over 128 KiB then

@@ -16,8 +16,8 @@ from typing import Any
 
 from prefect import Flow, flow
 
-from flows.config import Config, ConfigError
-from flows.rebuild import run_command
+from genreflow.flows.config import Config, ConfigError
+from genreflow.flows.rebuild import run_command
 
 
 @flow(name="scheduled-rebuild")

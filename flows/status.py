@@ -7,14 +7,14 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
-from flows.config import Config
-from flows.plan import ShardPlan, baseline_fingerprint, plan_shards, run_name, stats_fingerprint
-from storage.fingerprint import fingerprint
-from storage.manifest import output_state
-from storage.root import DataRoot
-from storage.shards import shard_state
-from tasks.baseline import baseline_manifest_path
-from tasks.train import model_manifest_path
+from genreflow.flows.config import Config
+from genreflow.flows.plan import ShardPlan, baseline_fingerprint, plan_shards, run_name, stats_fingerprint
+from genreflow.storage.fingerprint import fingerprint
+from genreflow.storage.manifest import output_state
+from genreflow.storage.root import DataRoot
+from genreflow.storage.shards import shard_state
+from genreflow.tasks.baseline import baseline_manifest_path
+from genreflow.tasks.train import model_manifest_path
 
 SHARD_STAGES = (("decode", "audio"), ("mel", "mel"), ("augment", "mel-aug"))
 

@@ -14,9 +14,9 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 
-from flows.config import Config
-from flows.lock import data_root_lock
-from flows.plan import (
+from genreflow.flows.config import Config
+from genreflow.flows.lock import data_root_lock
+from genreflow.flows.plan import (
     ShardPlan,
     baseline_fingerprint,
     crossval_name,
@@ -25,18 +25,18 @@ from flows.plan import (
     stats_fingerprint,
     training_inputs,
 )
-from storage.fingerprint import fingerprint
-from storage.manifest import output_state
-from storage.root import DataRoot
-from storage.shards import shard_state
-from tasks.baseline import baseline_task
-from tasks.crossval import crossval_report_task, fold_task
-from tasks.evaluate import evaluate_task
-from tasks.folds import make_folds
-from tasks.ingest import SPLITS
-from tasks.report import report_task
-from tasks.stats import stats_task
-from tasks.train import model_manifest_path, train_task
+from genreflow.storage.fingerprint import fingerprint
+from genreflow.storage.manifest import output_state
+from genreflow.storage.root import DataRoot
+from genreflow.storage.shards import shard_state
+from genreflow.tasks.baseline import baseline_task
+from genreflow.tasks.crossval import crossval_report_task, fold_task
+from genreflow.tasks.evaluate import evaluate_task
+from genreflow.tasks.folds import make_folds
+from genreflow.tasks.ingest import SPLITS
+from genreflow.tasks.report import report_task
+from genreflow.tasks.stats import stats_task
+from genreflow.tasks.train import model_manifest_path, train_task
 
 
 class TrainingError(RuntimeError):

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from model.augment import BatchAugment
+from genreflow.model.augment import BatchAugment
 
 # Shards are float16 log-mel: (clips, n_mels, frames).
 SHARD_NDIM = 3

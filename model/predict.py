@@ -22,10 +22,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from flows.config import AudioConfig
-from model.train import LABELS_FILE, MODEL_FILE
-from tasks.audio import AUDIO_EXTENSIONS, AudioError, clip_windows, decode_audio
-from tasks.mel import log_mel
+from genreflow.model.audio import AUDIO_EXTENSIONS, AudioError, clip_windows, decode_audio
+from genreflow.model.mel import log_mel
+from genreflow.model.params import AudioConfig
+from genreflow.model.train import LABELS_FILE, MODEL_FILE
 
 TOP_K = 3
 LATEST_FILE = "LATEST"  # models/LATEST may name the run to use

@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from model.augment import BatchAugment
-from model.cnn import build_cnn, compile_model
-from model.dataset import ClipSource, EpochOrder, clip_dataset, steps_per_epoch
+from genreflow.model.augment import BatchAugment
+from genreflow.model.cnn import build_cnn, compile_model
+from genreflow.model.dataset import ClipSource, EpochOrder, clip_dataset, steps_per_epoch
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from storage.root import DataRoot
+from genreflow.storage.root import DataRoot
 
 State = Literal["done", "stale", "missing", "corrupt"]
 

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from storage.manifest import Manifest, State, output_state, read_manifest, shard_manifest_path, write_manifest
-from storage.root import DataRoot
+from genreflow.storage.manifest import Manifest, State, output_state, read_manifest, shard_manifest_path, write_manifest
+from genreflow.storage.root import DataRoot
 
 
 def shard_state(root: DataRoot, stage: str, shard: str, fingerprint: str, verify: bool = True) -> State:

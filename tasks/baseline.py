@@ -24,9 +24,9 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from storage.manifest import output_state, write_manifest
-from storage.root import DataRoot
-from tasks.evaluate import evaluate_predictions, original_clips, track_probabilities
+from genreflow.storage.manifest import output_state, write_manifest
+from genreflow.storage.root import DataRoot
+from genreflow.tasks.evaluate import evaluate_predictions, original_clips, track_probabilities
 
 NAME = "MFCC + SVM"
 N_MFCC = 20  # coefficients kept, as in most MFCC genre baselines

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from storage.root import DataRoot
-from storage.shards import shard_manifest, shard_state
+from genreflow.storage.root import DataRoot
+from genreflow.storage.shards import shard_manifest, shard_state
 
 # Errors worth a retry: the filesystem or network hiccuped, not the data or the code.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, BlockingIOError)

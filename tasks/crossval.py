@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, task
 
-from flows.config import AudioConfig, TrainConfig
-from storage.fingerprint import fingerprint as fingerprint_of
-from storage.manifest import output_state, write_manifest
-from storage.root import DataRoot
-from tasks.baseline import features_of, run_baseline
-from tasks.evaluate import original_clips, score_model
-from tasks.folds import Fold
-from tasks.stats import band_stats
-from tasks.train import clip_sources, fit_model
+from genreflow.model.params import AudioConfig, TrainConfig
+from genreflow.storage.fingerprint import fingerprint as fingerprint_of
+from genreflow.storage.manifest import output_state, write_manifest
+from genreflow.storage.root import DataRoot
+from genreflow.tasks.baseline import features_of, run_baseline
+from genreflow.tasks.evaluate import original_clips, score_model
+from genreflow.tasks.folds import Fold
+from genreflow.tasks.stats import band_stats
+from genreflow.tasks.train import clip_sources, fit_model
 
 MODELS = ("cnn", "baseline")
 SUMMARY_METRICS = ("track_accuracy", "macro_f1", "clip_accuracy", "top2_accuracy")
@@ -100,7 +100,7 @@ def crossval_report_task(root_url: str, run: str, results: list[dict[str, Any]],
     """reports/<run>/crossval.{md,html,json}, and the summary as a Prefect markdown artifact."""
     from prefect.artifacts import create_markdown_artifact
 
-    from tasks.report import render_crossval_report
+    from genreflow.tasks.report import render_crossval_report
 
     root = DataRoot(root_url)
     summary = summarize_folds(results)

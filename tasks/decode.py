@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from flows.config import AudioConfig
-from storage.root import DataRoot
-from storage.shards import write_shard
-from tasks.audio import AudioError, clip_windows, decode_audio
-from tasks.common import ShardResult, skip_if_done
+from genreflow.model.audio import AudioError, clip_windows, decode_audio
+from genreflow.model.params import AudioConfig
+from genreflow.storage.root import DataRoot
+from genreflow.storage.shards import write_shard
+from genreflow.tasks.common import ShardResult, skip_if_done
 
 INDEX_COLUMNS = ["track_id", "clip_index", "split", "genre", "row"]
 QUARANTINE_COLUMNS = ["track_id", "path", "genre", "reason"]

@@ -20,9 +20,9 @@ import pandas as pd
 from prefect import task
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from storage.manifest import output_state, write_manifest
-from storage.root import DataRoot
-from storage.shards import open_shard_array, read_shard_index
+from genreflow.storage.manifest import output_state, write_manifest
+from genreflow.storage.root import DataRoot
+from genreflow.storage.shards import open_shard_array, read_shard_index
 
 PROB_PREFIX = "prob_"
 TOP_K = 2  # the seed reported top-2 as well: neighbouring genres (rock/punk) are often confused
@@ -200,7 +200,7 @@ def original_clips(root: DataRoot, shards: list[tuple[str, str]], tracks: Collec
 def score_model(root: DataRoot, name: str, clips: list[tuple[pd.DataFrame, np.ndarray]]
                 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Predictions and metrics of the model models/<name>/ on ``clips`` (see :func:`original_clips`)."""
-    from model.predict import load_classifier, predict_clips
+    from genreflow.model.predict import load_classifier, predict_clips
 
     if not clips:
         raise ValueError("no test clips to evaluate: the split left no test tracks")

@@ -52,10 +52,10 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 
-from flows.config import Config
-from storage.fingerprint import fingerprint, frame_fingerprint
-from storage.manifest import output_state, write_manifest
-from storage.root import DataRoot
+from genreflow.flows.config import Config
+from genreflow.storage.fingerprint import fingerprint, frame_fingerprint
+from genreflow.storage.manifest import output_state, write_manifest
+from genreflow.storage.root import DataRoot
 
 logger = logging.getLogger(__name__)
 
@@ -820,7 +820,7 @@ def ingest_task(root_url: str, config: Config, force: bool = False) -> pd.DataFr
     source_cfg = config.source
     source_input = Path(source_cfg.input) if source_cfg.input else None
     if source_cfg.source == "demo":
-        from tasks.demo import generate_demo_set, is_demo_set
+        from genreflow.tasks.demo import generate_demo_set, is_demo_set
 
         source_input = source_input or Path(root.local_path(root.join("raw", "demo")))
         if not is_demo_set(source_input) or not _demo_complete(source_input, source_cfg.tracks_per_genre):
@@ -850,6 +850,6 @@ def ingest_task(root_url: str, config: Config, force: bool = False) -> pd.DataFr
 
 def _demo_complete(folder: Path, tracks_per_genre: int) -> bool:
     """Whether a demo folder holds at least the tracks asked for (an interrupted one resumes)."""
-    from tasks.demo import DEMO_GENRES
+    from genreflow.tasks.demo import DEMO_GENRES
 
     return sum(1 for _ in folder.glob("*/*.mp3")) >= tracks_per_genre * len(DEMO_GENRES)

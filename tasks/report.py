@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from storage.root import DataRoot
+from genreflow.storage.root import DataRoot
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DPI = 110  # sharp enough to read 10 genre names, small enough to embed in HTML
@@ -628,7 +628,7 @@ def render_crossval_report(run: str, summary: dict[str, Any], folds: list[dict[s
 
 def clip_counts(root: DataRoot, shards: list[tuple[str, str]]) -> pd.DataFrame:
     """Clips per split and augmentation over the (stage, shard) indexes given."""
-    from storage.shards import read_shard_index
+    from genreflow.storage.shards import read_shard_index
 
     frames = [read_shard_index(root, stage, shard).groupby(["split", "augmentation"]).size()
               .rename("clips").reset_index() for stage, shard in shards]

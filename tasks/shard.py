@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from prefect import task
 
-from flows.config import Config
-from flows.plan import ShardPlan
-from tasks.augment import augment_stage
-from tasks.common import ShardResult, retry_transient
-from tasks.decode import decode_stage
-from tasks.mel import mel_stage
+from genreflow.flows.config import Config
+from genreflow.flows.plan import ShardPlan
+from genreflow.tasks.augment import augment_stage
+from genreflow.tasks.common import ShardResult, retry_transient
+from genreflow.tasks.decode import decode_stage
+from genreflow.tasks.mel import mel_stage
 
 
 @task(name="shard", retry_condition_fn=retry_transient)

@@ -7,9 +7,9 @@ from collections.abc import Iterable
 import numpy as np
 from prefect import task
 
-from storage.manifest import output_state, write_manifest
-from storage.root import DataRoot
-from storage.shards import open_shard_array
+from genreflow.storage.manifest import output_state, write_manifest
+from genreflow.storage.root import DataRoot
+from genreflow.storage.shards import open_shard_array
 
 STATS_CHUNK = 256  # clips read at once from a memory-mapped shard
 

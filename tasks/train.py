@@ -13,10 +13,10 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from flows.config import AudioConfig, TrainConfig
-from storage.manifest import output_state, read_manifest, write_manifest
-from storage.root import DataRoot
-from storage.shards import read_shard_index
+from genreflow.model.params import AudioConfig, TrainConfig
+from genreflow.storage.manifest import output_state, read_manifest, write_manifest
+from genreflow.storage.root import DataRoot
+from genreflow.storage.shards import read_shard_index
 
 MODEL_FILES = ("model.keras", "history.csv", "labels.json", "audio.json")
 
@@ -28,7 +28,7 @@ def model_manifest_path(root: DataRoot, run: str) -> str:
 def clip_sources(root: DataRoot, shards: list[tuple[str, str]], split: str | None = None,
                  tracks: Collection[str] | None = None, original_only: bool = False) -> list[Any]:
     """model.dataset.ClipSource for each (stage, shard), optionally of one split, some tracks, no copies."""
-    from model.dataset import ClipSource
+    from genreflow.model.dataset import ClipSource
 
     sources = []
     for stage, shard in shards:
@@ -64,7 +64,7 @@ def fit_model(root: DataRoot, name: str, genres: list[str], stats: dict, train_s
         root.remove(str(local_dir / "backup"), recursive=True)
         root.remove(str(local_dir / "history.csv"))
 
-    from model.train import train_model
+    from genreflow.model.train import train_model
 
     def report(epoch: int, epochs: int, logs: dict) -> None:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import inputs, preprocess, training
+from genreflow.bench import inputs, preprocess, training
 
 
 def _fake_set(folder: Path, per_genre: int = 2) -> inputs.BenchSet:
@@ -76,7 +76,7 @@ def test_steady_rate_excludes_the_first_batch() -> None:
 
 def test_child_protocol_round_trips() -> None:
     cmd = training.child_command("predict", {"paths": ["a.mp3"]})
-    assert cmd[1:4] == ["-m", "bench.training", "predict"] and json.loads(cmd[4]) == {"paths": ["a.mp3"]}
+    assert cmd[1:4] == ["-m", "genreflow.bench.training", "predict"] and json.loads(cmd[4]) == {"paths": ["a.mp3"]}
     out = "noise\n" + training.RESULT_PREFIX + json.dumps({"mean_s": 0.1}) + "\nmore noise\n"
     assert training.parse_result(out) == {"mean_s": 0.1}
     with pytest.raises(RuntimeError):
@@ -89,7 +89,7 @@ def test_cli_help_lists_the_options() -> None:
 
 
 def test_projection_is_cost_arithmetic() -> None:
-    from bench import project
+    from genreflow.bench import project
 
     stage = {"decode_per_track_s": 0.03, "mel_per_clip_s": 0.005, "augment_per_clip_s": 0.2, "augmentations": 4}
     small = project.project(project.FMA_SMALL, stage, workers=2, overhead=1.1, train_clips_per_s=50.0)

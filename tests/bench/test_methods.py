@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import methods
-from flows.config import AudioConfig
-from tasks.demo import generate_demo_set
+from genreflow.bench import methods
+from genreflow.model.params import AudioConfig
+from genreflow.tasks.demo import generate_demo_set
 
 AUDIO = AudioConfig(clips_per_track=1)  # the seed's one clip: the first 10 s
 GENRES = ["Experimental", "Rock"]  # the noisiest and a percussive one

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import model_quality
+from genreflow.bench import model_quality
 
 
 def test_variants_that_preprocess_alike_share_a_data_root() -> None:
@@ -21,7 +21,7 @@ def test_variants_that_preprocess_alike_share_a_data_root() -> None:
 
 
 def test_every_variant_is_one_change_and_valid_flags() -> None:
-    from flows.cli import build_parser
+    from genreflow.flows.cli import build_parser
 
     parser = build_parser()
     for name, (_, flags) in model_quality.VARIANTS.items():

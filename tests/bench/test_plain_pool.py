@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import preprocess
-from flows.plan import plan_shards
-from storage.root import DataRoot
-from storage.shards import shard_state
-from tasks.demo import generate_demo_set
+from genreflow.bench import preprocess
+from genreflow.flows.plan import plan_shards
+from genreflow.storage.root import DataRoot
+from genreflow.storage.shards import shard_state
+from genreflow.tasks.demo import generate_demo_set
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from bench import report
+from genreflow.bench import report
 
 ISSUE_RATIOS = ["preprocess_vs_seed", "preprocess_vs_floor", "orchestration_overhead", "noop_rerun_fraction",
                 "train_input_vs_memory", "train_rss_growth", "predict_per_track_s", "worker_scaling"]

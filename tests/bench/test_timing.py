@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bench import timing
+from genreflow.bench import timing
 
 
 def test_repeat_timed_warms_up_then_times_each_repeat() -> None:

@@ -22,8 +22,8 @@ from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFi
 from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.config import Config
-from flows.plan import plan_shards
+from genreflow.flows.config import Config
+from genreflow.flows.plan import plan_shards
 from tests.cluster.conftest import REPO, Cluster, executable, stop, wait_until
 from tests.flows.conftest import small_config
 

@@ -19,8 +19,8 @@ import pytest
 import tomllib
 import yaml
 
-from flows.config import build_config
-from flows.runner import DASK_SETTINGS, WORKER_ENVIRON, dask_environ
+from genreflow.flows.config import build_config
+from genreflow.flows.runner import DASK_SETTINGS, WORKER_ENVIRON, dask_environ
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -108,7 +108,7 @@ def assert_real_command(argv: list[str]) -> None:
     """``argv`` is a genreflow, dask or prefect command that accepts every flag it is given."""
     program = argv[0]
     if program == "genreflow":
-        from flows.cli import build_parser
+        from genreflow.flows.cli import build_parser
 
         try:
             build_parser().parse_args(argv[1:])
@@ -357,7 +357,7 @@ def load_slurm_example() -> Any:
 
 
 def test_slurm_example_runs_genreflow_on_its_scheduler() -> None:
-    from flows.cli import build_parser
+    from genreflow.flows.cli import build_parser
 
     slurm = load_slurm_example()
     args = slurm.build_parser().parse_args(["--jobs", "3", "--gpus", "1", "--", "rebuild", "--data-root", "/shared/g"])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.cli import main
-from flows.config import ConfigError, build_config
-from flows.rebuild import preflight
-from flows.serve import ENTRY_FLOWS, serve_rebuild
+from genreflow.flows.cli import main
+from genreflow.flows.config import ConfigError, build_config
+from genreflow.flows.rebuild import preflight
+from genreflow.flows.serve import ENTRY_FLOWS, serve_rebuild
 
 REMOTE = "memory://genreflow-shared-storage-test"  # an fsspec URL that is not a local path, like s3://
 

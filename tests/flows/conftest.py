@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from flows.config import Config, build_config
+from genreflow.flows.config import Config, build_config
 
 DEMO_TRACKS_PER_GENRE = 3
 DEMO_SECONDS = 12.0  # one 10 s clip per track keeps the flow tests quick
@@ -22,7 +22,7 @@ def prefect_harness() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tasks.demo import generate_demo_set
+    from genreflow.tasks.demo import generate_demo_set
 
     folder = tmp_path_factory.mktemp("demo")
     generate_demo_set(folder, tracks_per_genre=DEMO_TRACKS_PER_GENRE, seed=7, seconds=DEMO_SECONDS)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import build_parser, config_from_args, main
-from flows.config import DEMO_EPOCHS, STAGES, Config, ConfigError, build_config, leaf_fields
+from genreflow.flows.cli import build_parser, config_from_args, main
+from genreflow.flows.config import DEMO_EPOCHS, STAGES, Config, ConfigError, build_config, leaf_fields
 
 
 def test_defaults_are_the_seeds_values() -> None:
@@ -100,7 +100,7 @@ def test_bad_config_file_errors(tmp_path: Path) -> None:
 
 def test_cli_prints_one_line_and_no_traceback_before_any_work(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "rebuild", "--data-root", str(root),
+    result = subprocess.run([sys.executable, "-m", "genreflow.flows.cli", "rebuild", "--data-root", str(root),
                              "--batch-size", "0"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0, result.stderr
@@ -155,7 +155,7 @@ def test_a_knob_or_field_given_overrides_the_recipe() -> None:
 def test_knobs_that_resolve_alike_train_the_same_run(tmp_path: Path) -> None:
     import pandas as pd
 
-    from flows.plan import plan_shards, run_name
+    from genreflow.flows.plan import plan_shards, run_name
 
     tracks = pd.DataFrame({"track_id": ["a"], "path": [str(tmp_path / "a.mp3")], "genre": ["Rock"],
                            "split": ["train"], "artist": [None], "shard": ["train-0000"]})

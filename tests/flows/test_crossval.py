@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.config import Config
-from flows.rebuild import run_command
-from storage.root import DataRoot
-from tasks.train import clip_sources
+from genreflow.flows.config import Config
+from genreflow.flows.rebuild import run_command
+from genreflow.storage.root import DataRoot
+from genreflow.tasks.train import clip_sources
 from tests.flows.conftest import small_config
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from flows.rebuild import run_command
-from storage.root import DataRoot
-from tasks.download import download_fma
+from genreflow.flows.rebuild import run_command
+from genreflow.storage.root import DataRoot
+from genreflow.tasks.download import download_fma
 from tests.flows.conftest import small_config
 from tests.tasks.test_download import FakeServer, server  # noqa: F401 - the local HTTP server fixture
 from tests.tasks.test_ingest import write_fma_tracks

@@ -6,7 +6,7 @@ from distributed import Nanny, Scheduler, SpecCluster, get_worker
 from prefect import flow, task
 from prefect_dask import DaskTaskRunner
 
-from flows.train import gpu_annotation
+from genreflow.flows.train import gpu_annotation
 
 
 @task

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
-from flows.lock import DataRootLocked, data_root_lock
+from genreflow.flows.cli import main
+from genreflow.flows.lock import DataRootLocked, data_root_lock
 
 
 def test_second_holder_is_refused_and_lock_is_released(tmp_path: Path) -> None:

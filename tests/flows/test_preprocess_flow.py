@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
 
-from flows.plan import plan_shards
-from flows.rebuild import run_command
-from flows.status import collect_status
-from storage.root import DataRoot
-from storage.shards import shard_manifest, shard_state
+from genreflow.flows.plan import plan_shards
+from genreflow.flows.rebuild import run_command
+from genreflow.flows.status import collect_status
+from genreflow.storage.root import DataRoot
+from genreflow.storage.shards import shard_manifest, shard_state
 from tests.flows.conftest import small_config
 
 pytestmark = pytest.mark.timeout(600)
@@ -135,8 +135,8 @@ def test_quarantine_keeps_bad_files_out_and_the_rest_in(tmp_path: Path, demo_dir
 
 
 def test_shards_are_submitted_longest_first(tmp_path: Path, demo_dir: Path) -> None:
-    from flows.preprocess import longest_first
-    from tasks.ingest import ingest, read_source
+    from genreflow.flows.preprocess import longest_first
+    from genreflow.tasks.ingest import ingest, read_source
 
     config = small_config(tmp_path, demo_dir, shard_size=3)
     split = config.split

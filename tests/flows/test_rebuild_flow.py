@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.config import Config
-from flows.rebuild import run_command
+from genreflow.flows.config import Config
+from genreflow.flows.rebuild import run_command
 from tests.flows.conftest import small_config
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
@@ -19,7 +19,7 @@ TRACKS_PER_GENRE = 8
 
 @pytest.fixture(scope="module")
 def learnable_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tasks.demo import generate_demo_set
+    from genreflow.tasks.demo import generate_demo_set
 
     folder = tmp_path_factory.mktemp("demo-learn")
     generate_demo_set(folder, tracks_per_genre=TRACKS_PER_GENRE, seed=11, seconds=12.0)
@@ -48,7 +48,7 @@ def test_rebuild_learns_the_demo_genres(rebuilt: tuple[Config, dict]) -> None:
 
 
 def test_the_last_log_line_sets_the_cnn_beside_the_baseline(rebuilt: tuple[Config, dict]) -> None:
-    from flows.rebuild import result_line
+    from genreflow.flows.rebuild import result_line
 
     _, outcome = rebuilt
     line = result_line(outcome)
@@ -85,8 +85,8 @@ def test_unchanged_rerun_skips_training_and_from_stage_retrains(rebuilt: tuple[C
 
 def test_predict_names_the_genre_of_new_demo_tracks(rebuilt: tuple[Config, dict], tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
-    from tasks.demo import DEMO_GENRES, generate_demo_set
+    from genreflow.flows.cli import main
+    from genreflow.tasks.demo import DEMO_GENRES, generate_demo_set
 
     config, _ = rebuilt
     fresh = tmp_path / "fresh"

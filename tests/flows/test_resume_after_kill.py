@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.rebuild import run_command
+from genreflow.flows.rebuild import run_command
 from tests.flows.conftest import small_config
 
 pytestmark = pytest.mark.timeout(600)
@@ -33,8 +33,9 @@ def test_sigkill_mid_stage_then_rerun_matches_a_clean_run(tmp_path: Path, demo_d
     options = {"shard_size": 2}
     run_command("preprocess", small_config(clean_root, demo_dir, **options))
 
-    command = [sys.executable, "-m", "flows.cli", "preprocess", "--source", "folder", "--input", str(demo_dir),
-               "--data-root", str(killed_root), "--shard-size", "2", "--workers", "2", "--retries", "0"]
+    command = [sys.executable, "-m", "genreflow.flows.cli", "preprocess", "--source", "folder",
+               "--input", str(demo_dir), "--data-root", str(killed_root), "--shard-size", "2",
+               "--workers", "2", "--retries", "0"]
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
     env.pop("PREFECT_API_URL", None)
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

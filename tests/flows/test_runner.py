@@ -7,7 +7,7 @@ from typing import Any
 
 import dask
 
-from flows.runner import DASK_SETTINGS, WORKER_ENVIRON, cluster_settings
+from genreflow.flows.runner import DASK_SETTINGS, WORKER_ENVIRON, cluster_settings
 
 
 def _worker_view() -> dict[str, Any]:

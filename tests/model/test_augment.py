@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from model.augment import FREQ_MASK_SHARE, FREQ_MASKS, TIME_MASK_SHARE, TIME_MASKS, BatchAugment
+from genreflow.model.augment import FREQ_MASK_SHARE, FREQ_MASKS, TIME_MASK_SHARE, TIME_MASKS, BatchAugment
 
 N_MELS, FRAMES, BATCH, CLASSES = 40, 100, 6, 3
 FILL = np.linspace(-60.0, -20.0, N_MELS).astype(np.float32)
@@ -78,7 +78,7 @@ def test_inactive_augment_passes_the_batch_through() -> None:
 def test_clip_dataset_refuses_augmenting_unshuffled_or_integer_labels(tmp_path, spec_augment, mixup) -> None:
     import pandas as pd
 
-    from model.dataset import ClipSource, clip_dataset
+    from genreflow.model.dataset import ClipSource, clip_dataset
 
     np.save(tmp_path / "a.npy", np.zeros((4, 8, 16), np.float16))
     index = pd.DataFrame({"row": np.arange(4), "genre": ["a", "b", "a", "b"]})

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from model.cnn import SEED_INPUT_SHAPE, build_seed_cnn, compile_model
+from genreflow.model.cnn import SEED_INPUT_SHAPE, build_seed_cnn, compile_model
 
 # The seed's layer output shapes on 128 x 431 input (batch axis left out).
 SEED_SHAPES = {
@@ -106,8 +106,8 @@ def test_compile_uses_adam_and_sparse_labels() -> None:
 
 
 def recipe_model(recipe: str, n_classes: int = 8) -> keras.Model:
-    from flows.config import build_config
-    from model.cnn import build_cnn
+    from genreflow.flows.config import build_config
+    from genreflow.model.cnn import build_cnn
 
     knobs = build_config(None, recipe=recipe).train.knobs()
     return build_cnn(n_classes, band_mean=np.full(128, -40.0), band_std=np.full(128, 12.0), seed=0,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.dataset import ClipSource, DatasetError, clip_dataset, count_clips, steps_per_epoch
+from genreflow.model.dataset import ClipSource, DatasetError, clip_dataset, count_clips, steps_per_epoch
 
 N_MELS, FRAMES = 8, 16
 GENRES = ["blues", "jazz", "rock"]

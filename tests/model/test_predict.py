@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from flows.config import AudioConfig
-from model.cnn import build_seed_cnn
-from model.predict import (
+from genreflow.model.cnn import build_seed_cnn
+from genreflow.model.params import AudioConfig
+from genreflow.model.predict import (
     Classifier,
     FilePrediction,
     PredictError,

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.dataset import ClipSource
-from model.train import HISTORY_COLUMNS, TrainResult, train_model
+from genreflow.model.dataset import ClipSource
+from genreflow.model.train import HISTORY_COLUMNS, TrainResult, train_model
 
 # Tiny clips: the seed CNN needs (n_mels - 4) >= 8 for its valid conv and three 2x2 pools.
 N_MELS, FRAMES = 16, 32
@@ -121,7 +121,7 @@ def test_same_seed_gives_identical_weights(tmp_path: Path) -> None:
 def test_progress_and_no_validation(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     train, _, stats = toy_data(tmp_path / "data")
     seen: list[tuple[int, int, dict]] = []
-    with caplog.at_level("WARNING", logger="model.train"):
+    with caplog.at_level("WARNING", logger="genreflow.model.train"):
         result = train_model(
             train, [], GENRES, stats, tmp_path / "run", epochs=2, batch_size=32, learning_rate=1e-3,
             patience=5, seed=1, progress=lambda e, n, logs: seen.append((e, n, logs)),
@@ -263,7 +263,7 @@ def test_every_recipe_knob_trains_and_a_resume_gives_the_uninterrupted_weights(t
 
 
 def test_class_weights_make_every_genre_weigh_the_same(tmp_path: Path) -> None:
-    from model.train import class_weights
+    from genreflow.model.train import class_weights
 
     np.save(tmp_path / "a.npy", np.zeros((6, 4, 4), np.float16))
     index = pd.DataFrame({"row": np.arange(6), "genre": ["blues"] * 4 + ["jazz"] * 2})

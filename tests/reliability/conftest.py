@@ -53,9 +53,9 @@ class CliResult:
 
 
 def run_cli(args: list[str], tmp_path: Path, timeout: float = 300, **kwargs: object) -> CliResult:
-    """``python -m flows.cli ARGS`` in a subprocess."""
-    done = subprocess.run([sys.executable, "-m", "flows.cli", *args], env=cli_env(tmp_path), capture_output=True,
-                          text=True, timeout=timeout, cwd=tmp_path, **kwargs)  # type: ignore[call-overload]
+    """``python -m genreflow.flows.cli ARGS`` in a subprocess."""
+    done = subprocess.run([sys.executable, "-m", "genreflow.flows.cli", *args], env=cli_env(tmp_path),
+                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path, **kwargs)  # type: ignore[call-overload]
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 
@@ -76,7 +76,7 @@ def cli_flags(root: Path, source: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def preprocessed_root(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Path:
     """One finished preprocessing of the demo set; tests copy it (``copy_root``) before they damage it."""
-    from flows.rebuild import run_command
+    from genreflow.flows.rebuild import run_command
 
     root = tmp_path_factory.mktemp("preprocessed")
     run_command("preprocess", small_config(root, demo_dir, **PREPROCESS_OPTIONS))

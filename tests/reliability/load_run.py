@@ -129,7 +129,7 @@ def main() -> int:
                      "cpus": os.cpu_count()}
 
     sys.path.insert(0, str(REPO))
-    from tasks.demo import generate_demo_set
+    from genreflow.tasks.demo import generate_demo_set
 
     start = time.monotonic()
     generate_demo_set(demo, tracks_per_genre=args.tracks_per_genre, seed=0, workers=args.workers,
@@ -137,7 +137,7 @@ def main() -> int:
     summary["demo_seconds"] = round(time.monotonic() - start, 1)
     print(f"\ndemo set ready in {summary['demo_seconds']} s", file=sys.stderr)
 
-    command = [sys.executable, "-m", "flows.cli", "preprocess", "--source", "folder", "--input", str(demo),
+    command = [sys.executable, "-m", "genreflow.flows.cli", "preprocess", "--source", "folder", "--input", str(demo),
                "--data-root", str(root), "--workers", str(args.workers), "--shard-size", str(args.shard_size)]
     if not args.augment:
         command += ["--time-stretch", "--pitch-shift"]  # empty lists: augmentation off

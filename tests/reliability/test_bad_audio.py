@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from flows.rebuild import run_command
-from storage.root import DataRoot
+from genreflow.flows.rebuild import run_command
+from genreflow.storage.root import DataRoot
 from tests.reliability.conftest import small_config
 
 pytestmark = pytest.mark.timeout(600)

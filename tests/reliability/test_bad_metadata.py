@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flows.cli import main
+from genreflow.flows.cli import main
 from tests.tasks.test_ingest import FMA_ROWS, touch, write_fma_tracks
 
 pytestmark = pytest.mark.timeout(600)

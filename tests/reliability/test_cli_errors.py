@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
+from genreflow.flows.cli import main
 from tests.reliability.conftest import FULL, run_cli
 
 pytestmark = pytest.mark.timeout(180)  # a case that slipped through would start a whole run

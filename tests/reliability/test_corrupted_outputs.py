@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.cli import main
-from flows.status import collect_status
-from storage.manifest import read_manifest
+from genreflow.flows.cli import main
+from genreflow.flows.status import collect_status
+from genreflow.storage.manifest import read_manifest
 from tests.reliability.conftest import PREPROCESS_OPTIONS, cli_flags, copy_root, small_config
 
 pytestmark = pytest.mark.timeout(600)
@@ -78,7 +78,7 @@ def test_training_refuses_corrupted_shards_until_they_are_rebuilt(
 
 
 def read_manifest_rows(root: Path) -> int:
-    from storage.root import DataRoot
+    from genreflow.storage.root import DataRoot
 
     manifest = read_manifest(DataRoot(str(root)), str(root / "stats.manifest.json"))
     assert manifest is not None

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
-from tasks import download
+from genreflow.flows.cli import main
+from genreflow.tasks import download
 from tests.tasks.test_download import FakeServer, server  # noqa: F401 - the local HTTP server fixture
 
 ARCHIVE = "fma_metadata.zip"

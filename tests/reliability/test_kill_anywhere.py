@@ -45,7 +45,7 @@ RUN_DEADLINE_S = 400
 
 
 def rebuild_args(root: Path, source: Path) -> list[str]:
-    return [sys.executable, "-m", "flows.cli", "rebuild", "--source", "folder", "--input", str(source),
+    return [sys.executable, "-m", "genreflow.flows.cli", "rebuild", "--source", "folder", "--input", str(source),
             "--data-root", str(root), "--shard-size", "3", "--clips-per-track", "1", "--epochs", str(EPOCHS),
             "--batch-size", "4", "--patience", "10", "--retries", "0", "--workers", "2",
             "--time-stretch", "0.9", "--pitch-shift", "2"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.cli import main
+from genreflow.flows.cli import main
 from tests.reliability.conftest import cli_flags, copy_root
 
 pytestmark = pytest.mark.timeout(300)
@@ -150,7 +150,7 @@ def test_object_array_shard_with_a_forged_manifest_is_refused_unread(
 def test_training_input_refuses_an_object_array(tmp_path: Path) -> None:
     import pandas as pd
 
-    from model.dataset import ClipSource, DatasetError, clip_dataset
+    from genreflow.model.dataset import ClipSource, DatasetError, clip_dataset
 
     marker = tmp_path / "code-ran"
     evil_npy(tmp_path / "evil.npy", marker)

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.config import AudioConfig
-from storage.fingerprint import fingerprint, frame_fingerprint
-from storage.manifest import output_state, read_manifest, shard_manifest_path, write_manifest
-from storage.root import DataRoot
+from genreflow.model.params import AudioConfig
+from genreflow.storage.fingerprint import fingerprint, frame_fingerprint
+from genreflow.storage.manifest import output_state, read_manifest, shard_manifest_path, write_manifest
+from genreflow.storage.root import DataRoot
 
 DATA = b"0123456789" * 50
 TABLE = b"a table, pretend"

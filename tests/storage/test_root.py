@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from storage.root import DataRoot, StorageError
+from genreflow.storage.root import DataRoot, StorageError
 
 
 @pytest.fixture

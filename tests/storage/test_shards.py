@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from storage.root import DataRoot
-from storage.shards import (
+from genreflow.storage.root import DataRoot
+from genreflow.storage.shards import (
     open_shard_array,
     read_shard_index,
     read_side_table,

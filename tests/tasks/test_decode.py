@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 from prefect.states import Completed, Failed, State, exception_to_failed_state
 
-from flows.config import AudioConfig
-from tasks.common import retry_transient
-from tasks.decode import INDEX_COLUMNS, QUARANTINE_COLUMNS, decode_shard, to_pcm16
+from genreflow.model.params import AudioConfig
+from genreflow.tasks.common import retry_transient
+from genreflow.tasks.decode import INDEX_COLUMNS, QUARANTINE_COLUMNS, decode_shard, to_pcm16
 
 SR = 22050
 CLIP = 10 * SR

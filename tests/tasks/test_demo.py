@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks import demo
-from tasks.demo import (
+from genreflow.tasks import demo
+from genreflow.tasks.demo import (
     DEMO_GENRES,
     DemoError,
     demo_path,

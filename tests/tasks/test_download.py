@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import download
-from tasks.download import (
+from genreflow.tasks import download
+from genreflow.tasks.download import (
     DownloadError,
     UnsafeArchiveError,
     download_file,

@@ -7,7 +7,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from tasks.folds import make_folds
+from genreflow.tasks.folds import make_folds
 
 GENRES = ["blues", "jazz", "rock", "pop"]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.evaluate import evaluate_predictions
-from tasks.report import (
+from genreflow.tasks.evaluate import evaluate_predictions
+from genreflow.tasks.report import (
     dataset_summary,
     render_confusion_png,
     render_curves_png,

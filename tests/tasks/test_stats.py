@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.stats import STATS_CHUNK, band_stats
+from genreflow.tasks.stats import STATS_CHUNK, band_stats
 
 N_MELS, FRAMES = 4, 6
 
@@ -35,7 +35,7 @@ def test_band_stats_equal_numpy_over_the_concatenation(lengths: tuple[int, ...])
 
 
 def test_band_stats_reads_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tasks.stats.STATS_CHUNK", 4)
+    monkeypatch.setattr("genreflow.tasks.stats.STATS_CHUNK", 4)
     parts = arrays(10, 3)
     mean, std = expected(parts)
     stats = band_stats(parts)

@@ -6,8 +6,8 @@ import librosa
 import numpy as np
 import pytest
 
-from flows.config import AudioConfig
-from tasks.mel import log_mel, mel_batches
+from genreflow.model.mel import log_mel, mel_batches
+from genreflow.model.params import AudioConfig
 
 SR = 22050
 

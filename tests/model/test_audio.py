@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks.audio import AudioError, clip_windows, decode_audio
+from genreflow.model.audio import AudioError, clip_windows, decode_audio
 
 SR = 22050
 

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows.config import AudioConfig, AugmentConfig
-from tasks.augment import augment_clip, augment_shard, augmentations
-from tasks.mel import mel_batches
+from genreflow.model.audio_augment import augment_clip, augment_shard, augmentations
+from genreflow.model.mel import mel_batches
+from genreflow.model.params import AudioConfig, AugmentConfig
 
 SR = 22050
 # A small clip keeps the shard tests quick: 0.5 s at 8 kHz, 32 bands, 32 frames.
