@@ -230,8 +230,8 @@ class PlainPool:
     def run(self, config: Config) -> None:
         """ingest, then decode every shard and each shard's mel (and augment) once its decode is done."""
         from genreflow.flows.plan import plan_shards
-        from genreflow.flows.preprocess import write_quarantine
         from genreflow.storage.root import DataRoot
+        from genreflow.tasks.decode import write_quarantine
 
         root = DataRoot(config.run.data_root)
         tracks = plain_ingest(config)

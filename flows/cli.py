@@ -19,13 +19,9 @@ from typing import Any
 
 from genreflow.flows.config import Config, ConfigError, build_config, leaf_fields, load_config_file
 from genreflow.model.params import RECIPES
+from genreflow.storage.errors import GenreflowError
 
 # Errors a user can act on: printed as one line. Anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[str, ...] = (
-    "ConfigError", "IngestError", "StorageError", "StageFailed", "DownloadError", "UnsafeArchiveError",
-    "DataRootLocked", "ModelNotFound", "TrainingError", "PredictError", "UnsafeFileError", "DatasetError",
-)
-
 WORKFLOW_COMMANDS = {
     "rebuild": "run the whole DAG: ingest, decode, mel, augment, stats, train, evaluate, report",
     "preprocess": "ingest, decode, mel and augment only",
@@ -50,7 +46,7 @@ class _UserErrorsWithoutTraceback(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if error is not None and type(error).__name__ in USER_ERRORS:
+        if isinstance(error, GenreflowError):
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -249,9 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("genreflow: interrupted; finished shards are kept, rerun to continue", file=sys.stderr)
         return 130
-    except Exception as exc:
-        if type(exc).__name__ not in USER_ERRORS:
-            raise
+    except GenreflowError as exc:
         print(f"genreflow: error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     parser.error(f"unknown command {args.command}")

@@ -15,41 +15,21 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from genreflow.model.params import RECIPES, AudioConfig, AugmentConfig, Section, TrainConfig
+from genreflow.storage.errors import GenreflowError
+from genreflow.tasks.ingest import SourceConfig, SplitConfig
 
 STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment", "stats", "baseline", "train", "evaluate",
                            "report")
 PREPROCESS_STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment")
 Stage = Literal["ingest", "decode", "mel", "augment", "stats", "baseline", "train", "evaluate", "report"]
-SourceKind = Literal["demo", "folder", "csv", "fma"]
 
 # The demo set must train in minutes on 2 CPU cores: without an explicit
 # --epochs, a demo run trains for at most this many epochs.
 DEMO_EPOCHS = 6
 
 
-class ConfigError(ValueError):
+class ConfigError(GenreflowError, ValueError):
     """A configuration problem, reported to the user as one line."""
-
-
-class SourceConfig(Section):
-    """Where the labelled tracks come from."""
-
-    source: SourceKind = Field("demo", description="demo, folder, csv or fma")
-    input: str | None = Field(
-        None, description="source path: demo/folder root, label CSV, or FMA root"
-    )
-    audio: str | None = Field(None, description="audio folder for a CSV of FMA track ids")
-    subset: Literal["small", "medium"] = Field("small", description="FMA subset")
-    tracks_per_genre: int = Field(12, ge=1, le=10_000, description="demo tracks per genre")
-    demo_seed: int = Field(0, description="seed of the demo generator")
-
-
-class SplitConfig(Section):
-    """How tracks are split when the source has no official split."""
-
-    split_seed: int = Field(42, description="seed of the stratified track split")
-    val_fraction: float = Field(0.1, gt=0, lt=0.5, description="validation share of tracks")
-    test_fraction: float = Field(0.1, gt=0, lt=0.5, description="test share of tracks")
 
 
 class RunConfig(Section):

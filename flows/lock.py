@@ -11,12 +11,13 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from genreflow.storage.errors import GenreflowError
 from genreflow.storage.root import DataRoot
 
 LOCK_NAME = ".genreflow.lock"
 
 
-class DataRootLocked(RuntimeError):
+class DataRootLocked(GenreflowError, RuntimeError):
     """Another genreflow run holds the data root."""
 
 

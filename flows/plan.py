@@ -7,7 +7,6 @@ to both: an output whose manifest carries exactly the fingerprint planned here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -15,24 +14,10 @@ import pandas as pd
 from genreflow.flows.config import Config
 from genreflow.model.params import RECIPE_KNOBS, TrainConfig
 from genreflow.storage.fingerprint import fingerprint
+from genreflow.tasks.common import ShardPlan
 
 MODEL_ARCHITECTURE = "cnn-v3"  # bump when model/ changes what a configuration trains
 BASELINE_VERSION = "mfcc-svm-v1"  # likewise for tasks/baseline.py
-
-
-@dataclass(frozen=True)
-class ShardPlan:
-    """One shard of tracks and the fingerprints of its outputs at each stage."""
-
-    shard: str
-    split: str
-    tracks: pd.DataFrame
-    decode: str
-    mel: str
-    augment: str | None  # None for validation and test shards: they are never augmented
-
-    def fingerprint_of(self, stage: str) -> str | None:
-        return {"audio": self.decode, "mel": self.mel, "mel-aug": self.augment}[stage]
 
 
 def _file_identity(path: str) -> tuple[int, int]:

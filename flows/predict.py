@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 from genreflow.flows.config import AudioConfig
+from genreflow.storage.errors import GenreflowError
 from genreflow.storage.root import DataRoot
 
 
-class ModelNotFound(FileNotFoundError):
+class ModelNotFound(GenreflowError, FileNotFoundError):
     """No trained model where one was expected."""
 
 

@@ -15,19 +15,19 @@ from prefect.futures import PrefectFuture, as_completed
 
 from genreflow.flows.config import Config
 from genreflow.flows.lock import data_root_lock
-from genreflow.flows.plan import ShardPlan, plan_shards
+from genreflow.flows.plan import plan_shards
 from genreflow.flows.progress import StageProgress
+from genreflow.storage.errors import GenreflowError
 from genreflow.storage.root import DataRoot
-from genreflow.storage.shards import read_side_table, shard_state
-from genreflow.tasks.common import ShardResult
-from genreflow.tasks.decode import QUARANTINE_COLUMNS
+from genreflow.tasks.common import ShardPlan, ShardResult
+from genreflow.tasks.decode import write_quarantine
 from genreflow.tasks.ingest import ingest_task
 from genreflow.tasks.shard import preprocess_shard_task
 
 RETRY_DELAY_S = 2  # before a shard task's retry of a transient error
 
 
-class StageFailed(RuntimeError):
+class StageFailed(GenreflowError, RuntimeError):
     """Some shards failed; the ones that succeeded are kept for the rerun."""
 
 
@@ -45,7 +45,8 @@ def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
     """Submit one task per shard (its decode, mel and augment in order) and wait for them all."""
     root = DataRoot(config.run.data_root)
     stages = config.stages_to_run()
-    tracks = ingest_task(config.run.data_root, config, force=config.forced("ingest"))
+    tracks = ingest_task(config.run.data_root, config.source, config.split, config.run.shard_size, config.run.workers,
+                         force=config.forced("ingest"))
     plans = plan_shards(tracks, config)
     outcome = PreprocessResult(tracks, plans)
     if "decode" not in stages:
@@ -54,9 +55,12 @@ def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
                            ("mel-aug", [p for p in plans if p.augment] if "augment" in stages else [])):
         if planned:
             progress.add_stage(stage, len(planned), sum(len(p.tracks) for p in planned))
+    forced = [stage for stage in ("decode", "mel", "augment") if config.forced(stage)]
     shard_task = preprocess_shard_task.with_options(retries=config.run.retries, retry_delay_seconds=RETRY_DELAY_S)
-    futures: dict[PrefectFuture, str] = {shard_task.submit(root.url, plan, config): plan.shard
-                                         for plan in longest_first(plans, augment="augment" in stages)}
+    futures: dict[PrefectFuture, str] = {
+        shard_task.submit(root.url, plan, config.audio, config.augment, stages, forced): plan.shard
+        for plan in longest_first(plans, augment="augment" in stages)
+    }
     failures = []
     for future in as_completed(list(futures)):
         future.wait()
@@ -83,23 +87,6 @@ def longest_first(plans: list[ShardPlan], augment: bool) -> list[ShardPlan]:
     training shards come first when augmentation runs, then larger before smaller.
     """
     return sorted(plans, key=lambda plan: (augment and plan.augment is not None, len(plan.tracks)), reverse=True)
-
-
-def write_quarantine(root: DataRoot, plans: list[ShardPlan]) -> pd.DataFrame:
-    """quarantine.parquet: tracks skipped at ingest plus those each finished decode shard rejected."""
-    tables = []
-    skipped = root.join("ingest-skipped.parquet")
-    if root.exists(skipped):
-        tables.append(root.read_parquet(skipped).assign(stage="ingest"))
-    for plan in plans:
-        if shard_state(root, "audio", plan.shard, plan.decode, verify=False) == "done":
-            tables.append(read_side_table(root, "audio", plan.shard, "quarantine").assign(stage="decode"))
-    columns = [*QUARANTINE_COLUMNS, "stage"]
-    table = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) \
-        else pd.DataFrame(columns=columns)
-    table = table[columns].astype(str)
-    root.write_parquet(root.quarantine_path(), table)
-    return table
 
 
 @flow(name="preprocess", log_prints=True)

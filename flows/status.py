@@ -8,12 +8,13 @@ from rich.console import Console
 from rich.table import Table
 
 from genreflow.flows.config import Config
-from genreflow.flows.plan import ShardPlan, baseline_fingerprint, plan_shards, run_name, stats_fingerprint
+from genreflow.flows.plan import baseline_fingerprint, plan_shards, run_name, stats_fingerprint
 from genreflow.storage.fingerprint import fingerprint
 from genreflow.storage.manifest import output_state
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import shard_state
 from genreflow.tasks.baseline import baseline_manifest_path
+from genreflow.tasks.common import ShardPlan
 from genreflow.tasks.train import model_manifest_path
 
 SHARD_STAGES = (("decode", "audio"), ("mel", "mel"), ("augment", "mel-aug"))

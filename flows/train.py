@@ -17,7 +17,6 @@ from prefect.context import FlowRunContext
 from genreflow.flows.config import Config
 from genreflow.flows.lock import data_root_lock
 from genreflow.flows.plan import (
-    ShardPlan,
     baseline_fingerprint,
     crossval_name,
     plan_shards,
@@ -25,21 +24,22 @@ from genreflow.flows.plan import (
     stats_fingerprint,
     training_inputs,
 )
+from genreflow.storage.errors import GenreflowError
 from genreflow.storage.fingerprint import fingerprint
 from genreflow.storage.manifest import output_state
-from genreflow.storage.root import DataRoot
+from genreflow.storage.root import SPLITS, DataRoot
 from genreflow.storage.shards import shard_state
 from genreflow.tasks.baseline import baseline_task
+from genreflow.tasks.common import ShardPlan
 from genreflow.tasks.crossval import crossval_report_task, fold_task
 from genreflow.tasks.evaluate import evaluate_task
 from genreflow.tasks.folds import make_folds
-from genreflow.tasks.ingest import SPLITS
 from genreflow.tasks.report import report_task
 from genreflow.tasks.stats import stats_task
 from genreflow.tasks.train import model_manifest_path, train_task
 
 
-class TrainingError(RuntimeError):
+class TrainingError(GenreflowError, RuntimeError):
     """Training cannot start: its inputs are missing or incomplete."""
 
 

@@ -15,11 +15,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".au")
+from genreflow.storage.errors import GenreflowError
+
+AUDIO_EXTENSIONS: frozenset[str] = frozenset({".mp3", ".wav", ".flac", ".ogg", ".au"})
 SILENCE_PEAK = 1e-4  # a track whose peak stays below this (-80 dBFS) carries no music
 
 
-class AudioError(ValueError):
+class AudioError(GenreflowError, ValueError):
     """A track that cannot be used; the message is the quarantine reason."""
 
 

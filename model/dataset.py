@@ -23,6 +23,7 @@ import pandas as pd
 import tensorflow as tf
 
 from genreflow.model.augment import BatchAugment
+from genreflow.storage.errors import GenreflowError
 
 # Shards are float16 log-mel: (clips, n_mels, frames).
 SHARD_NDIM = 3
@@ -31,7 +32,7 @@ ROW_COLUMN = "row"
 GENRE_COLUMN = "genre"
 
 
-class DatasetError(ValueError):
+class DatasetError(GenreflowError, ValueError):
     """Shards and indexes that do not fit together, with the file concerned."""
 
 

@@ -25,6 +25,11 @@ RECIPES: dict[str, dict[str, Any]] = {
                   "crop_seconds": 5.0, "clips_per_track": None, "time_stretch": [0.8, 0.9], "pitch_shift": [2.0, -2.0]},
 }
 
+# Genres a prediction lists per file, and genres the evaluation's top-k accuracy counts (the seed
+# reported top-2: neighbouring genres such as rock and punk are often confused).
+PREDICT_TOP_K = 3
+ACCURACY_TOP_K = 2
+
 
 class Section(BaseModel):
     """A configuration section: unknown keys are errors, assignments are validated."""

@@ -24,16 +24,16 @@ from rich.table import Table
 
 from genreflow.model.audio import AUDIO_EXTENSIONS, AudioError, clip_windows, decode_audio
 from genreflow.model.mel import log_mel
-from genreflow.model.params import AudioConfig
+from genreflow.model.params import PREDICT_TOP_K, AudioConfig
 from genreflow.model.train import LABELS_FILE, MODEL_FILE
+from genreflow.storage.errors import GenreflowError
 
-TOP_K = 3
 LATEST_FILE = "LATEST"  # models/LATEST may name the run to use
 OutputFormat = Literal["table", "csv", "json"]
 FORMATS: tuple[str, ...] = ("table", "csv", "json")
 
 
-class PredictError(ValueError):
+class PredictError(GenreflowError, ValueError):
     """A model directory or input that prediction cannot use."""
 
 
@@ -104,7 +104,7 @@ def predict_clips(model: keras.Model, x: np.ndarray, batch_size: int = 64) -> np
     return out
 
 
-def _top(genres: list[str], probs: np.ndarray, k: int = TOP_K) -> list[tuple[str, float]]:
+def _top(genres: list[str], probs: np.ndarray, k: int = PREDICT_TOP_K) -> list[tuple[str, float]]:
     order = np.argsort(-probs, kind="stable")[:k]
     return [(genres[i], float(probs[i])) for i in order]
 
@@ -149,7 +149,7 @@ def predict_paths(
 
 def _csv(results: list[FilePrediction | PredictionFailure]) -> str:
     header = ["path"]
-    for k in range(1, TOP_K + 1):
+    for k in range(1, PREDICT_TOP_K + 1):
         header += [f"genre_{k}", f"prob_{k}"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -157,7 +157,7 @@ def _csv(results: list[FilePrediction | PredictionFailure]) -> str:
     for result in results:
         row: list[str] = [str(result.path)]
         ranked = result.genres if isinstance(result, FilePrediction) else []
-        for k in range(TOP_K):
+        for k in range(PREDICT_TOP_K):
             row += [ranked[k][0], f"{ranked[k][1]:.6f}"] if k < len(ranked) else ["", ""]
         row.append(result.reason if isinstance(result, PredictionFailure) else "")
         writer.writerow(row)
@@ -183,12 +183,12 @@ def _json(results: list[FilePrediction | PredictionFailure]) -> str:
 def _table(results: list[FilePrediction | PredictionFailure]) -> str:
     table = Table(title="Predicted genres")
     table.add_column("file", overflow="fold")
-    for k in range(1, TOP_K + 1):
+    for k in range(1, PREDICT_TOP_K + 1):
         table.add_column(f"top-{k}")
     for result in results:
         if isinstance(result, FilePrediction):
             cells = [f"{g} ({p:.2f})" for g, p in result.genres]
-            table.add_row(str(result.path), *cells, *[""] * (TOP_K - len(cells)))
+            table.add_row(str(result.path), *cells, *[""] * (PREDICT_TOP_K - len(cells)))
         else:
             table.add_row(str(result.path), f"[red]error: {result.reason}[/red]", "", "")
     width = int(os.environ.get("COLUMNS", "120"))

@@ -34,6 +34,7 @@ import tensorflow as tf
 from genreflow.model.augment import BatchAugment
 from genreflow.model.cnn import build_cnn, compile_model
 from genreflow.model.dataset import ClipSource, EpochOrder, clip_dataset, steps_per_epoch
+from genreflow.model.params import RECIPE_KNOBS, RECIPES
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,8 @@ _BEST_FILE = re.compile(r"best-(\d+)\.npz")
 
 Progress = Callable[[int, int, dict], None]
 
-# The recipe knobs of the seed project (flows.config.RECIPES["seed"]), used when none are given.
-SEED_KNOBS: dict[str, Any] = {"batch_norm": False, "time_pooling": False, "spec_augment": False, "mixup": 0.0,
-                              "label_smoothing": 0.0, "lr_schedule": "constant", "class_weights": False,
+# The recipe knobs of the seed project (RECIPES["seed"]), used when none are given; crops counted in frames.
+SEED_KNOBS: dict[str, Any] = {**{name: RECIPES["seed"][name] for name in RECIPE_KNOBS if name != "crop_seconds"},
                               "crop_frames": 0}
 
 

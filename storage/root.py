@@ -39,10 +39,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from genreflow.storage.errors import GenreflowError
+
 SHARD_STAGES = ("audio", "mel", "mel-aug")
+# The splits of tracks.parquet, in report order, and the columns of every quarantine table.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+QUARANTINE_COLUMNS: tuple[str, ...] = ("track_id", "path", "genre", "reason")
 
 
-class StorageError(RuntimeError):
+class StorageError(GenreflowError, RuntimeError):
     """A data-root problem, with the path it concerns."""
 
 

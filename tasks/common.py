@@ -5,11 +5,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import shard_manifest, shard_state
 
 # Errors worth a retry: the filesystem or network hiccuped, not the data or the code.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, BlockingIOError)
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """One shard of tracks and the fingerprints of its outputs at each stage."""
+
+    shard: str
+    split: str
+    tracks: pd.DataFrame
+    decode: str
+    mel: str
+    augment: str | None  # None for validation and test shards: they are never augmented
+
+    def fingerprint_of(self, stage: str) -> str | None:
+        return {"audio": self.decode, "mel": self.mel, "mel-aug": self.augment}[stage]
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,11 @@ import pandas as pd
 
 from genreflow.model.audio import AudioError, clip_windows, decode_audio
 from genreflow.model.params import AudioConfig
-from genreflow.storage.root import DataRoot
-from genreflow.storage.shards import write_shard
-from genreflow.tasks.common import ShardResult, skip_if_done
+from genreflow.storage.root import QUARANTINE_COLUMNS, DataRoot
+from genreflow.storage.shards import read_side_table, shard_state, write_shard
+from genreflow.tasks.common import ShardPlan, ShardResult, skip_if_done
 
 INDEX_COLUMNS = ["track_id", "clip_index", "split", "genre", "row"]
-QUARANTINE_COLUMNS = ["track_id", "path", "genre", "reason"]
 
 
 @dataclass
@@ -78,3 +77,20 @@ def decode_stage(
                 side_tables={"quarantine": decoded.quarantine},
                 extra={"tracks": len(tracks), "quarantined": len(decoded.quarantine)})
     return ShardResult("audio", shard, False, len(tracks), len(decoded.index), len(decoded.quarantine))
+
+
+def write_quarantine(root: DataRoot, plans: list[ShardPlan]) -> pd.DataFrame:
+    """quarantine.parquet: tracks skipped at ingest plus those each finished decode shard rejected."""
+    tables = []
+    skipped = root.join("ingest-skipped.parquet")
+    if root.exists(skipped):
+        tables.append(root.read_parquet(skipped).assign(stage="ingest"))
+    for plan in plans:
+        if shard_state(root, "audio", plan.shard, plan.decode, verify=False) == "done":
+            tables.append(read_side_table(root, "audio", plan.shard, "quarantine").assign(stage="decode"))
+    columns = [*QUARANTINE_COLUMNS, "stage"]
+    table = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) \
+        else pd.DataFrame(columns=columns)
+    table = table[columns].astype(str)
+    root.write_parquet(root.quarantine_path(), table)
+    return table

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from genreflow.storage.errors import GenreflowError
+
 DEMO_GENRES: tuple[str, ...] = (
     "Electronic",
     "Experimental",
@@ -56,7 +58,7 @@ _WORLD_SCALES = ((0, 1, 4, 5, 7, 8, 10), (0, 1, 4, 5, 7, 8, 11), (0, 2, 3, 5, 7,
 _VOWELS = ((730, 1090, 2440), (530, 1840, 2480), (390, 1990, 2550), (570, 840, 2410), (440, 1020, 2240))
 
 
-class DemoError(ValueError):
+class DemoError(GenreflowError, ValueError):
     """A bad request to the demo generator (unknown genre, negative seed)."""
 
 

@@ -20,12 +20,12 @@ import pandas as pd
 from prefect import task
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
+from genreflow.model.params import ACCURACY_TOP_K
 from genreflow.storage.manifest import output_state, write_manifest
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import open_shard_array, read_shard_index
 
 PROB_PREFIX = "prob_"
-TOP_K = 2  # the seed reported top-2 as well: neighbouring genres (rock/punk) are often confused
 
 
 def prob_columns(genres: list[str]) -> list[str]:
@@ -164,9 +164,9 @@ def evaluate_predictions(
 
     metrics: dict[str, Any] = {
         "clip_accuracy": float(predictions["correct"].mean()),
-        "clip_top2_accuracy": float(_top_k_hits(clip_true_idx, probs, TOP_K).mean()),
+        "clip_top2_accuracy": float(_top_k_hits(clip_true_idx, probs, ACCURACY_TOP_K).mean()),
         "track_accuracy": float(tracks["correct"].mean()),
-        "top2_accuracy": float(_top_k_hits(track_true_idx, track_probs, TOP_K).mean()),
+        "top2_accuracy": float(_top_k_hits(track_true_idx, track_probs, ACCURACY_TOP_K).mean()),
         "macro_f1": float(macro_f1),
         "per_genre": _per_genre(track_true, track_pred, genres),
         "confusion": {"labels": genres, "matrix": matrix.astype(int).tolist()},

@@ -46,24 +46,24 @@ from abc import ABC, abstractmethod
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
+from pydantic import Field
 
-from genreflow.flows.config import Config
+from genreflow.model.audio import AUDIO_EXTENSIONS
+from genreflow.model.params import Section
+from genreflow.storage.errors import GenreflowError
 from genreflow.storage.fingerprint import fingerprint, frame_fingerprint
 from genreflow.storage.manifest import output_state, write_manifest
-from genreflow.storage.root import DataRoot
+from genreflow.storage.root import QUARANTINE_COLUMNS, SPLITS, DataRoot
 
 logger = logging.getLogger(__name__)
 
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 TRACK_COLUMNS: tuple[str, ...] = ("track_id", "path", "genre", "split", "artist", "shard")
 SOURCE_COLUMNS: tuple[str, ...] = ("track_id", "path", "genre", "split", "artist")
-SKIPPED_COLUMNS: tuple[str, ...] = ("track_id", "path", "genre", "reason")
-AUDIO_EXTENSIONS: frozenset[str] = frozenset({".mp3", ".wav", ".flac", ".ogg", ".au"})
 FMA_SUBSETS: tuple[str, ...] = ("small", "medium", "large")  # nested: small ⊂ medium ⊂ large
 FMA_SPLITS: dict[str, str] = {"training": "train", "validation": "val", "test": "test"}
 CSV_SPLITS: dict[str, str] = {
@@ -83,7 +83,7 @@ REASON_MISSING = "audio file missing"
 REASON_NO_GENRE = "no genre"
 
 
-class IngestError(ValueError):
+class IngestError(GenreflowError, ValueError):
     """A source that cannot be ingested; the message is one line naming the file (and line)."""
 
 
@@ -773,7 +773,7 @@ def assign_shards(tracks: pd.DataFrame, shard_size: int) -> pd.DataFrame:
 
 def skipped_table(skipped: Iterable[Skipped]) -> pd.DataFrame:
     """Skipped tracks as a table for quarantine: track_id, path, genre, reason."""
-    return pd.DataFrame([tuple(item) for item in skipped], columns=list(SKIPPED_COLUMNS))
+    return pd.DataFrame([tuple(item) for item in skipped], columns=list(QUARANTINE_COLUMNS))
 
 
 def ingest(
@@ -805,11 +805,38 @@ def ingest(
     return table, skipped_table(source.skipped)
 
 
+# ---- Parameters ---------------------------------------------------------------------------
+
+SourceKind = Literal["demo", "folder", "csv", "fma"]
+
+
+class SourceConfig(Section):
+    """Where the labelled tracks come from."""
+
+    source: SourceKind = Field("demo", description="demo, folder, csv or fma")
+    input: str | None = Field(
+        None, description="source path: demo/folder root, label CSV, or FMA root"
+    )
+    audio: str | None = Field(None, description="audio folder for a CSV of FMA track ids")
+    subset: Literal["small", "medium"] = Field("small", description="FMA subset")
+    tracks_per_genre: int = Field(12, ge=1, le=10_000, description="demo tracks per genre")
+    demo_seed: int = Field(0, ge=0, description="seed of the demo generator")
+
+
+class SplitConfig(Section):
+    """How tracks are split when the source has no official split."""
+
+    split_seed: int = Field(42, description="seed of the stratified track split")
+    val_fraction: float = Field(0.1, gt=0, lt=0.5, description="validation share of tracks")
+    test_fraction: float = Field(0.1, gt=0, lt=0.5, description="test share of tracks")
+
+
 # ---- Prefect task ---------------------------------------------------------------------------
 
 
 @task(name="ingest")
-def ingest_task(root_url: str, config: Config, force: bool = False) -> pd.DataFrame:
+def ingest_task(root_url: str, source_cfg: SourceConfig, split: SplitConfig, shard_size: int, workers: int,
+                force: bool = False) -> pd.DataFrame:
     """Read the configured source into tracks.parquet (rewritten only when it changed).
 
     The demo source writes its demo set first when its folder is absent or empty;
@@ -817,7 +844,6 @@ def ingest_task(root_url: str, config: Config, force: bool = False) -> pd.DataFr
     """
     root = DataRoot(root_url)
     root.ensure_writable()
-    source_cfg = config.source
     source_input = Path(source_cfg.input) if source_cfg.input else None
     if source_cfg.source == "demo":
         from genreflow.tasks.demo import generate_demo_set, is_demo_set
@@ -827,11 +853,10 @@ def ingest_task(root_url: str, config: Config, force: bool = False) -> pd.DataFr
             get_run_logger().info("ingest: writing a demo set of %d tracks per genre to %s",
                                   source_cfg.tracks_per_genre, source_input)
             generate_demo_set(source_input, tracks_per_genre=source_cfg.tracks_per_genre,
-                              seed=source_cfg.demo_seed, workers=config.run.workers)
+                              seed=source_cfg.demo_seed, workers=workers)
     source = read_source(source_cfg.source, source_input,
                          Path(source_cfg.audio) if source_cfg.audio else None, source_cfg.subset)
-    tracks, skipped = ingest(source, config.split.val_fraction, config.split.test_fraction,
-                             config.split.split_seed, config.run.shard_size)
+    tracks, skipped = ingest(source, split.val_fraction, split.test_fraction, split.split_seed, shard_size)
     fp = fingerprint("ingest", frame_fingerprint(tracks), frame_fingerprint(skipped))
     manifest_path = root.join("tracks.manifest.json")
     if force or output_state(root, manifest_path, fp) != "done":

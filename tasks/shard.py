@@ -15,24 +15,27 @@ Each stage skips itself when its output's manifest matches the plan, so a retry
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+
 from prefect import task
 
-from genreflow.flows.config import Config
-from genreflow.flows.plan import ShardPlan
+from genreflow.model.params import AudioConfig, AugmentConfig
 from genreflow.tasks.augment import augment_stage
-from genreflow.tasks.common import ShardResult, retry_transient
+from genreflow.tasks.common import ShardPlan, ShardResult, retry_transient
 from genreflow.tasks.decode import decode_stage
 from genreflow.tasks.mel import mel_stage
 
 
 @task(name="shard", retry_condition_fn=retry_transient)
-def preprocess_shard_task(root_url: str, plan: ShardPlan, config: Config) -> list[ShardResult]:
-    """decode, then mel and (training shards) augment of ``plan``'s shard, as far as ``config`` goes."""
-    stages = config.stages_to_run()
-    results = [decode_stage(root_url, plan.shard, plan.tracks, config.audio, plan.decode, config.forced("decode"))]
+def preprocess_shard_task(root_url: str, plan: ShardPlan, audio: AudioConfig, augment: AugmentConfig,
+                          stages: Sequence[str], forced: Collection[str] = ()) -> list[ShardResult]:
+    """decode, then mel and (training shards) augment of ``plan``'s shard, as far as ``stages`` goes.
+
+    ``forced``: the stages to recompute even where their manifest matches (--from-stage).
+    """
+    results = [decode_stage(root_url, plan.shard, plan.tracks, audio, plan.decode, "decode" in forced)]
     if "mel" in stages:
-        results.append(mel_stage(root_url, plan.shard, config.audio, plan.mel, config.forced("mel")))
+        results.append(mel_stage(root_url, plan.shard, audio, plan.mel, "mel" in forced))
     if "augment" in stages and plan.augment is not None:
-        results.append(augment_stage(root_url, plan.shard, config.audio, config.augment, plan.augment,
-                                     config.forced("augment")))
+        results.append(augment_stage(root_url, plan.shard, audio, augment, plan.augment, "augment" in forced))
     return results

@@ -384,3 +384,48 @@ def test_deploy_readme_covers_every_file() -> None:
     for name in ("prefect.yaml", "Dockerfile", "docker-compose.yml", "k8s/daskcluster.yaml", "slurm_cluster.py",
                  "AWS_ACCESS_KEY_ID", "prefect flow-run retry", "--dask-address"):
         assert name in readme, name
+
+
+def _documented_commands(text: str, program: str) -> list[list[str]]:
+    """Each ``program ...`` command in the fenced code blocks of ``text``, continuation lines joined."""
+    commands, in_block, pending = [], False, ""
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_block = not in_block
+            continue
+        if not in_block:
+            continue
+        line = pending + line.split("  #")[0].strip()
+        if line.endswith("\\"):
+            pending = line[:-1] + " "
+            continue
+        pending = ""
+        if line.startswith(program + " "):
+            commands.append(shlex.split(line)[1:])
+    return commands
+
+
+@pytest.mark.parametrize("readme", [DEPLOY / "README.md", REPO / "README.md"], ids=["deploy", "top"])
+def test_documented_genreflow_commands_parse(readme: Path) -> None:
+    """Every genreflow command the READMEs show is one the CLI accepts, flags and values included."""
+    from genreflow.flows.cli import build_parser
+
+    commands = _documented_commands(readme.read_text(), "genreflow")
+    assert commands, f"no genreflow command found in {readme}"
+    for args in commands:
+        try:
+            build_parser().parse_args([arg.replace("<run>", "run-1") for arg in args])
+        except SystemExit:
+            pytest.fail(f"{readme.name}: `genreflow {' '.join(args)}` is not a valid command")
+
+
+def test_documented_retry_entrypoints_are_entry_flows() -> None:
+    """The `--entrypoint FILE:FLOW` the READMEs give for a retry names a real flow of that file."""
+    from genreflow.flows import serve
+
+    text = (DEPLOY / "README.md").read_text() + (REPO / "README.md").read_text()
+    entrypoints = set(re.findall(r"--entrypoint (\S+?\.py):(\w+)", text))
+    assert entrypoints
+    for path, name in entrypoints:
+        assert (REPO / path).resolve() == Path(serve.__file__).resolve(), path
+        assert hasattr(getattr(serve, name), "fn"), f"{path}:{name} is not a flow"

@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 import pytest
+import soundfile as sf
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from genreflow.flows.cli import main
 from genreflow.flows.config import ConfigError, build_config
 from genreflow.flows.rebuild import preflight
 from genreflow.flows.serve import ENTRY_FLOWS, serve_rebuild
+from genreflow.model.params import AudioConfig
+from genreflow.storage.root import DataRoot
+from genreflow.storage.shards import open_shard_array, shard_state
+from genreflow.tasks.decode import decode_stage
+from genreflow.tasks.mel import mel_stage
 
 REMOTE = "memory://genreflow-shared-storage-test"  # an fsspec URL that is not a local path, like s3://
 
 
-def test_preprocessing_may_use_an_object_store_data_root() -> None:
+def test_preprocessing_may_use_an_object_store_data_root(tmp_path: Path) -> None:
+    """preflight lets preprocessing through, and its stages really write and read shards there."""
     preflight(build_config(None, data_root=REMOTE, to_stage="augment"))
     preflight(build_config(None, data_root=REMOTE, to_stage="stats"))
+    audio = AudioConfig(clip_seconds=1.0)
+    rows = []
+    for i, freq in enumerate((220.0, 440.0)):
+        path = tmp_path / f"tone{i}.wav"
+        t = np.arange(2 * audio.sample_rate) / audio.sample_rate
+        sf.write(path, 0.3 * np.sin(2 * np.pi * freq * t), audio.sample_rate)
+        rows.append({"track_id": i, "path": str(path), "genre": "Rock", "split": "val"})
+    tracks = pd.DataFrame(rows)
+    decoded = decode_stage(REMOTE, "s0", tracks, audio, "fp-decode", force=False)
+    mel = mel_stage(REMOTE, "s0", audio, "fp-mel", force=False)
+    root = DataRoot(REMOTE)
+    assert (decoded.clips, mel.clips) == (4, 4)  # two whole 1 s windows of each 2 s tone
+    assert shard_state(root, "audio", "s0", "fp-decode") == "done"
+    assert shard_state(root, "mel", "s0", "fp-mel") == "done"
+    assert open_shard_array(root, "mel", "s0").shape == (4, audio.n_mels, audio.frames)
+    assert decode_stage(REMOTE, "s0", tracks, audio, "fp-decode", force=False).skipped  # a rerun reuses it
 
 
 @pytest.mark.parametrize("overrides", [{}, {"from_stage": "train"}, {"from_stage": "evaluate"}])

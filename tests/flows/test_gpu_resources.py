@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
+import pytest
 from distributed import Nanny, Scheduler, SpecCluster, get_worker
 from prefect import flow, task
 from prefect_dask import DaskTaskRunner
@@ -35,7 +38,15 @@ def test_training_tasks_land_on_the_gpu_worker() -> None:
     assert names == ["other"] * 4
 
 
-def test_without_gpu_workers_tasks_run_anywhere() -> None:
-    with _cluster(gpu=False) as cluster:
+@pytest.mark.timeout(180)  # a GPU request on this cluster would wait forever for a worker
+def test_without_gpu_workers_tasks_run_on_a_cpu_worker() -> None:
+    """A cluster of one worker without resources still runs them: nothing asked for a GPU."""
+    cluster = SpecCluster(scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
+                          workers={"cpu": {"cls": Nanny, "options": {"nthreads": 1}}})
+    with cluster:
         names = probe.with_options(task_runner=DaskTaskRunner(address=cluster.scheduler_address))()
-    assert len(names) == 4 and set(names) <= {"cpu", "other"}
+    assert len(names) == 4 and names == ["cpu"] * 4
+
+
+def test_outside_a_dask_run_the_annotation_asks_for_nothing() -> None:
+    assert isinstance(gpu_annotation(), nullcontext)

@@ -36,6 +36,8 @@ INVALID: list[tuple[str, list[str], str]] = [
     ("zero shuffle buffer", ["train", "--shuffle-buffer", "0"], "train.shuffle_buffer"),
     ("negative demo tracks", ["rebuild", "--tracks-per-genre", "-2"], "source.tracks_per_genre"),
     ("demo-data zero tracks", ["demo-data", "{tmp}/demo", "--tracks-per-genre", "0"], "--tracks-per-genre"),
+    ("demo-data negative seed", ["demo-data", "{tmp}/demo", "--seed", "-1"], "seed"),
+    ("negative demo seed", ["rebuild", "--demo-seed", "-1"], "source.demo_seed"),
     ("fractions leave no training", ["rebuild", "--val-fraction", "0.45", "--test-fraction", "0.45"],
      "leave tracks for training"),
     ("zero stretch", ["rebuild", "--time-stretch", "0"], "time-stretch rate 0"),

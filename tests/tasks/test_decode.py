@@ -11,8 +11,9 @@ import soundfile as sf
 from prefect.states import Completed, Failed, State, exception_to_failed_state
 
 from genreflow.model.params import AudioConfig
+from genreflow.storage.root import QUARANTINE_COLUMNS
 from genreflow.tasks.common import retry_transient
-from genreflow.tasks.decode import INDEX_COLUMNS, QUARANTINE_COLUMNS, decode_shard, to_pcm16
+from genreflow.tasks.decode import INDEX_COLUMNS, decode_shard, to_pcm16
 
 SR = 22050
 CLIP = 10 * SR
@@ -63,7 +64,7 @@ def test_short_and_empty_tracks_are_quarantined_with_reasons(
 ) -> None:
     table, _ = tracks
     quarantine = decode_shard(table, AudioConfig()).quarantine
-    assert list(quarantine.columns) == QUARANTINE_COLUMNS
+    assert list(quarantine.columns) == list(QUARANTINE_COLUMNS)
     assert quarantine["track_id"].tolist() == [2, 3]
     assert quarantine["path"].tolist() == table["path"].iloc[[1, 2]].tolist()
     assert quarantine["genre"].tolist() == ["Pop", "Folk"]

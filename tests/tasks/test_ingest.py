@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from genreflow.storage.root import QUARANTINE_COLUMNS
 from genreflow.tasks.ingest import (
-    SKIPPED_COLUMNS,
     TRACK_COLUMNS,
     CsvSource,
     FmaSource,
@@ -555,7 +555,7 @@ def test_ingest_folder_end_to_end(tmp_path: Path) -> None:
             touch(tmp_path / genre / f"song{i:02d}.wav")
     tracks, skipped = ingest(FolderSource(tmp_path), 0.1, 0.1, 42, shard_size=4)
     assert list(tracks.columns) == list(TRACK_COLUMNS)
-    assert list(skipped.columns) == list(SKIPPED_COLUMNS)
+    assert list(skipped.columns) == list(QUARANTINE_COLUMNS)
     assert skipped.empty
     assert len(tracks) == 30
     assert tracks["split"].value_counts().to_dict() == {"train": 24, "val": 3, "test": 3}
