@@ -1,0 +1,63 @@
+"""``genreflow status`` counts what is done, stale and missing, from the manifests alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from genreflow.flows.config import build_config
+from genreflow.flows.plan import plan_shards
+from genreflow.flows.status import collect_status, print_status
+from genreflow.storage.root import DataRoot
+from genreflow.storage.shards import write_shard
+
+
+def _ingested(root: DataRoot, tmp_path: Path) -> pd.DataFrame:
+    rows = []
+    for i, split in enumerate(["train", "train", "val"]):
+        path = tmp_path / f"t{i}.wav"
+        path.write_bytes(b"x" * 10)
+        rows.append({"track_id": i, "path": str(path), "genre": "Rock", "split": split, "artist": None, "shard": i})
+    tracks = pd.DataFrame(rows)
+    root.write_parquet(root.tracks_path(), tracks)
+    return tracks
+
+
+def test_nothing_ingested(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = build_config(None, data_root=str(tmp_path / "root"))
+    assert collect_status(config) == {"data_root": DataRoot(str(tmp_path / "root")).url, "ingested": False}
+    print_status(config)
+    assert "nothing ingested yet" in capsys.readouterr().out
+
+
+def test_counts_follow_the_manifests(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = build_config(None, data_root=str(tmp_path / "root"))
+    root = DataRoot(config.run.data_root)
+    plans = plan_shards(_ingested(root, tmp_path), config)
+    index = pd.DataFrame({"track_id": [0], "row": [0]})
+    write_shard(root, "audio", plans[0].shard, array=np.zeros((1, 4), np.int16), index=index,
+                fingerprint=plans[0].decode)
+    write_shard(root, "audio", plans[1].shard, array=np.zeros((1, 4), np.int16), index=index,
+                fingerprint="made-by-other-parameters")
+    status = collect_status(config)
+    assert (status["tracks"], status["shards"], status["quarantined"]) == (3, 3, 0)
+    assert status["stages"]["decode"] == {"done": 1, "stale": 1, "missing": 1}
+    assert status["stages"]["mel"] == {"missing": 3}
+    assert status["stages"]["augment"] == {"missing": 2}  # the val shard is never augmented
+    assert (status["stats"], status["baseline"], status["train"]) == ("missing", "missing", "missing")
+    print_status(config)
+    assert "3 tracks in 3 shards, 0 quarantined" in capsys.readouterr().out
+
+
+def test_an_altered_shard_is_corrupt(tmp_path: Path) -> None:
+    config = build_config(None, data_root=str(tmp_path / "root"))
+    root = DataRoot(config.run.data_root)
+    plans = plan_shards(_ingested(root, tmp_path), config)
+    write_shard(root, "audio", plans[0].shard, array=np.zeros((1, 4), np.int16),
+                index=pd.DataFrame({"track_id": [0], "row": [0]}), fingerprint=plans[0].decode)
+    npy = Path(root.local_path(root.shard_path("audio", plans[0].shard, ".npy")))
+    npy.write_bytes(npy.read_bytes()[:-2] + b"\x01\x01")
+    assert collect_status(config)["stages"]["decode"] == {"corrupt": 1, "missing": 2}
