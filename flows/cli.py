@@ -170,6 +170,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     if args.tracks_per_genre < 1:
         raise ConfigError(f"--tracks-per-genre must be at least 1 (got {args.tracks_per_genre})")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be at least 0 (got {args.seed})")
     _make_folder(args.dir, "demo-data DIR")
     paths = generate_demo_set(args.dir, tracks_per_genre=args.tracks_per_genre, seed=args.seed,
                               progress=_print_progress("demo tracks"), workers=max(1, args.workers))

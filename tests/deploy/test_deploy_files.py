@@ -220,8 +220,8 @@ def test_dockerfile_installs_every_package_and_runs_genreflow() -> None:
     copied = {args.split()[0] for instruction, args in instructions if instruction == "COPY"}
     for source in copied:
         assert (REPO / source).exists(), f"COPY {source}: no such path in the repository"
-    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    assert {p.rstrip("*") for p in packages["include"]} <= copied, "every package of pyproject is copied"
+    package_dirs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    assert set(package_dirs.values()) <= copied, "every package of pyproject is copied"
     runs = " ".join(args for instruction, args in instructions if instruction == "RUN")
     assert "pip install --no-deps ." in runs and "s3fs" in runs
     cmd = [args for instruction, args in instructions if instruction == "CMD"][-1]
