@@ -26,6 +26,8 @@ from pathlib import Path
 
 import requests
 
+from genreflow.storage.errors import GenreflowError
+
 DEFAULT_BASE_URL = "https://os.unil.cloud.switch.ch/fma/"
 
 # Which archives make up each FMA subset; audio subsets need the metadata too.
@@ -62,7 +64,7 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _CONTENT_RANGE_UNSATISFIED = re.compile(r"bytes\s+\*/(\d+)")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(GenreflowError, RuntimeError):
     """A download or extraction failed; the message says which URL or file and what to do."""
 
 
