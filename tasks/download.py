@@ -19,12 +19,15 @@ import re
 import shutil
 import stat
 import tempfile
-import time
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError
+from urllib3.util.retry import Retry
 
 from genreflow.storage.errors import GenreflowError
 
@@ -46,19 +49,14 @@ FMA_SHA1: dict[str, str] = {
 
 Progress = Callable[[int, int | None], None]
 
-MAX_ATTEMPTS = 5  # consecutive failed attempts without progress before giving up
-BACKOFF_S = 1.0  # first retry delay; doubles on each consecutive failure
+MAX_ATTEMPTS = 5  # attempts per request (connect errors, 5xx/429), and consecutive resumes without progress
+BACKOFF_S = 1.0  # urllib3 backoff_factor: the first retry is immediate, retry n waits BACKOFF_S * 2**(n-1)
 MAX_BACKOFF_S = 30.0
 RATIO_MIN_BYTES = 1 << 20  # entries smaller than this are never judged by compression ratio
 HASH_CHUNK = 1 << 20
 MARKER_SUFFIX = ".extracted"  # `<to>/.<archive><suffix>` says that archive was fully extracted
 
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-_TRANSIENT_ERRORS = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _CONTENT_RANGE_UNSATISFIED = re.compile(r"bytes\s+\*/(\d+)")
@@ -72,8 +70,8 @@ class UnsafeArchiveError(DownloadError):
     """An archive would write outside its target or expand beyond the limits; nothing was written."""
 
 
-class _Transient(Exception):
-    """A failure worth retrying (dropped connection, 5xx, short body)."""
+class _Interrupted(Exception):
+    """A response ended before the file did (body cut off, or a part to restart): resume it."""
 
 
 # --------------------------------------------------------------------------- download
@@ -90,6 +88,59 @@ def _hash_file(path: Path) -> hashlib._Hash:
         while chunk := f.read(HASH_CHUNK):
             h.update(chunk)
     return h
+
+
+@dataclass
+class _Part:
+    """The ``.part`` file with its running sha1 and size.
+
+    Kept outside any one request, so that after a dropped body the bytes already
+    written are neither lost nor hashed again from disk.
+    """
+
+    path: Path
+    hasher: hashlib._Hash
+    size: int
+
+    @classmethod
+    def load(cls, path: Path) -> _Part:
+        """Pick up a part left by an earlier run (or start empty)."""
+        if path.exists():
+            return cls(path, _hash_file(path), path.stat().st_size)
+        return cls(path, hashlib.sha1(), 0)
+
+    def discard(self) -> None:
+        """Throw the bytes away, so the next request starts from zero."""
+        self.path.unlink(missing_ok=True)
+        self.hasher, self.size = hashlib.sha1(), 0
+
+
+def _retry_policy() -> Retry:
+    """urllib3 retries for one request: connection errors and 5xx/429, with capped backoff.
+
+    Read at call time so MAX_ATTEMPTS and BACKOFF_S stay configurable. Retry-After
+    is not honoured, so no server can stall a download beyond MAX_BACKOFF_S per retry.
+    Other statuses (404, 403, ...) are returned at once; ``raise_on_status=False``
+    returns the last transient response so the caller can name it.
+    """
+    return Retry(
+        total=MAX_ATTEMPTS - 1,
+        status_forcelist=_TRANSIENT_STATUS,
+        allowed_methods=frozenset({"GET"}),
+        backoff_factor=BACKOFF_S,
+        backoff_max=MAX_BACKOFF_S,
+        respect_retry_after_header=False,
+        raise_on_status=False,
+    )
+
+
+def _session(retry: Retry) -> requests.Session:
+    """A session whose every request goes through ``retry``."""
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def _parse_total(response: requests.Response, offset: int) -> int | None:
@@ -117,6 +168,15 @@ def _verify_and_finish(url: str, part: Path, dest: Path, sha1: str | None, actua
     return dest
 
 
+def _giving_up(url: str, part: _Part, why: object) -> DownloadError:
+    """The one message for every exhausted retry budget: the part is kept, so rerunning resumes."""
+    return DownloadError(
+        f"giving up on {url} after {MAX_ATTEMPTS} failed attempts ({why}). "
+        f"{part.size} bytes are kept in {part.path}; run again to resume, or check the "
+        "network and the URL."
+    )
+
+
 def download_file(
     url: str,
     dest: Path,
@@ -127,72 +187,76 @@ def download_file(
 ) -> Path:
     """Download ``url`` to ``dest``, resuming a previous ``.part`` and verifying ``sha1``.
 
-    Bytes go to ``dest.part``; an existing part is resumed with ``Range``. Transient
-    errors are retried with backoff, each retry resuming where the last stopped.
-    Only a complete file whose sha1 matches is renamed (atomically) to ``dest``,
-    so an existing ``dest`` is always complete: it is returned without a request
-    when it matches ``sha1`` (or when no sha1 is given), and replaced otherwise.
+    Bytes go to ``dest.part``; an existing part is resumed with ``Range``. Only a
+    complete file whose sha1 matches is renamed (atomically) to ``dest``, so an
+    existing ``dest`` is always complete: it is returned without a request when it
+    matches ``sha1`` (or when no sha1 is given), and replaced otherwise.
+
+    Two layers of retry. Each request is retried by urllib3 (``_retry_policy``) on
+    connection errors and 5xx/429, up to MAX_ATTEMPTS attempts. urllib3 cannot
+    retry a body that breaks mid-stream, since it has handed the response over by
+    then; so the loop here sends a new ``Range`` request from where the part ends.
+    A response that added bytes resumes at once with a fresh budget; MAX_ATTEMPTS
+    interruptions in a row without progress give up, with urllib3's backoff between.
 
     ``progress(done, total)`` is called with bytes on disk and the full size
     (None when the server does not say).
     """
     dest = Path(dest)
-    part = _part_path(dest)
     if dest.exists():
         if sha1 is None or _hash_file(dest).hexdigest() == sha1.lower():
             return dest
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
 
-    # Running hash and size of the part; recomputed from disk only when they cannot be trusted.
-    hasher = _hash_file(part) if part.exists() else hashlib.sha1()
-    offset = part.stat().st_size if part.exists() else 0
-    failures = 0
-    with requests.Session() as session:
+    part = _Part.load(_part_path(dest))
+    policy = _retry_policy()
+    stalls = policy  # counts interruptions in a row that added no bytes
+    with _session(policy) as session:
         while True:
-            start_offset = offset
+            start = part.size
             try:
-                hasher, offset, done = _attempt(
-                    session, url, part, hasher, offset, chunk_size, progress, timeout
-                )
-                if done:
-                    return _verify_and_finish(url, part, dest, sha1, hasher.hexdigest())
-            except (_Transient, *_TRANSIENT_ERRORS) as exc:
-                if not part.exists():
-                    hasher, offset = hashlib.sha1(), 0
-                elif part.stat().st_size != offset:
-                    hasher, offset = _hash_file(part), part.stat().st_size
-                failures = 0 if offset > start_offset else failures + 1
-                if failures >= MAX_ATTEMPTS:
-                    raise DownloadError(
-                        f"giving up on {url} after {MAX_ATTEMPTS} failed attempts ({exc}). "
-                        f"{offset} bytes are kept in {part}; run again to resume, or check the "
-                        "network and the URL."
-                    ) from exc
-                time.sleep(min(BACKOFF_S * 2 ** max(failures - 1, 0), MAX_BACKOFF_S))
-            except requests.RequestException as exc:
-                raise DownloadError(f"cannot download {url}: {exc}. Check the URL (or base_url).") from exc
+                _request(session, url, part, chunk_size, progress, timeout)
+                return _verify_and_finish(url, part.path, dest, sha1, part.hasher.hexdigest())
+            except _Interrupted as exc:
+                if part.size > start:
+                    stalls = policy
+                    continue
+                try:
+                    stalls = stalls.increment(method="GET", url=url, error=exc)
+                except MaxRetryError:
+                    raise _giving_up(url, part, exc) from exc
+                stalls.sleep()
 
 
-def _attempt(
+def _request(
     session: requests.Session,
     url: str,
-    part: Path,
-    hasher: hashlib._Hash,
-    offset: int,
+    part: _Part,
     chunk_size: int,
     progress: Progress | None,
     timeout: float,
-) -> tuple[hashlib._Hash, int, bool]:
-    """One HTTP request: returns (hash, bytes in part, whether the part is complete)."""
+) -> None:
+    """One request (retried inside by urllib3) appending to ``part``; returns when it is complete.
+
+    Raises _Interrupted when the body broke off or the part had to be discarded,
+    DownloadError when retrying cannot help.
+    """
     headers = {"Accept-Encoding": "identity"}
-    if offset > 0:
-        headers["Range"] = f"bytes={offset}-"
-    with session.get(url, headers=headers, stream=True, timeout=timeout) as r:
-        if r.status_code == 416 and offset > 0:
-            return _range_not_satisfiable(r, part, hasher, offset)
-        if r.status_code in _TRANSIENT_STATUS:
-            raise _Transient(f"HTTP {r.status_code}")
+    if part.size > 0:
+        headers["Range"] = f"bytes={part.size}-"
+    try:
+        r = session.get(url, headers=headers, stream=True, timeout=timeout)
+    except (requests.ConnectionError, requests.Timeout) as exc:  # urllib3 retries exhausted
+        raise _giving_up(url, part, exc) from exc
+    except requests.RequestException as exc:
+        raise DownloadError(f"cannot download {url}: {exc}. Check the URL (or base_url).") from exc
+    with r:
+        if r.status_code == 416 and part.size > 0:
+            _range_not_satisfiable(r, part)
+            return
+        if r.status_code in _TRANSIENT_STATUS:  # urllib3 retries exhausted
+            raise _giving_up(url, part, f"HTTP {r.status_code}")
         if r.status_code not in (200, 206):
             raise DownloadError(
                 f"HTTP {r.status_code} for {url}: check the URL (or base_url) and that the file "
@@ -200,40 +264,40 @@ def _attempt(
             )
         if r.status_code == 206:
             m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
-            if not m or int(m.group(1)) != offset:
+            if not m or int(m.group(1)) != part.size:
                 # A range we did not ask for: throw the part away and start clean.
-                part.unlink(missing_ok=True)
-                raise _Transient(f"unexpected Content-Range {r.headers.get('Content-Range')!r}")
+                part.discard()
+                raise _Interrupted(f"unexpected Content-Range {r.headers.get('Content-Range')!r}")
             mode = "ab"
         else:  # 200: the server ignored Range (or there was none): start from zero.
-            hasher, offset, mode = hashlib.sha1(), 0, "wb"
-        total = _parse_total(r, offset)
+            part.hasher, part.size, mode = hashlib.sha1(), 0, "wb"
+        total = _parse_total(r, part.size)
         if progress is not None:
-            progress(offset, total)
-        with part.open(mode) as f:
-            for chunk in r.iter_content(chunk_size=chunk_size):
-                if not chunk:
-                    continue
-                f.write(chunk)
-                hasher.update(chunk)
-                offset += len(chunk)
-                if progress is not None:
-                    progress(offset, total)
-        if total is not None and offset < total:
-            raise _Transient(f"connection closed after {offset} of {total} bytes")
-        return hasher, offset, True
+            progress(part.size, total)
+        with part.path.open(mode) as f:
+            try:
+                for chunk in r.iter_content(chunk_size=chunk_size):
+                    if not chunk:
+                        continue
+                    f.write(chunk)
+                    part.hasher.update(chunk)
+                    part.size += len(chunk)
+                    if progress is not None:
+                        progress(part.size, total)
+            except (requests.exceptions.ChunkedEncodingError, requests.ConnectionError) as exc:
+                raise _Interrupted(f"connection broke after {part.size} bytes ({exc})") from exc
+        if total is not None and part.size < total:
+            raise _Interrupted(f"connection closed after {part.size} of {total} bytes")
 
 
-def _range_not_satisfiable(
-    r: requests.Response, part: Path, hasher: hashlib._Hash, offset: int
-) -> tuple[hashlib._Hash, int, bool]:
+def _range_not_satisfiable(r: requests.Response, part: _Part) -> None:
     """416 on a resume: the part is already complete, or it is junk to discard."""
     m = _CONTENT_RANGE_UNSATISFIED.match(r.headers.get("Content-Range", ""))
-    if m is None or int(m.group(1)) == offset:
-        # Complete (or size unknown): let the sha1 check decide.
-        return hasher, offset, True
-    part.unlink(missing_ok=True)
-    raise _Transient(f"partial file of {offset} bytes does not fit a remote size of {m.group(1)}")
+    if m is None or int(m.group(1)) == part.size:
+        return  # Complete (or size unknown): let the sha1 check decide.
+    size = part.size
+    part.discard()
+    raise _Interrupted(f"partial file of {size} bytes does not fit a remote size of {m.group(1)}")
 
 
 # --------------------------------------------------------------------------- extract

@@ -51,6 +51,8 @@ class FakeServer:
     files: dict[str, bytes] = field(default_factory=dict)
     drop_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent on the first request
     fail_first: dict[str, int] = field(default_factory=dict)  # path -> status of the first request
+    fail_nth: dict[str, dict[int, int]] = field(default_factory=dict)  # path -> {request number: status}
+    drop_always: bool = False  # apply drop_after to every request, not only the first
     always_status: int | None = None
     ignore_range: bool = False
     log: list[Request] = field(default_factory=list)
@@ -88,6 +90,8 @@ def _handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
                 return self._status(req, state.always_status)
             if nth == 1 and self.path in state.fail_first:
                 return self._status(req, state.fail_first[self.path])
+            if nth in state.fail_nth.get(self.path, {}):
+                return self._status(req, state.fail_nth[self.path][nth])
             start, code = 0, 200
             if req.range and not state.ignore_range:
                 m = re.fullmatch(r"bytes=(\d+)-", req.range)
@@ -103,7 +107,7 @@ def _handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
             if code == 206:
                 self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
             self.end_headers()
-            limit = state.drop_after.get(self.path) if nth == 1 else None
+            limit = state.drop_after.get(self.path) if nth == 1 or state.drop_always else None
             # ``sent`` is recorded before the bytes go out: the client may finish and the
             # test read the log before this thread runs another line after the write.
             if limit is not None:
@@ -301,6 +305,118 @@ def test_404_is_not_retried(server: FakeServer, tmp_path: Path) -> None:
         download_file(server.url("/missing.zip"), tmp_path / "missing.zip")
     assert len(server.log) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 504])
+def test_other_transient_statuses_are_retried(server: FakeServer, tmp_path: Path, status: int) -> None:
+    data = _payload()
+    server.files["/a.zip"] = data
+    server.fail_first["/a.zip"] = status
+
+    download_file(server.url("/a.zip"), tmp_path / "a.zip", sha1=_sha1(data))
+
+    assert [r.status for r in server.log] == [status, 200]
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 410])
+def test_client_errors_are_not_retried(server: FakeServer, tmp_path: Path, status: int) -> None:
+    server.files["/a.zip"] = _payload()
+    server.always_status = status
+
+    with pytest.raises(DownloadError, match=rf"HTTP {status} for .*/a\.zip: check the URL"):
+        download_file(server.url("/a.zip"), tmp_path / "a.zip")
+    assert len(server.log) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_503_on_a_resume_is_retried_with_the_same_range(server: FakeServer, tmp_path: Path) -> None:
+    """urllib3 repeats the request as sent, Range included, so the part is not thrown away."""
+    data = _payload()
+    server.files["/a.zip"] = data
+    server.fail_first["/a.zip"] = 503
+    (tmp_path / "a.zip.part").write_bytes(data[:DROP_AFTER])
+
+    download_file(server.url("/a.zip"), tmp_path / "a.zip", sha1=_sha1(data))
+
+    assert (tmp_path / "a.zip").read_bytes() == data
+    assert [(r.range, r.status) for r in server.log] == [(f"bytes={DROP_AFTER}-", 503), (f"bytes={DROP_AFTER}-", 206)]
+
+
+def test_dropped_body_then_503_then_resume(server: FakeServer, tmp_path: Path) -> None:
+    """Both layers together: our loop resumes the broken body, urllib3 retries the 503 of the resume."""
+    data = _payload()
+    server.files["/a.zip"] = data
+    server.drop_after["/a.zip"] = DROP_AFTER
+    server.fail_nth["/a.zip"] = {2: 503}
+
+    download_file(server.url("/a.zip"), tmp_path / "a.zip", sha1=_sha1(data), chunk_size=16 << 10)
+
+    assert (tmp_path / "a.zip").read_bytes() == data
+    assert [r.status for r in server.log] == [200, 503, 206]
+    assert server.log[1].range is not None and server.log[1].range == server.log[2].range
+
+
+def test_drops_that_make_progress_never_exhaust_attempts(
+    server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only interruptions without new bytes count: a flaky but moving download finishes."""
+    monkeypatch.setattr(download, "MAX_ATTEMPTS", 2)
+    data = _payload()
+    server.files["/a.zip"] = data
+    server.drop_after["/a.zip"] = DROP_AFTER
+    server.drop_always = True
+
+    download_file(server.url("/a.zip"), tmp_path / "a.zip", sha1=_sha1(data), chunk_size=16 << 10)
+
+    assert (tmp_path / "a.zip").read_bytes() == data
+    # Each response is cut short (the client may lose the tail of the last chunk), so it takes
+    # at least three, more than MAX_ATTEMPTS, and every resume is a Range request.
+    statuses = [r.status for r in server.log]
+    assert len(statuses) >= 3 and statuses == [200] + [206] * (len(statuses) - 1)
+
+
+def test_drops_without_progress_give_up(
+    server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(download, "MAX_ATTEMPTS", 3)
+    server.files["/a.zip"] = _payload()
+    server.drop_after["/a.zip"] = 0
+    server.drop_always = True
+
+    with pytest.raises(DownloadError, match=r"giving up on .*a\.zip after 3 .*run again to resume"):
+        download_file(server.url("/a.zip"), tmp_path / "a.zip")
+    assert [r.status for r in server.log] == [200, 200, 200]
+    assert not (tmp_path / "a.zip").exists()
+
+
+def test_connection_refused_is_retried_then_gives_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(download, "MAX_ATTEMPTS", 2)
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/a.zip"
+
+    with pytest.raises(DownloadError, match=r"giving up on http://127\.0\.0\.1:\d+/a\.zip after 2 .*check the network"):
+        download_file(url, tmp_path / "a.zip")
+    assert not (tmp_path / "a.zip").exists()
+
+
+def test_retry_policy_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(download, "MAX_ATTEMPTS", 6)
+    monkeypatch.setattr(download, "BACKOFF_S", 0.5)
+    monkeypatch.setattr(download, "MAX_BACKOFF_S", 3.0)
+
+    policy = download._retry_policy()
+
+    assert policy.total == 5
+    assert {429, 500, 503} <= set(policy.status_forcelist or ()) and 404 not in (policy.status_forcelist or ())
+    delays = []
+    for _ in range(4):
+        policy = policy.increment(method="GET", url="/a.zip", error=ConnectionError("test"))
+        delays.append(policy.get_backoff_time())
+    assert delays == [0, 1.0, 2.0, 3.0]  # immediate, then doubling, capped at MAX_BACKOFF_S
+    with download._session(policy) as session:
+        assert session.get_adapter("http://127.0.0.1/").max_retries is policy
+        assert session.get_adapter("https://example.invalid/").max_retries is policy
 
 
 # --------------------------------------------------------------------------- safe_extract
