@@ -1,16 +1,15 @@
 """The evaluation report: markdown, a self-contained HTML page, metrics JSON and two plots.
 
-The report is built once as a list of neutral blocks (headings, tables,
-images, code) and then written out as markdown and as HTML, so the two files
-can never disagree. Plain functions return bytes; report_task at the end is
-the thin wrapper that writes them through the storage layer and publishes the
-Prefect artifacts.
+The numbers are formatted once, into Table cells and short strings, and the
+Jinja2 templates in templates/ only lay them out as markdown and as HTML, so the
+two files can never disagree. Plain functions return bytes; report_task at the
+end is the thin wrapper that writes them through the storage layer and
+publishes the Prefect artifacts.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from prefect import task
 
 from genreflow.storage.root import DataRoot
@@ -37,58 +37,24 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("chance", "Chance (1 / genres)"),
 )
 
-CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 60rem;
-       margin: 2rem auto; padding: 0 1rem; color: #222; line-height: 1.45; }
-h1 { border-bottom: 2px solid #ddd; padding-bottom: .3rem; }
-h2 { margin-top: 2rem; border-bottom: 1px solid #eee; }
-table { border-collapse: collapse; margin: .8rem 0; font-size: .92rem; }
-th, td { border: 1px solid #ccc; padding: .25rem .6rem; }
-th { background: #f3f3f3; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-img { max-width: 100%; height: auto; display: block; margin: .8rem 0; }
-pre { background: #f6f8fa; padding: .8rem; overflow-x: auto; font-size: .85rem; }
-"""
 
-
-# --- report blocks --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Heading:
-    level: int
-    text: str
-
-
-@dataclass(frozen=True)
-class Para:
-    text: str
-
-
-@dataclass(frozen=True)
-class Bullets:
-    items: tuple[str, ...]
+# --- tables and templates --------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Table:
+    """A table as text cells, formatted once for both the markdown and the HTML template."""
+
     header: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
 
-
-@dataclass(frozen=True)
-class Image:
-    file: str
-    alt: str
-
-
-@dataclass(frozen=True)
-class Code:
-    language: str
-    text: str
-
-
-Block = Heading | Para | Bullets | Table | Image | Code
+    @property
+    def numeric(self) -> tuple[bool, ...]:
+        """Columns to right-align: all but the first, where every present value is a number."""
+        return tuple(
+            i > 0 and all(_is_number(row[i]) or row[i] == MISSING for row in self.rows)
+            for i in range(len(self.header))
+        )
 
 
 def _table(header: list[Any], rows: list[list[Any]]) -> Table:
@@ -116,77 +82,27 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _numeric_columns(table: Table) -> list[bool]:
-    """Columns to right-align: all but the first, where every present value is a number."""
-    return [
-        i > 0 and all(_is_number(row[i]) or row[i] == MISSING for row in table.rows)
-        for i in range(len(table.header))
-    ]
+def _md_inline(text: Any) -> str:
+    """Keep a user string on one line and out of the table syntax (the md filter of the templates)."""
+    return str(text).replace("\r", " ").replace("\n", " ").replace("|", "\\|")
 
 
-def _md_inline(text: str) -> str:
-    """Keep a user string on one line and out of the table syntax."""
-    return text.replace("\r", " ").replace("\n", " ").replace("|", "\\|")
+# Autoescape only the *.html.j2 templates: markdown wants the raw text. StrictUndefined turns a
+# misspelt variable into an error rather than an empty cell.
+_TEMPLATES = Environment(
+    loader=PackageLoader("genreflow.tasks", "templates"),
+    autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+_TEMPLATES.filters["md"] = _md_inline
 
 
-def _to_markdown(blocks: list[Block]) -> str:
-    parts: list[str] = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            parts.append(f"{'#' * block.level} {_md_inline(block.text)}")
-        elif isinstance(block, Para):
-            parts.append(_md_inline(block.text))
-        elif isinstance(block, Bullets):
-            parts.append("\n".join(f"- {_md_inline(item)}" for item in block.items))
-        elif isinstance(block, Table):
-            lines = ["| " + " | ".join(_md_inline(h) for h in block.header) + " |"]
-            lines.append(
-                "|" + "|".join("---:" if numeric else "---" for numeric in _numeric_columns(block)) + "|"
-            )
-            lines += ["| " + " | ".join(_md_inline(v) for v in row) + " |" for row in block.rows]
-            parts.append("\n".join(lines))
-        elif isinstance(block, Image):
-            parts.append(f"![{_md_inline(block.alt)}]({block.file})")
-        elif isinstance(block, Code):
-            fence = "````" if "```" in block.text else "```"
-            parts.append(f"{fence}{block.language}\n{block.text}\n{fence}")
-    return "\n\n".join(parts) + "\n"
-
-
-def _to_html(title: str, blocks: list[Block], images: dict[str, bytes]) -> str:
-    """A page with no external resource: images are base64 data URIs, CSS is inline."""
-    esc = html.escape
-    body: list[str] = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            body.append(f"<h{block.level}>{esc(block.text)}</h{block.level}>")
-        elif isinstance(block, Para):
-            body.append(f"<p>{esc(block.text)}</p>")
-        elif isinstance(block, Bullets):
-            body.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in block.items) + "</ul>")
-        elif isinstance(block, Table):
-            head = "".join(f"<th>{esc(h)}</th>" for h in block.header)
-            rows = "".join(
-                "<tr>"
-                + "".join(
-                    f'<td class="num">{esc(v)}</td>' if i and _is_number(v) else f"<td>{esc(v)}</td>"
-                    for i, v in enumerate(row)
-                )
-                + "</tr>"
-                for row in block.rows
-            )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif isinstance(block, Image):
-            data = base64.b64encode(images[block.file]).decode("ascii")
-            body.append(f'<img src="data:image/png;base64,{data}" alt="{esc(block.alt)}">')
-        elif isinstance(block, Code):
-            body.append(f"<pre><code>{esc(block.text)}</code></pre>")
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body>\n</html>\n"
-    )
+def _render(template: str, **context: Any) -> str:
+    """One template rendered; every document goes through here so all share one Environment."""
+    return _TEMPLATES.get_template(template).render(**context)
 
 
 # --- data-set summary -----------------------------------------------------
@@ -286,55 +202,32 @@ def summary_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _summary_blocks(summary: dict[str, Any], level: int) -> list[Block]:
+def _dataset_context(summary: dict[str, Any]) -> dict[str, Any]:
+    """The data-set section's tables, as dataset.md.j2 and report.html.j2 lay them out."""
     rows = summary_table(summary)
     splits = _summary_splits(summary)
     totals = ["all", *(sum(row[s] for row in rows) for s in splits), sum(row["total"] for row in rows)]
-    blocks: list[Block] = [
-        Heading(level, "Tracks per genre and split"),
-        _table(
-            ["genre", *splits, "total"],
-            [[row[c] for c in ["genre", *splits, "total"]] for row in rows] + [totals],
-        ),
-    ]
+    columns = ["genre", *splits, "total"]
 
     clips = summary.get("clips", {})
     names = list(dict.fromkeys(name for counts in clips.values() for name in counts))
-    blocks.append(Heading(level, "Clips per split and augmentation"))
-    if clips:
-        blocks.append(
-            _table(
-                ["split", *names, "total"],
-                [
-                    [split, *(counts.get(name, 0) for name in names), sum(counts.values())]
-                    for split, counts in clips.items()
-                ],
-            )
-        )
-    else:
-        blocks.append(Para("No clip counts recorded."))
-
-    augmentations = summary.get("augmentations", [])
-    blocks.append(Heading(level, "Augmentations (training tracks only)"))
-    blocks.append(Bullets(tuple(augmentations)) if augmentations else Para("None."))
-
+    clip_rows = [
+        [split, *(counts.get(name, 0) for name in names), sum(counts.values())] for split, counts in clips.items()
+    ]
     quarantined = summary.get("quarantined", [])
-    blocks.append(Heading(level, f"Quarantined tracks ({len(quarantined)})"))
-    if quarantined:
-        blocks.append(
-            _table(
-                ["track_id", "path", "genre", "reason"],
-                [[q.get("track_id"), q.get("path"), q.get("genre"), q.get("reason")] for q in quarantined],
-            )
-        )
-    else:
-        blocks.append(Para("No track was quarantined."))
-    return blocks
+    quarantine_rows = [[q.get("track_id"), q.get("path"), q.get("genre"), q.get("reason")] for q in quarantined]
+    return {
+        "tracks": _table(columns, [[row[c] for c in columns] for row in rows] + [totals]),
+        "clips": _table(["split", *names, "total"], clip_rows) if clips else None,
+        "augmentations": [str(name) for name in summary.get("augmentations", [])],
+        "n_quarantined": len(quarantined),
+        "quarantined": _table(["track_id", "path", "genre", "reason"], quarantine_rows) if quarantined else None,
+    }
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The data-set section as markdown, for a Prefect markdown artifact."""
-    return _to_markdown([Heading(2, "Data set"), *_summary_blocks(summary, 3)])
+    return _render("dataset.md.j2", dataset=_dataset_context(summary))
 
 
 # --- plots -----------------------------------------------------------------
@@ -451,7 +344,8 @@ def training_summary(history: pd.DataFrame) -> dict[str, Any]:
     return result
 
 
-def _headline_blocks(metrics: dict[str, Any], baseline: dict[str, Any] | None) -> list[Block]:
+def _headline_table(metrics: dict[str, Any], baseline: dict[str, Any] | None) -> Table:
+    """The headline metrics, the baseline (when given) in a column beside the CNN for comparison."""
     header = ["Metric", "CNN"]
     if baseline is not None:
         header.append(str(baseline.get("name", "baseline")))
@@ -461,46 +355,31 @@ def _headline_blocks(metrics: dict[str, Any], baseline: dict[str, Any] | None) -
         if baseline is not None:
             row.append(baseline.get(key))
         rows.append(row)
-    return [
-        Heading(2, "Headline metrics"),
-        _table(header, rows),
-        Para(
-            f"{metrics.get('n_tracks', MISSING)} test tracks, {metrics.get('n_clips', MISSING)} clips; "
-            "track-level numbers let a track's clips vote by mean probability."
-        ),
-    ]
+    return _table(header, rows)
 
 
-def _per_genre_blocks(metrics: dict[str, Any]) -> list[Block]:
-    per_genre = metrics.get("per_genre", {})
-    rows = [
-        [genre, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")]
-        for genre, m in per_genre.items()
-    ]
-    blocks: list[Block] = [
-        Heading(2, "Per genre (track level)"),
-        _table(["genre", "precision", "recall", "F1", "support"], rows),
-    ]
-    absent = metrics.get("absent_genres") or []
-    if absent:
-        blocks.append(Para(f"No test track for: {', '.join(map(str, absent))}."))
-    return blocks
+def _per_genre_table(metrics: dict[str, Any]) -> Table:
+    """Precision, recall, F1 and support per genre: where the headline numbers come from."""
+    return _table(
+        ["genre", "precision", "recall", "F1", "support"],
+        [
+            [genre, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")]
+            for genre, m in metrics.get("per_genre", {}).items()
+        ],
+    )
 
 
-def _confusion_blocks(confusion: dict[str, Any]) -> list[Block]:
+def _confusion_table(confusion: dict[str, Any]) -> Table:
+    """The confusion counts as text, for readers (and diff tools) that cannot see the heatmap."""
     labels = [str(label) for label in confusion["labels"]]
-    return [
-        Heading(2, "Confusion matrix (track level)"),
-        Para("Rows are the true genre, columns the predicted genre."),
-        _table(
-            ["true \\ predicted", *labels],
-            [[label, *row] for label, row in zip(labels, confusion["matrix"], strict=True)],
-        ),
-        Image("confusion.png", "Confusion matrix heatmap"),
-    ]
+    return _table(
+        ["true \\ predicted", *labels],
+        [[label, *row] for label, row in zip(labels, confusion["matrix"], strict=True)],
+    )
 
 
-def _training_blocks(training: dict[str, Any]) -> list[Block]:
+def _training_context(training: dict[str, Any]) -> dict[str, str]:
+    """The training bullets' values, formatted here so both templates print the same text."""
     best = training["best_val_accuracy"]
     best_text = (
         MISSING
@@ -508,18 +387,17 @@ def _training_blocks(training: dict[str, Any]) -> list[Block]:
         else f"{best:.3f}"
         + (f" (epoch {training['best_epoch']})" if training["best_epoch"] is not None else "")
     )
-    return [
-        Heading(2, "Training"),
-        Bullets(
-            (
-                f"Epochs run: {training['epochs']}",
-                f"Best validation accuracy: {best_text}",
-                f"Final training accuracy: {_cell(training['final_accuracy'])}",
-                f"Final training loss: {_cell(training['final_loss'])}",
-            )
-        ),
-        Image("curves.png", "Training and validation accuracy and loss per epoch"),
-    ]
+    return {
+        "epochs": str(training["epochs"]),
+        "best": best_text,
+        "final_accuracy": _cell(training["final_accuracy"]),
+        "final_loss": _cell(training["final_loss"]),
+    }
+
+
+def _config_text(config: dict[str, Any]) -> str:
+    """The run's configuration as JSON, so a report says how it was made."""
+    return json.dumps(_plain(config), indent=2, default=str)
 
 
 def render_report(
@@ -541,18 +419,20 @@ def render_report(
         "curves.png": render_curves_png(history),
     }
     training = training_summary(history)
-    title = f"genreflow report: {run}"
-    blocks: list[Block] = [
-        Heading(1, title),
-        *_headline_blocks(metrics, baseline),
-        *_per_genre_blocks(metrics),
-        *_confusion_blocks(metrics["confusion"]),
-        *_training_blocks(training),
-        Heading(2, "Data set"),
-        *_summary_blocks(summary, 3),
-        Heading(2, "Configuration"),
-        Code("json", json.dumps(_plain(config), indent=2, default=str)),
-    ]
+    context: dict[str, Any] = {
+        "title": f"genreflow report: {run}",
+        "headline": _headline_table(metrics, baseline),
+        "n_tracks": _cell(metrics.get("n_tracks")),
+        "n_clips": _cell(metrics.get("n_clips")),
+        "per_genre": _per_genre_table(metrics),
+        "absent": [str(genre) for genre in metrics.get("absent_genres") or []],
+        "confusion": _confusion_table(metrics["confusion"]),
+        "training": _training_context(training),
+        "dataset": _dataset_context(summary),
+        "config": _config_text(config),
+    }
+    # The HTML embeds the PNGs as data URIs, so the page needs no file beside it.
+    embedded = {name: base64.b64encode(data).decode("ascii") for name, data in images.items()}
 
     dataset = {
         key: summary[key]
@@ -566,8 +446,8 @@ def render_report(
     metrics_json = json.dumps(_plain(document), indent=2, allow_nan=False, default=str) + "\n"
 
     return {
-        "report.md": _to_markdown(blocks).encode("utf-8"),
-        "report.html": _to_html(title, blocks, images).encode("utf-8"),
+        "report.md": _render("report.md.j2", **context).encode("utf-8"),
+        "report.html": _render("report.html.j2", **context, images=embedded).encode("utf-8"),
         "metrics.json": metrics_json.encode("utf-8"),
         **images,
     }
@@ -589,7 +469,6 @@ def render_crossval_report(run: str, summary: dict[str, Any], folds: list[dict[s
                            config: dict[str, Any]) -> dict[str, bytes]:
     """crossval.md, crossval.html and crossval.json: mean ± std over folds, then each fold, CNN beside baseline."""
     baseline = "baseline" in summary
-    title = f"genreflow cross-validation: {run}"
     header = ["Metric (mean ± std over folds)", "CNN", *(["MFCC + SVM"] if baseline else [])]
     rows = [[label, _mean_std(summary["cnn"].get(key)), *([_mean_std(summary["baseline"].get(key))]
                                                            if baseline else [])]
@@ -604,21 +483,17 @@ def render_crossval_report(run: str, summary: dict[str, Any], folds: list[dict[s
         if baseline:
             row += [fold["baseline"]["track_accuracy"], fold["baseline"]["macro_f1"]]
         fold_rows.append(row)
-    blocks: list[Block] = [
-        Heading(1, title),
-        Para(f"{summary['folds']} track-level folds, stratified by genre and grouped by artist: every track is a "
-             "test track once, and no clip or augmented copy of it is trained on in that fold. Std is the "
-             "sample standard deviation over folds."),
-        _table(header, rows),
-        Heading(2, "Folds"),
-        _table(fold_header, fold_rows),
-        Heading(2, "Configuration"),
-        Code("json", json.dumps(_plain(config), indent=2, default=str)),
-    ]
+    context: dict[str, Any] = {
+        "title": f"genreflow cross-validation: {run}",
+        "n_folds": _cell(summary["folds"]),
+        "metrics": _table(header, rows),
+        "folds": _table(fold_header, fold_rows),
+        "config": _config_text(config),
+    }
     document = {"run": run, "summary": summary, "folds": folds}
     return {
-        "crossval.md": _to_markdown(blocks).encode("utf-8"),
-        "crossval.html": _to_html(title, blocks, {}).encode("utf-8"),
+        "crossval.md": _render("crossval.md.j2", **context).encode("utf-8"),
+        "crossval.html": _render("crossval.html.j2", **context).encode("utf-8"),
         "crossval.json": (json.dumps(_plain(document), indent=2, allow_nan=False, default=str) + "\n").encode(),
     }
 

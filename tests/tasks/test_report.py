@@ -227,3 +227,82 @@ def test_confusion_png_ten_genres() -> None:
     matrix[3] = [0] * 10  # a genre with no test track
     pixels = _png_pixels(render_confusion_png({"labels": labels, "matrix": matrix}))
     assert pixels.shape[0] > 500
+
+
+def test_user_strings_are_escaped_for_each_format(metrics: dict, history: pd.DataFrame, summary: dict) -> None:
+    files = render_report("<i>run</i> | x", metrics, history, summary, {"note": "<b>"})
+    page = files["report.html"].decode("utf-8")
+    assert "<title>genreflow report: &lt;i&gt;run&lt;/i&gt; | x</title>" in page
+    assert "<i>" not in page and "<b>" not in page
+    text = files["report.md"].decode("utf-8")
+    # Markdown keeps the raw text; only a pipe, which would break a table, is escaped.
+    assert text.startswith("# genreflow report: <i>run</i> \\| x\n")
+    assert '"note": "<b>"' in text
+
+
+def test_markdown_and_html_have_the_same_headings(files: dict[str, bytes]) -> None:
+    import html
+
+    text = files["report.md"].decode("utf-8")
+    page = files["report.html"].decode("utf-8")
+    md_headings = [(len(hashes), title) for hashes, title in re.findall(r"^(#+) (.*)$", text, flags=re.MULTILINE)]
+    html_headings = [(int(level), html.unescape(title)) for level, title in re.findall(r"<h(\d)>(.*?)</h\1>", page)]
+    assert md_headings == html_headings
+    assert (2, "Configuration") in md_headings and (3, "Quarantined tracks (2)") in md_headings
+
+
+def test_empty_sections_say_so_in_both_formats(metrics: dict, history: pd.DataFrame) -> None:
+    tracks = pd.DataFrame({"track_id": [1], "genre": ["Rock"], "split": ["train"]})
+    no_clips = pd.DataFrame(columns=["split", "augmentation", "clips"])
+    files = render_report("r", metrics, history, dataset_summary(tracks, pd.DataFrame(), no_clips, []), {})
+    for name in ("report.md", "report.html"):
+        document = files[name].decode("utf-8")
+        for sentence in ("No clip counts recorded.", "None.", "No track was quarantined.", "Quarantined tracks (0)"):
+            assert sentence in document, (name, sentence)
+
+
+def test_crossval_report_with_and_without_baseline() -> None:
+    from genreflow.tasks.report import render_crossval_report
+
+    def spread(mean: float) -> dict:
+        return {"mean": mean, "std": mean / 10, "values": [mean]}
+
+    keys = ("track_accuracy", "macro_f1", "clip_accuracy", "top2_accuracy")
+    folds = [
+        {"fold": n, "tracks": {"train": 8, "val": 2, "test": 3}, "training": {"epochs_run": 3},
+         "cnn": {"track_accuracy": 0.6, "macro_f1": 0.55}, "baseline": {"track_accuracy": 0.5, "macro_f1": 0.4}}
+        for n in (2, 1)
+    ]
+    summary = {"folds": 2, "cnn": {key: spread(0.6) for key in keys},
+               "baseline": {"track_accuracy": spread(0.5), "macro_f1": spread(0.4)}}
+    files = render_crossval_report("cv <&>", summary, folds, {"a": 1})
+    assert set(files) == {"crossval.md", "crossval.html", "crossval.json"}
+    text = files["crossval.md"].decode("utf-8")
+    assert text.startswith("# genreflow cross-validation: cv <&>\n\n2 track-level folds")
+    assert "| Metric (mean ± std over folds) | CNN | MFCC + SVM |" in text
+    assert "| Track accuracy | 0.600 ± 0.060 | 0.500 ± 0.050 |" in text
+    assert "| Clip accuracy | 0.600 ± 0.060 | – |" in text
+    assert text.index("| 1 | 8 / 2 / 3 | 3 | 0.600 | 0.550 | 0.500 | 0.400 |") < text.index("| 2 | 8 / 2 / 3 |")
+    assert text.endswith('```json\n{\n  "a": 1\n}\n```\n')
+    page = files["crossval.html"].decode("utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<h1>genreflow cross-validation: cv &lt;&amp;&gt;</h1>" in page and "<&>" not in page
+    assert "<td>0.600 ± 0.060</td>" in page and "MFCC + SVM" in page
+
+    alone = render_crossval_report("cv", {"folds": 2, "cnn": summary["cnn"]}, folds, {})
+    assert "| Metric (mean ± std over folds) | CNN |\n" in alone["crossval.md"].decode("utf-8")
+    assert b"MFCC + SVM" not in alone["crossval.html"] and b"baseline" not in alone["crossval.md"]
+
+
+def test_templates_ship_with_the_package() -> None:
+    from fnmatch import fnmatch
+    from importlib.resources import files as package_files
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")
+    names = {entry.name for entry in (package_files("genreflow.tasks") / "templates").iterdir()}
+    assert {"report.md.j2", "report.html.j2", "crossval.md.j2", "crossval.html.j2", "dataset.md.j2"} <= names
+    # Installed from a wheel too, not only from this editable checkout: package-data must cover every file.
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["genreflow.tasks"]
+    assert all(any(fnmatch(f"templates/{name}", pattern) for pattern in patterns) for name in names)
