@@ -57,7 +57,8 @@ def bench_config(source: Path, data_root: Path, workers: int, *, dask_address: s
 
 def shard_sizes(source: Path, shard_size: int) -> list[int]:
     """Tracks per shard of a folder source, as genreflow's ingest cuts it (per split, near-equal)."""
-    from genreflow.tasks.ingest import ingest, read_source
+    from genreflow.tasks.ingest import ingest
+    from genreflow.tasks.sources import read_source
 
     split = bench_config(source, source, 1, shard_size=shard_size).split
     tracks, _ = ingest(read_source("folder", source), split.val_fraction, split.test_fraction, split.split_seed,
@@ -173,46 +174,30 @@ def timed_flow(config: Config) -> float:
 # ---- the same work without Prefect and Dask ---------------------------------------------------
 
 
-def _plain_decode(root_url: str, shard: str, tracks: Any, audio: Any, fingerprint: str) -> str:
+def _plain_decode(root_url: str, spec: Any, tracks: Any, audio: Any) -> str:
     from genreflow.tasks.decode import decode_stage
 
-    decode_stage(root_url, shard, tracks, audio, fingerprint, False)
-    return shard
+    decode_stage(root_url, spec, tracks, audio, False)
+    return spec.key
 
 
-def _plain_mel(root_url: str, shard: str, audio: Any, fingerprint: str) -> str:
+def _plain_mel(root_url: str, spec: Any, audio: Any) -> None:
     from genreflow.tasks.mel import mel_stage
 
-    mel_stage(root_url, shard, audio, fingerprint, False)
-    return shard
+    mel_stage(root_url, spec, audio, False)
 
 
-def _plain_augment(root_url: str, shard: str, audio: Any, augment: Any, fingerprint: str) -> str:
+def _plain_augment(root_url: str, spec: Any, audio: Any, augment: Any) -> None:
     from genreflow.tasks.augment import augment_stage
 
-    augment_stage(root_url, shard, audio, augment, fingerprint, False)
-    return shard
+    augment_stage(root_url, spec, audio, augment, False)
 
 
 def plain_ingest(config: Config) -> Any:
-    """ingest without Prefect: read and split the source, write tracks.parquet and its manifest."""
-    from genreflow.storage.fingerprint import fingerprint, frame_fingerprint
-    from genreflow.storage.manifest import write_manifest
-    from genreflow.storage.root import DataRoot
-    from genreflow.tasks.ingest import ingest, read_source
+    """ingest without Prefect: the ingest stage's own function (read, split, shard, write its output)."""
+    from genreflow.tasks.ingest import ingest_stage
 
-    root = DataRoot(config.run.data_root)
-    root.ensure_writable()
-    source = read_source(config.source.source, Path(config.source.input or "."))
-    tracks, skipped = ingest(source, config.split.val_fraction, config.split.test_fraction,
-                             config.split.split_seed, config.run.shard_size)
-    skipped_path = root.join("ingest-skipped.parquet")
-    root.write_parquet(root.tracks_path(), tracks)
-    root.write_parquet(skipped_path, skipped)
-    write_manifest(root, root.join("tracks.manifest.json"), name="tracks",
-                   fingerprint=fingerprint("ingest", frame_fingerprint(tracks), frame_fingerprint(skipped)),
-                   files=[root.tracks_path(), skipped_path], rows=len(tracks))
-    return tracks
+    return ingest_stage(config.run.data_root, config.source, config.split, config.run.shard_size, 1)
 
 
 class PlainPool:
@@ -239,7 +224,7 @@ class PlainPool:
         stages = config.stages_to_run()
         pending: set[Future] = set()
         for plan in plans.values():
-            pending.add(self.pool.submit(_plain_decode, root.url, plan.shard, plan.tracks, config.audio, plan.decode))
+            pending.add(self.pool.submit(_plain_decode, root.url, plan.decode, plan.tracks, config.audio))
         decodes = set(pending)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -249,10 +234,9 @@ class PlainPool:
                     continue
                 plan = plans[shard]
                 if "mel" in stages:
-                    pending.add(self.pool.submit(_plain_mel, root.url, shard, config.audio, plan.mel))
+                    pending.add(self.pool.submit(_plain_mel, root.url, plan.mel, config.audio))
                 if "augment" in stages and plan.augment is not None:
-                    pending.add(self.pool.submit(_plain_augment, root.url, shard, config.audio, config.augment,
-                                                 plan.augment))
+                    pending.add(self.pool.submit(_plain_augment, root.url, plan.augment, config.audio, config.augment))
         write_quarantine(root, list(plans.values()))
 
     def timed(self, config: Config) -> float:

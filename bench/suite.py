@@ -89,7 +89,7 @@ def _child(mode: str, args: dict[str, Any]) -> tuple[dict[str, Any], timing.Chil
 def _training_shards(root: Path) -> list[str]:
     """The arrays training reads (train mel and mel-aug shards), as flows.plan.training_inputs names them."""
     mel = sorted(str(p) for p in (root / "mel").glob("train-*.npy"))
-    aug = sorted(str(p) for p in (root / "mel-aug").glob("train-*.npy"))
+    aug = sorted(str(p) for p in (root / "augment").glob("train-*.npy"))
     return mel + aug
 
 
@@ -113,7 +113,8 @@ def run(profile: Profile, workdir: Path, log: Callable[[str], None] | None = Non
     """Run every comparison; returns the JSON document (ratios, figures, machine)."""
     log = log or Log()
     # The demo's small genres make ingest warn that val/test may lack a genre: true, and beside the point here.
-    logging.getLogger("genreflow.tasks.ingest").setLevel(logging.ERROR)
+    for name in ("genreflow.tasks.ingest", "genreflow.tasks.sources", "genreflow.tasks.split"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     machine = timing.machine_info()
     figures: dict[str, Any] = {"profile": asdict(profile)}
     ratios: dict[str, float | None] = {}
@@ -336,7 +337,7 @@ def _count_clips(root: Path) -> dict[str, int]:
     import numpy as np
 
     return {stage: int(sum(np.load(p, mmap_mode="r").shape[0] for p in (root / stage).glob("*.npy")))
-            for stage in ("mel", "mel-aug")}
+            for stage in ("mel", "augment")}
 
 
 def _training(profile: Profile, workdir: Path, base: inputs.BenchSet, full_root: Path, figures: dict[str, Any],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import tomllib
 import yaml
@@ -16,12 +16,9 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from genreflow.model.params import RECIPES, AudioConfig, AugmentConfig, Section, TrainConfig
 from genreflow.storage.errors import GenreflowError
-from genreflow.tasks.ingest import SourceConfig, SplitConfig
-
-STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment", "stats", "baseline", "train", "evaluate",
-                           "report")
-PREPROCESS_STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment")
-Stage = Literal["ingest", "decode", "mel", "augment", "stats", "baseline", "train", "evaluate", "report"]
+from genreflow.tasks.sources import SourceConfig
+from genreflow.tasks.split import SplitConfig
+from genreflow.tasks.stages import STAGES, Stage
 
 # The demo set must train in minutes on 2 CPU cores: without an explicit
 # --epochs, a demo run trains for at most this many epochs.

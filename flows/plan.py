@@ -1,7 +1,9 @@
-"""The DAG's plan: which outputs a configuration needs and the fingerprint of each.
+"""The DAG's plan: which outputs a configuration needs, and what each is made from.
 
-Both the flows and ``genreflow status`` use it, so "done" means the same thing
-to both: an output whose manifest carries exactly the fingerprint planned here.
+The flows, ``genreflow status`` and the bench all plan with these functions,
+so "done" means the same thing to each: an output whose manifest records the
+fingerprint of the OutputSpec planned here (storage/outputs.py computes it from
+the stage's code version, its inputs and its parameters).
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ import pandas as pd
 
 from genreflow.flows.config import Config
 from genreflow.model.params import RECIPE_KNOBS, TrainConfig
-from genreflow.storage.fingerprint import fingerprint
+from genreflow.storage.outputs import OutputSpec
 from genreflow.tasks.common import ShardPlan
-
-MODEL_ARCHITECTURE = "cnn-v3"  # bump when model/ changes what a configuration trains
-BASELINE_VERSION = "mfcc-svm-v1"  # likewise for tasks/baseline.py
+from genreflow.tasks.stages import stage_code
 
 
 def _file_identity(path: str) -> tuple[int, int]:
@@ -35,27 +35,47 @@ def plan_shards(tracks: pd.DataFrame, config: Config) -> list[ShardPlan]:
     decode_params = {"sr": audio.sample_rate, "clip_seconds": audio.clip_seconds,
                      "clips_per_track": audio.clips_per_track}
     mel_params = {"n_fft": audio.n_fft, "hop_length": audio.hop_length, "n_mels": audio.n_mels}
+    codes = {stage: stage_code(stage) for stage in ("decode", "mel", "augment")}
     plans = []
     for shard, group in tracks.groupby("shard", sort=True):
         group = group.reset_index(drop=True)
+        shard = str(shard)
         rows = [(t.track_id, t.path, t.genre, t.split, *_file_identity(t.path)) for t in group.itertuples()]
-        decode = fingerprint("decode", rows, decode_params)
+        decode = OutputSpec("decode", shard, codes["decode"], rows, decode_params)
         split = str(group["split"].iloc[0])
-        augment = (fingerprint("augment", decode, mel_params, config.augment)
+        augment = (OutputSpec("augment", shard, codes["augment"], [decode.fingerprint], [mel_params, config.augment])
                    if split == "train" and config.augment.names() else None)
-        plans.append(ShardPlan(str(shard), split, group, decode, fingerprint("mel", decode, mel_params),
-                               augment))
+        mel = OutputSpec("mel", shard, codes["mel"], [decode.fingerprint], mel_params)
+        plans.append(ShardPlan(shard, split, group, decode, mel, augment))
     return plans
 
 
 def training_inputs(plans: list[ShardPlan]) -> list[tuple[str, str]]:
     """(stage, shard) of every array that training reads: train mel plus its augmented copies."""
     inputs = [("mel", p.shard) for p in plans if p.split == "train"]
-    return inputs + [("mel-aug", p.shard) for p in plans if p.augment is not None]
+    return inputs + [("augment", p.shard) for p in plans if p.augment is not None]
 
 
-def stats_fingerprint(plans: list[ShardPlan]) -> str:
-    return fingerprint("stats", [p.fingerprint_of(stage) for stage, p in _inputs_with_plans(plans)])
+def split_shards(plans: list[ShardPlan], split: str) -> list[tuple[str, str]]:
+    """(stage, shard) of the original mel clips of one split."""
+    return [("mel", p.shard) for p in plans if p.split == split]
+
+
+def _training_specs(plans: list[ShardPlan]) -> list[OutputSpec]:
+    specs = [p.mel for p in plans if p.split == "train"]
+    return specs + [p.augment for p in plans if p.augment is not None]
+
+
+def stats_spec(plans: list[ShardPlan]) -> OutputSpec:
+    """stats.json: made from the training clips (mel and augmented)."""
+    return OutputSpec("stats", code=stage_code("stats"), inputs=[s.fingerprint for s in _training_specs(plans)])
+
+
+def baseline_spec(plans: list[ShardPlan], seed: int) -> OutputSpec:
+    """The baseline of the single split: its mel shards of every split, and its seed; keyed by its fingerprint."""
+    spec = OutputSpec("baseline", code=stage_code("baseline"),
+                      inputs=[(p.shard, p.split, p.mel.fingerprint) for p in plans], params={"seed": seed})
+    return spec.with_key(spec.fingerprint[:12])
 
 
 def training_params(train: TrainConfig) -> dict[str, Any]:
@@ -69,26 +89,48 @@ def training_params(train: TrainConfig) -> dict[str, Any]:
     return {**fields, **train.knobs()}
 
 
-def run_name(plans: list[ShardPlan], config: Config) -> str:
-    """The training run's name: a hash of every input and hyper-parameter, so that an
-    unchanged rerun finds its finished model and a killed one its checkpoint."""
-    shards = [(p.shard, p.mel, p.augment) for p in plans]
-    return "run-" + fingerprint("train", MODEL_ARCHITECTURE, stats_fingerprint(plans), shards,
-                                training_params(config.train))[:12]
+def train_spec(plans: list[ShardPlan], config: Config) -> OutputSpec:
+    """The trained model: named ``run-`` plus its fingerprint, so that an unchanged rerun finds its
+    finished model and a killed one its checkpoint."""
+    shards = [(p.shard, p.mel.fingerprint, p.augment.fingerprint if p.augment else None) for p in plans]
+    spec = OutputSpec("train", code=stage_code("train"), inputs=[stats_spec(plans).fingerprint, shards],
+                      params=[training_params(config.train), config.audio])
+    return spec.with_key("run-" + spec.fingerprint[:12])
 
 
-def crossval_name(plans: list[ShardPlan], config: Config) -> str:
-    """The cross-validation's name: a hash of the shards, the folds asked for and the training."""
-    shards = [(p.shard, p.mel, p.augment) for p in plans]
-    return "cv-" + fingerprint("crossval", MODEL_ARCHITECTURE, shards, config.train.folds, config.split.split_seed,
-                               config.split.val_fraction, training_params(config.train))[:12]
+def evaluate_spec(plans: list[ShardPlan], model: OutputSpec) -> OutputSpec:
+    """The model's predictions on the test split: reports/<run>/."""
+    test = [p.mel.fingerprint for p in plans if p.split == "test"]
+    return OutputSpec("evaluate", model.key, stage_code("evaluate"), [model.fingerprint, test])
 
 
-def baseline_fingerprint(plans: list[ShardPlan], seed: int) -> str:
-    """The baseline of the single split: its mel shards (train, val, test) and seed."""
-    return fingerprint("baseline", BASELINE_VERSION, [(p.shard, p.split, p.mel) for p in plans], seed)
+def report_spec(evaluate: OutputSpec, baseline: OutputSpec | None, config: Config, tracks: pd.DataFrame,
+                ) -> OutputSpec:
+    """The report of a run: its evaluation, the baseline beside it, the data set and the configuration."""
+    from genreflow.storage.fingerprint import frame_fingerprint
+
+    return OutputSpec("report", evaluate.key, stage_code("report"),
+                      [evaluate.fingerprint, baseline.fingerprint if baseline else None, frame_fingerprint(tracks)],
+                      config)
 
 
-def _inputs_with_plans(plans: list[ShardPlan]) -> list[tuple[str, ShardPlan]]:
-    by_shard = {p.shard: p for p in plans}
-    return [(stage, by_shard[shard]) for stage, shard in training_inputs(plans)]
+def crossval_specs(plans: list[ShardPlan], config: Config, folds: list[Any]) -> tuple[OutputSpec, list[
+        tuple[OutputSpec, OutputSpec]]]:
+    """The cross-validation's report spec and, per fold, (model spec, result spec).
+
+    The cross-validation is named ``cv-`` plus a hash of the shards, the folds
+    asked for and the training; a fold's model ``<cv>/fold-<n>``.
+    """
+    shards = [(p.shard, p.mel.fingerprint, p.augment.fingerprint if p.augment else None) for p in plans]
+    params = [config.train.folds, config.split.split_seed, config.split.val_fraction, training_params(config.train),
+              config.audio]
+    report = OutputSpec("crossval", code=stage_code("crossval"), inputs=shards, params=params)
+    report = report.with_key("cv-" + report.fingerprint[:12])
+    per_fold = []
+    for fold in folds:
+        model = OutputSpec("train", f"{report.key}/fold-{fold.number}", stage_code("train"),
+                           [shards, fold.train, fold.val, fold.test], [training_params(config.train), config.audio])
+        result = OutputSpec("fold", model.key, stage_code("fold"), [model.fingerprint],
+                            {"baseline": config.train.baseline})
+        per_fold.append((model, result))
+    return report, per_fold

@@ -18,6 +18,7 @@ from genreflow.flows.lock import data_root_lock
 from genreflow.flows.plan import plan_shards
 from genreflow.flows.progress import StageProgress
 from genreflow.storage.errors import GenreflowError
+from genreflow.storage.outputs import SHARD_STAGES
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.common import ShardPlan, ShardResult
 from genreflow.tasks.decode import write_quarantine
@@ -51,11 +52,11 @@ def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
     outcome = PreprocessResult(tracks, plans)
     if "decode" not in stages:
         return outcome
-    for stage, planned in (("audio", plans), ("mel", plans if "mel" in stages else []),
-                           ("mel-aug", [p for p in plans if p.augment] if "augment" in stages else [])):
+    for stage, planned in (("decode", plans), ("mel", plans if "mel" in stages else []),
+                           ("augment", [p for p in plans if p.augment] if "augment" in stages else [])):
         if planned:
             progress.add_stage(stage, len(planned), sum(len(p.tracks) for p in planned))
-    forced = [stage for stage in ("decode", "mel", "augment") if config.forced(stage)]
+    forced = [stage for stage in SHARD_STAGES if config.forced(stage)]
     shard_task = preprocess_shard_task.with_options(retries=config.run.retries, retry_delay_seconds=RETRY_DELAY_S)
     futures: dict[PrefectFuture, str] = {
         shard_task.submit(root.url, plan, config.audio, config.augment, stages, forced): plan.shard
@@ -95,7 +96,7 @@ def preprocess_flow(config: Config) -> dict[str, int]:
     logger = get_run_logger()
     with data_root_lock(config.run.data_root), StageProgress(logger) as progress:
         outcome = run_preprocess(config, progress)
-    summary = {stage: outcome.computed(stage) for stage in ("audio", "mel", "mel-aug")}
+    summary = {stage: outcome.computed(stage) for stage in SHARD_STAGES}
     logger.info("preprocessing done: %d tracks in %d shards; shards computed: %s",
                 len(outcome.tracks), len(outcome.plans), summary)
     return summary

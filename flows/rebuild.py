@@ -7,13 +7,14 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from genreflow.flows.config import PREPROCESS_STAGES, Config, ConfigError
+from genreflow.flows.config import Config, ConfigError
 from genreflow.flows.lock import check_unlocked, data_root_lock
 from genreflow.flows.preprocess import preprocess_flow, run_preprocess
 from genreflow.flows.progress import StageProgress
 from genreflow.flows.runner import cluster_settings, make_task_runner, prefect_api
 from genreflow.flows.train import run_training, train_flow
 from genreflow.storage.root import DataRoot
+from genreflow.tasks.stages import PREPROCESS_STAGES
 
 # Stages that open files by local path (the Keras model, memory-mapped shards for tf.data), so they
 # cannot run on an object-store data root; preprocessing goes through fsspec and can.

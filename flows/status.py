@@ -1,4 +1,4 @@
-"""``genreflow status``: what is done, stale and missing under a data root."""
+"""``genreflow status``: what is done, stale and missing under a data root, and why it is stale."""
 
 from __future__ import annotations
 
@@ -8,39 +8,37 @@ from rich.console import Console
 from rich.table import Table
 
 from genreflow.flows.config import Config
-from genreflow.flows.plan import baseline_fingerprint, plan_shards, run_name, stats_fingerprint
-from genreflow.storage.fingerprint import fingerprint
-from genreflow.storage.manifest import output_state
+from genreflow.flows.plan import baseline_spec, plan_shards, stats_spec, train_spec
+from genreflow.storage.outputs import SHARD_STAGES, OutputSpec, staleness, state_of, tracks_path
 from genreflow.storage.root import DataRoot
-from genreflow.storage.shards import shard_state
-from genreflow.tasks.baseline import baseline_manifest_path
 from genreflow.tasks.common import ShardPlan
-from genreflow.tasks.train import model_manifest_path
 
-SHARD_STAGES = (("decode", "audio"), ("mel", "mel"), ("augment", "mel-aug"))
+# What an output can be, as status reports it: "stale" outputs were made from other inputs or
+# parameters, "code-changed" ones by another version of their stage's code.
+STATES: tuple[str, ...] = ("done", "stale", "code-changed", "missing", "corrupt")
+
+
+def output_status(root: DataRoot, spec: OutputSpec) -> str:
+    """One of STATES for the output ``spec`` plans."""
+    state = state_of(root, spec)
+    return "code-changed" if state == "stale" and staleness(root, spec) == "code" else state
 
 
 def stage_states(root: DataRoot, plans: list[ShardPlan]) -> dict[str, Counter]:
-    """For each shard stage, how many of its planned shards are done, stale, missing or corrupt."""
-    counts: dict[str, Counter] = {}
-    for stage, folder in SHARD_STAGES:
-        counts[stage] = Counter(
-            shard_state(root, folder, p.shard, fp, verify=True)
-            for p in plans if (fp := p.fingerprint_of(folder)) is not None
-        )
-    return counts
+    """For each shard stage, how many of its planned shards are in each of STATES."""
+    return {stage: Counter(output_status(root, spec) for p in plans if (spec := p.output(stage)) is not None)
+            for stage in SHARD_STAGES}
 
 
 def collect_status(config: Config) -> dict:
     """Status as data: per-stage shard counts, quarantine count, stats and model state."""
     root = DataRoot(config.run.data_root)
-    if not root.exists(root.tracks_path()):
+    if not root.exists(tracks_path(root)):
         return {"data_root": root.url, "ingested": False}
-    tracks = root.read_parquet(root.tracks_path())
+    tracks = root.read_parquet(tracks_path(root))
     plans = plan_shards(tracks, config)
     quarantined = len(root.read_parquet(root.quarantine_path())) if root.exists(root.quarantine_path()) else 0
-    run = run_name(plans, config)
-    baseline_fp = baseline_fingerprint(plans, config.train.seed)
+    model = train_spec(plans, config)
     return {
         "data_root": root.url,
         "ingested": True,
@@ -48,10 +46,10 @@ def collect_status(config: Config) -> dict:
         "shards": len(plans),
         "quarantined": quarantined,
         "stages": {stage: dict(counter) for stage, counter in stage_states(root, plans).items()},
-        "stats": output_state(root, root.join("stats.manifest.json"), stats_fingerprint(plans)),
-        "baseline": output_state(root, baseline_manifest_path(root, baseline_fp), baseline_fp),
-        "run": run,
-        "train": output_state(root, model_manifest_path(root, run), fingerprint("trained", run)),
+        "stats": output_status(root, stats_spec(plans)),
+        "baseline": output_status(root, baseline_spec(plans, config.train.seed)),
+        "run": model.key,
+        "train": output_status(root, model),
     }
 
 
@@ -63,9 +61,9 @@ def print_status(config: Config) -> None:
         return
     console.print(f"data root {status['data_root']}: {status['tracks']} tracks in {status['shards']} shards, "
                   f"{status['quarantined']} quarantined")
-    table = Table("stage", "done", "stale", "missing", "corrupt")
+    table = Table("stage", "done", "stale: inputs changed", "stale: code changed", "missing", "corrupt")
     for stage, counts in status["stages"].items():
-        table.add_row(stage, *(str(counts.get(k, 0)) for k in ("done", "stale", "missing", "corrupt")))
+        table.add_row(stage, *(str(counts.get(k, 0)) for k in STATES))
     console.print(table)
     console.print(f"stats: {status['stats']}   baseline: {status['baseline']}   model {status['run']}: "
                   f"{status['train']}")

@@ -17,18 +17,19 @@ from prefect.context import FlowRunContext
 from genreflow.flows.config import Config
 from genreflow.flows.lock import data_root_lock
 from genreflow.flows.plan import (
-    baseline_fingerprint,
-    crossval_name,
+    baseline_spec,
+    crossval_specs,
+    evaluate_spec,
     plan_shards,
-    run_name,
-    stats_fingerprint,
+    report_spec,
+    split_shards,
+    stats_spec,
+    train_spec,
     training_inputs,
 )
 from genreflow.storage.errors import GenreflowError
-from genreflow.storage.fingerprint import fingerprint
-from genreflow.storage.manifest import output_state
+from genreflow.storage.outputs import state_of, tracks_path
 from genreflow.storage.root import SPLITS, DataRoot
-from genreflow.storage.shards import shard_state
 from genreflow.tasks.baseline import baseline_task
 from genreflow.tasks.common import ShardPlan
 from genreflow.tasks.crossval import crossval_report_task, fold_task
@@ -36,7 +37,7 @@ from genreflow.tasks.evaluate import evaluate_task
 from genreflow.tasks.folds import make_folds
 from genreflow.tasks.report import report_task
 from genreflow.tasks.stats import stats_task
-from genreflow.tasks.train import model_manifest_path, train_task
+from genreflow.tasks.train import train_task
 
 
 class TrainingError(GenreflowError, RuntimeError):
@@ -46,17 +47,15 @@ class TrainingError(GenreflowError, RuntimeError):
 def load_plans(config: Config) -> list[ShardPlan]:
     """Plans from the ingest table under the data root; an error if preprocessing never ran."""
     root = DataRoot(config.run.data_root)
-    if not root.exists(root.tracks_path()):
+    if not root.exists(tracks_path(root)):
         raise TrainingError(f"no tracks.parquet under {root.url}: run `genreflow preprocess` first")
-    return plan_shards(root.read_parquet(root.tracks_path()), config)
+    return plan_shards(root.read_parquet(tracks_path(root)), config)
 
 
-def check_shards_ready(root: DataRoot, plans: list[ShardPlan], config: Config) -> None:
+def check_shards_ready(root: DataRoot, plans: list[ShardPlan]) -> None:
     """Refuse to train on shards that are missing, stale or corrupt, naming them."""
-    needed = [("mel", p.shard, p.mel) for p in plans]
-    needed += [("mel-aug", p.shard, p.augment) for p in plans if p.augment is not None]
-    bad = [f"{stage}/{shard} ({state})" for stage, shard, fp in needed
-           if (state := shard_state(root, stage, shard, fp)) != "done"]
+    needed = [p.mel for p in plans] + [p.augment for p in plans if p.augment is not None]
+    bad = [f"{spec.name} ({state})" for spec in needed if (state := state_of(root, spec)) != "done"]
     if bad:
         raise TrainingError(f"{len(bad)} shard(s) not ready: {', '.join(bad[:8])}"
                             f"{' ...' if len(bad) > 8 else ''}; run `genreflow preprocess` first")
@@ -80,72 +79,66 @@ def run_training(config: Config, plans: list[ShardPlan]) -> dict[str, Any]:
     with ``--folds``, cross-validation instead of the single split."""
     root = DataRoot(config.run.data_root)
     stages = config.stages_to_run()
-    check_shards_ready(root, plans, config)
-    tracks = root.read_parquet(root.tracks_path())
+    check_shards_ready(root, plans)
+    tracks = root.read_parquet(tracks_path(root))
     genres = sorted(tracks["genre"].unique())
     if config.train.folds:
         return run_crossval(config, plans, tracks, genres) if "train" in stages else {}
-    stats_fp = stats_fingerprint(plans)
-    stats = stats_task(root.url, training_inputs(plans), stats_fp, config.forced("stats"))
+    stats = stats_task(root.url, training_inputs(plans), stats_spec(plans), config.forced("stats"))
     outcome: dict[str, Any] = {"stats_clips": stats["clips"]}
-    baseline = None
+    baseline, baseline_out = None, None
     if "baseline" in stages and config.train.baseline:
-        baseline = baseline_task(root.url, genres, *(split_shards(plans, split) for split in SPLITS),
-                                 baseline_fingerprint(plans, config.train.seed), config.forced("baseline"),
-                                 config.train.seed)
+        baseline_out = baseline_spec(plans, config.train.seed)
+        baseline = baseline_task(root.url, genres, *(split_shards(plans, split) for split in SPLITS), baseline_out,
+                                 config.forced("baseline"), config.train.seed)
         outcome["baseline"] = baseline
     if "train" not in stages:
         return outcome
-    run = run_name(plans, config)
-    train_fp = fingerprint("trained", run)
-    if not config.forced("train") and config.run.from_stage in ("evaluate", "report") and output_state(
-            root, model_manifest_path(root, run), train_fp) != "done":
-        raise TrainingError(f"no finished model {run} for these shards and settings; "
+    model = train_spec(plans, config)
+    if not config.forced("train") and config.run.from_stage in ("evaluate", "report") and state_of(
+            root, model) != "done":
+        raise TrainingError(f"no finished model {model.key} for these shards and settings; "
                             "run `genreflow train` first")
-    val = [("mel", p.shard) for p in plans if p.split == "val"]
     with gpu_annotation():
-        trained = train_task.submit(root.url, run, genres, stats, training_inputs(plans), val, config.train,
-                                    config.audio, train_fp, config.forced("train")).result()
+        trained = train_task.submit(root.url, model, genres, stats, training_inputs(plans),
+                                    split_shards(plans, "val"), config.train, config.audio,
+                                    config.forced("train")).result()
     outcome["train"] = trained
     if "evaluate" not in stages:
         return outcome
-    test = [("mel", p.shard) for p in plans if p.split == "test"]
+    evaluation = evaluate_spec(plans, model)
     with gpu_annotation():
-        metrics = evaluate_task.submit(root.url, run, test, fingerprint("evaluate", run, test),
+        metrics = evaluate_task.submit(root.url, split_shards(plans, "test"), evaluation,
                                        config.forced("evaluate")).result()
     outcome["metrics"] = metrics
     if "report" in stages:
-        shards = [("mel", p.shard) for p in plans] + [("mel-aug", p.shard) for p in plans if p.augment]
-        outcome["report"] = report_task(root.url, run, config.model_dump(mode="json"), shards, baseline)
+        shards = [("mel", p.shard) for p in plans] + [("augment", p.shard) for p in plans if p.augment]
+        outcome["report"] = report_task(root.url, report_spec(evaluation, baseline_out, config, tracks),
+                                        config.model_dump(mode="json"), shards, baseline)
     return outcome
-
-
-def split_shards(plans: list[ShardPlan], split: str) -> list[tuple[str, str]]:
-    """(stage, shard) of the original mel clips of one split."""
-    return [("mel", p.shard) for p in plans if p.split == split]
 
 
 def run_crossval(config: Config, plans: list[ShardPlan], tracks: pd.DataFrame, genres: list[str]) -> dict[str, Any]:
     """K folds over every track, each trained and scored (CNN and baseline) on Dask, then one report."""
     root = DataRoot(config.run.data_root)
     folds = make_folds(tracks, int(config.train.folds or 0), config.split.val_fraction, config.split.split_seed)
-    run = crossval_name(plans, config)
+    report_out, per_fold = crossval_specs(plans, config, folds)
     mel = [("mel", p.shard) for p in plans]
-    train_inputs = mel + [("mel-aug", p.shard) for p in plans if p.augment is not None]
+    train_inputs = mel + [("augment", p.shard) for p in plans if p.augment is not None]
     with gpu_annotation():
-        futures = [fold_task.submit(root.url, run, fold, genres, train_inputs, mel, config.train, config.audio,
-                                    fingerprint("fold", run, fold.number, fold.train, fold.val, fold.test),
-                                    config.forced("train"), config.forced("evaluate")) for fold in folds]
+        futures = [fold_task.submit(root.url, fold, genres, train_inputs, mel, config.train, config.audio, model,
+                                    result, config.forced("train"), config.forced("evaluate"))
+                   for fold, (model, result) in zip(folds, per_fold, strict=True)]
         results = [future.result() for future in futures]
-    report = crossval_report_task(root.url, run, results, config.model_dump(mode="json"))
+    report = crossval_report_task(root.url, report_out, results, config.model_dump(mode="json"))
     summary = report["summary"]
     logger = get_run_logger()
-    for model in ("cnn", "baseline"):
-        if model in summary:
-            accuracy = summary[model]["track_accuracy"]
-            logger.info("cross-validation, %s: track accuracy %.3f ± %.3f over %d folds", model,
+    for name in ("cnn", "baseline"):
+        if name in summary:
+            accuracy = summary[name]["track_accuracy"]
+            logger.info("cross-validation, %s: track accuracy %.3f ± %.3f over %d folds", name,
                         accuracy["mean"], accuracy["std"], len(folds))
-    return {"crossval": run, "report": report}
+    return {"crossval": report_out.key, "report": report}
 
 
 @flow(name="train-evaluate")

@@ -29,14 +29,11 @@ class Manifest(BaseModel):
 
     name: str
     fingerprint: str
+    code: str = ""  # the version of the code that made it, also inside the fingerprint: tells why it went stale
     rows: int
     files: dict[str, FileEntry]
     created_at: str
     extra: dict[str, Any] = Field(default_factory=dict)
-
-
-def shard_manifest_path(root: DataRoot, stage: str, shard: str) -> str:
-    return root.shard_path(stage, shard, ".manifest.json")
 
 
 def write_manifest(
@@ -48,6 +45,7 @@ def write_manifest(
     files: list[str],
     rows: int,
     extra: dict[str, Any] | None = None,
+    code: str = "",
 ) -> Manifest:
     """Record ``files`` (paths beside the manifest) as one complete output."""
     entries = {
@@ -57,6 +55,7 @@ def write_manifest(
     manifest = Manifest(
         name=name,
         fingerprint=fingerprint,
+        code=code,
         rows=rows,
         files=entries,
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

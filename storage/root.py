@@ -5,18 +5,8 @@ go to a temporary name and are renamed into place, and each stage output gets a
 manifest written last, so a crash at any moment leaves either a complete,
 verified output or none that a rerun will trust.
 
-Layout::
-
-    tracks.parquet           one row a track: track_id, path, genre, split, shard, artist
-    quarantine.parquet       tracks that could not be used, with the reason
-    audio/<shard>.npy        decoded PCM clips, float16 (clips, samples)
-    mel/<shard>.npy          log-mel clips, float16 (clips, n_mels, frames)
-    mel-aug/<shard>.npy      augmented log-mel clips of training shards
-    <stage>/<shard>.parquet  the clip index of each shard
-    <stage>/<shard>.manifest.json
-    stats.json               per-band mean and std of the training clips
-    models/<run>/            model.keras, history.csv, labels.json, backup/
-    reports/<run>/           report.md, report.html, metrics.json, *.png, predictions.parquet
+Where each stage's outputs go is decided in one place, storage/outputs.py
+(LAYOUT); this module knows only how to read and write a path safely.
 """
 
 from __future__ import annotations
@@ -41,7 +31,6 @@ from fsspec.implementations.local import LocalFileSystem
 
 from genreflow.storage.errors import GenreflowError
 
-SHARD_STAGES = ("audio", "mel", "mel-aug")
 # The splits of tracks.parquet, in report order, and the columns of every quarantine table.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 QUARANTINE_COLUMNS: tuple[str, ...] = ("track_id", "path", "genre", "reason")
@@ -81,24 +70,8 @@ class DataRoot:
         """The path of ``name`` in the folder that holds ``path``."""
         return f"{path.rsplit('/', 1)[0]}/{name}" if "/" in path else name
 
-    def tracks_path(self) -> str:
-        return self.join("tracks.parquet")
-
     def quarantine_path(self) -> str:
         return self.join("quarantine.parquet")
-
-    def stats_path(self) -> str:
-        return self.join("stats.json")
-
-    def shard_path(self, stage: str, shard: str, suffix: str) -> str:
-        """``<stage>/<shard><suffix>``, e.g. shard_path("mel", "train-0000", ".npy")."""
-        return self.join(stage, f"{shard}{suffix}")
-
-    def model_dir(self, run: str) -> str:
-        return self.join("models", run)
-
-    def report_dir(self, run: str) -> str:
-        return self.join("reports", run)
 
     def local_path(self, path: str) -> str:
         """A path that numpy/Keras can open directly; only local roots have one."""

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 from genreflow.model.audio_augment import augment_shard
 from genreflow.model.params import AudioConfig, AugmentConfig
+from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import open_shard_array, read_shard_index, write_shard
-from genreflow.tasks.common import ShardResult, skip_if_done
+from genreflow.tasks.common import ShardResult
 
 
-def augment_stage(
-    root_url: str, shard: str, audio: AudioConfig, augment: AugmentConfig, fingerprint: str, force: bool
-) -> ShardResult:
-    """Augmented log-mel clips of one training shard into mel-aug/<shard>, unless done for ``fingerprint``."""
+def augment_stage(root_url: str, spec: OutputSpec, audio: AudioConfig, augment: AugmentConfig, force: bool
+                  ) -> ShardResult:
+    """Augmented log-mel clips of one training shard into augment/<shard>, unless done for ``spec``."""
     root = DataRoot(root_url)
-    if (done := skip_if_done(root, "mel-aug", shard, fingerprint, force)) is not None:
-        return done
-    index = read_shard_index(root, "audio", shard)
-    mel, table = augment_shard(open_shard_array(root, "audio", shard), index, audio, augment)
-    tracks = index["track_id"].nunique()
-    write_shard(root, "mel-aug", shard, array=mel, index=table, fingerprint=fingerprint,
-                extra={"tracks": tracks})
-    return ShardResult("mel-aug", shard, False, tracks, len(table))
+    with open_output(root, spec, force) as out:
+        if not out.done:
+            index = read_shard_index(root, "decode", spec.key)
+            mel, table = augment_shard(open_shard_array(root, "decode", spec.key), index, audio, augment)
+            write_shard(out, array=mel, index=table)
+            out.extra = {"tracks": index["track_id"].nunique()}
+    return ShardResult.of(out)

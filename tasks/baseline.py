@@ -24,9 +24,9 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from genreflow.storage.manifest import output_state, write_manifest
+from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
-from genreflow.tasks.evaluate import evaluate_predictions, original_clips, track_probabilities
+from genreflow.tasks.evaluate import PREDICTIONS_FILE, evaluate_predictions, original_clips, track_probabilities
 
 NAME = "MFCC + SVM"
 N_MFCC = 20  # coefficients kept, as in most MFCC genre baselines
@@ -37,6 +37,7 @@ DEFAULT_C = 10.0  # when there are no validation tracks to choose with
 # fitted on a stratified sample of them (fma_small has about 19,000 original training clips).
 MAX_TRAIN_CLIPS = 20_000
 FEATURE_CHUNK = 256  # clips turned into features at once
+METRICS_FILE = "metrics.json"
 
 
 def mfcc_features(mel_db: np.ndarray) -> np.ndarray:
@@ -142,30 +143,18 @@ def run_baseline(train: tuple[np.ndarray, pd.DataFrame], val: tuple[np.ndarray, 
 # ---- Prefect task ---------------------------------------------------------------------------
 
 
-def baseline_path(root: DataRoot, fingerprint: str) -> str:
-    return root.join("baseline", fingerprint[:12], "metrics.json")
-
-
-def baseline_manifest_path(root: DataRoot, fingerprint: str) -> str:
-    return root.join("baseline", fingerprint[:12], "manifest.json")
-
-
 @task(name="baseline")
 def baseline_task(root_url: str, genres: list[str], train_shards: list[tuple[str, str]],
-                  val_shards: list[tuple[str, str]], test_shards: list[tuple[str, str]], fingerprint: str,
+                  val_shards: list[tuple[str, str]], test_shards: list[tuple[str, str]], spec: OutputSpec,
                   force: bool, seed: int) -> dict[str, Any]:
-    """The baseline's test metrics (baseline/<fingerprint>/), computed unless done for ``fingerprint``."""
+    """The baseline's test metrics (baseline/<id>/metrics.json and predictions.parquet), unless done for ``spec``."""
     root = DataRoot(root_url)
-    path = baseline_path(root, fingerprint)
-    manifest_path = baseline_manifest_path(root, fingerprint)
-    if not force and output_state(root, manifest_path, fingerprint) == "done":
-        return root.read_json(path)
-    predictions, metrics = run_baseline(*(features_of(original_clips(root, shards))
-                                          for shards in (train_shards, val_shards, test_shards)), genres, seed)
-    root.remove(manifest_path)
-    predictions_path = root.join("baseline", fingerprint[:12], "predictions.parquet")
-    root.write_parquet(predictions_path, predictions)
-    root.write_json(path, metrics)
-    write_manifest(root, manifest_path, name=f"baseline/{fingerprint[:12]}", fingerprint=fingerprint,
-                   files=[path, predictions_path], rows=len(predictions))
+    with open_output(root, spec, force) as out:
+        if out.done:
+            return out.read_json(METRICS_FILE)
+        predictions, metrics = run_baseline(*(features_of(original_clips(root, shards))
+                                              for shards in (train_shards, val_shards, test_shards)), genres, seed)
+        out.write_parquet(PREDICTIONS_FILE, predictions)
+        out.write_json(METRICS_FILE, metrics)
+        out.rows = len(predictions)
     return metrics

@@ -1,4 +1,4 @@
-"""What every shard task shares: its result record, the skip check, the retry rule."""
+"""What every shard task shares: its plan, its result record, the retry rule."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from genreflow.storage.root import DataRoot
-from genreflow.storage.shards import shard_manifest, shard_state
+from genreflow.storage.outputs import Output, OutputSpec
 
 # Errors worth a retry: the filesystem or network hiccuped, not the data or the code.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, BlockingIOError)
@@ -16,17 +15,17 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutErr
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """One shard of tracks and the fingerprints of its outputs at each stage."""
+    """One shard of tracks and the output each stage makes of it."""
 
     shard: str
     split: str
     tracks: pd.DataFrame
-    decode: str
-    mel: str
-    augment: str | None  # None for validation and test shards: they are never augmented
+    decode: OutputSpec
+    mel: OutputSpec
+    augment: OutputSpec | None  # None for validation and test shards: they are never augmented
 
-    def fingerprint_of(self, stage: str) -> str | None:
-        return {"audio": self.decode, "mel": self.mel, "mel-aug": self.augment}[stage]
+    def output(self, stage: str) -> OutputSpec | None:
+        return {"decode": self.decode, "mel": self.mel, "augment": self.augment}[stage]
 
 
 @dataclass(frozen=True)
@@ -40,16 +39,11 @@ class ShardResult:
     clips: int
     quarantined: int = 0
 
-
-def skip_if_done(root: DataRoot, stage: str, shard: str, fingerprint: str, force: bool) -> ShardResult | None:
-    """The finished shard's result when its manifest matches; None when it must be (re)built."""
-    if force or shard_state(root, stage, shard, fingerprint) != "done":
-        return None
-    manifest = shard_manifest(root, stage, shard)
-    assert manifest is not None
-    extra = manifest.extra
-    return ShardResult(stage, shard, True, int(extra.get("tracks", 0)), manifest.rows,
-                       int(extra.get("quarantined", 0)))
+    @classmethod
+    def of(cls, out: Output) -> ShardResult:
+        """The result of a shard output just written or found done (its counts are in the manifest)."""
+        return cls(out.spec.stage, out.spec.key, out.done, int(out.extra.get("tracks", 0)), out.rows,
+                   int(out.extra.get("quarantined", 0)))
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -20,8 +20,7 @@ import numpy as np
 from prefect import get_run_logger, task
 
 from genreflow.model.params import AudioConfig, TrainConfig
-from genreflow.storage.fingerprint import fingerprint as fingerprint_of
-from genreflow.storage.manifest import output_state, write_manifest
+from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.baseline import features_of, run_baseline
 from genreflow.tasks.evaluate import original_clips, score_model
@@ -31,6 +30,7 @@ from genreflow.tasks.train import clip_sources, fit_model
 
 MODELS = ("cnn", "baseline")
 SUMMARY_METRICS = ("track_accuracy", "macro_f1", "clip_accuracy", "top2_accuracy")
+FOLD_FILE = ".json"  # reports/<cv>/fold-<n>.json
 
 
 def fold_stats(sources: Sequence[Any]) -> dict:
@@ -56,58 +56,56 @@ def summarize_folds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 @task(name="fold")
-def fold_task(root_url: str, run: str, fold: Fold, genres: list[str], train_shards: list[tuple[str, str]],
-              mel_shards: list[tuple[str, str]], train: TrainConfig, audio: AudioConfig, fingerprint: str,
-              force_train: bool, force_evaluate: bool) -> dict[str, Any]:
-    """Train and score fold ``fold`` of cross-validation ``run``; reports/<run>/fold-<n>.json.
+def fold_task(root_url: str, fold: Fold, genres: list[str], train_shards: list[tuple[str, str]],
+              mel_shards: list[tuple[str, str]], train: TrainConfig, audio: AudioConfig, model: OutputSpec,
+              result: OutputSpec, force_train: bool, force_evaluate: bool) -> dict[str, Any]:
+    """Train and score one fold: ``model`` (models/<cv>/fold-<n>/), ``result`` (reports/<cv>/fold-<n>.json).
 
-    ``fingerprint`` is the fold model's (models/<run>/fold-<n>/): whether the
-    baseline is asked for changes the result, not the model.
+    The result's spec has the model's as input, plus whether the baseline is
+    asked for: that changes the result, not the model.
     """
     root = DataRoot(root_url)
     logger = get_run_logger()
-    name = f"{run}/fold-{fold.number}"
-    result_path = root.join("reports", run, f"fold-{fold.number}.json")
-    manifest_path = root.join("reports", run, f"fold-{fold.number}.manifest.json")
-    result_fingerprint = fingerprint_of("fold-result", fingerprint, train.baseline)
-    if not (force_train or force_evaluate) and output_state(root, manifest_path, result_fingerprint) == "done":
-        return root.read_json(result_path)
-    train_sources = clip_sources(root, train_shards, tracks=fold.train)
-    val_sources = clip_sources(root, mel_shards, tracks=fold.val, original_only=True)
-    training = fit_model(root, name, genres, fold_stats(train_sources), train_sources, val_sources, train, audio,
-                         fingerprint, force_train, logger.info)
-    _, cnn = score_model(root, name, original_clips(root, mel_shards, fold.test))
-    result: dict[str, Any] = {"fold": fold.number, "run": name, "training": training, "cnn": cnn, "baseline": None,
-                              "tracks": {"train": len(fold.train), "val": len(fold.val), "test": len(fold.test)},
-                              "train_clips": sum(len(s) for s in train_sources),
-                              "train_tracks": list(fold.train), "val_tracks": list(fold.val),
-                              "test_tracks": list(fold.test)}
-    if train.baseline:
-        _, result["baseline"] = run_baseline(*(features_of(original_clips(root, mel_shards, tracks))
-                                               for tracks in (fold.train, fold.val, fold.test)), genres, train.seed)
-    logger.info("fold %d: CNN track accuracy %.3f%s", fold.number, cnn["track_accuracy"],
-                f", baseline {result['baseline']['track_accuracy']:.3f}" if result["baseline"] else "")
-    root.remove(manifest_path)
-    root.write_json(result_path, result)
-    write_manifest(root, manifest_path, name=f"reports/{run}/fold-{fold.number}", fingerprint=result_fingerprint,
-                   files=[result_path], rows=len(fold.test))
-    return result
+    with open_output(root, result, force_train or force_evaluate) as out:
+        if out.done:
+            return out.read_json(FOLD_FILE)
+        train_sources = clip_sources(root, train_shards, tracks=fold.train)
+        val_sources = clip_sources(root, mel_shards, tracks=fold.val, original_only=True)
+        training = fit_model(root, model, genres, fold_stats(train_sources), train_sources, val_sources, train, audio,
+                             force_train, logger.info)
+        _, cnn = score_model(root, model.key, original_clips(root, mel_shards, fold.test))
+        summary: dict[str, Any] = {
+            "fold": fold.number, "run": model.key, "training": training, "cnn": cnn, "baseline": None,
+            "tracks": {"train": len(fold.train), "val": len(fold.val), "test": len(fold.test)},
+            "train_clips": sum(len(s) for s in train_sources), "train_tracks": list(fold.train),
+            "val_tracks": list(fold.val), "test_tracks": list(fold.test)}
+        if train.baseline:
+            _, summary["baseline"] = run_baseline(*(features_of(original_clips(root, mel_shards, tracks))
+                                                    for tracks in (fold.train, fold.val, fold.test)), genres,
+                                                  train.seed)
+        logger.info("fold %d: CNN track accuracy %.3f%s", fold.number, cnn["track_accuracy"],
+                    f", baseline {summary['baseline']['track_accuracy']:.3f}" if summary["baseline"] else "")
+        out.write_json(FOLD_FILE, summary)
+        out.rows = len(fold.test)
+    return summary
 
 
 @task(name="crossval-report")
-def crossval_report_task(root_url: str, run: str, results: list[dict[str, Any]], config: dict[str, Any]
+def crossval_report_task(root_url: str, spec: OutputSpec, results: list[dict[str, Any]], config: dict[str, Any]
                          ) -> dict[str, Any]:
-    """reports/<run>/crossval.{md,html,json}, and the summary as a Prefect markdown artifact."""
+    """reports/<cv>/crossval.{md,html,json}, and the summary as a Prefect markdown artifact."""
     from prefect.artifacts import create_markdown_artifact
 
     from genreflow.tasks.report import render_crossval_report
 
     root = DataRoot(root_url)
     summary = summarize_folds(results)
-    files = render_crossval_report(run, summary, results, config)
-    for file, payload in files.items():
-        root.write_bytes(root.join("reports", run, file), payload)
-    key = "".join(c if c.isalnum() else "-" for c in run.lower())
+    with open_output(root, spec, force=True) as out:
+        files = render_crossval_report(spec.key, summary, results, config)
+        for file, payload in files.items():
+            out.write_bytes(file.removeprefix("crossval"), payload)
+        out.rows = len(results)
+    key = "".join(c if c.isalnum() else "-" for c in spec.key.lower())
     create_markdown_artifact(markdown=files["crossval.md"].decode(), key=f"genreflow-crossval-{key}",
-                             description=f"genreflow cross-validation {run}")
-    return {"dir": root.report_dir(run), "files": sorted(files), "summary": summary}
+                             description=f"genreflow cross-validation {spec.key}")
+    return {"dir": out.folder, "files": sorted(files), "summary": summary}

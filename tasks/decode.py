@@ -9,9 +9,10 @@ import pandas as pd
 
 from genreflow.model.audio import AudioError, clip_windows, decode_audio
 from genreflow.model.params import AudioConfig
+from genreflow.storage.outputs import SKIPPED_TABLE, OutputSpec, open_output, output_path, state_of
 from genreflow.storage.root import QUARANTINE_COLUMNS, DataRoot
-from genreflow.storage.shards import read_side_table, shard_state, write_shard
-from genreflow.tasks.common import ShardPlan, ShardResult, skip_if_done
+from genreflow.storage.shards import read_side_table, write_shard
+from genreflow.tasks.common import ShardPlan, ShardResult
 
 INDEX_COLUMNS = ["track_id", "clip_index", "split", "genre", "row"]
 
@@ -65,29 +66,27 @@ def decode_shard(tracks: pd.DataFrame, audio: AudioConfig) -> DecodedShard:
     )
 
 
-def decode_stage(
-    root_url: str, shard: str, tracks: pd.DataFrame, audio: AudioConfig, fingerprint: str, force: bool
-) -> ShardResult:
-    """Decode one shard into audio/<shard>, unless its finished output already matches ``fingerprint``."""
-    root = DataRoot(root_url)
-    if (done := skip_if_done(root, "audio", shard, fingerprint, force)) is not None:
-        return done
-    decoded = decode_shard(tracks, audio)
-    write_shard(root, "audio", shard, array=decoded.clips, index=decoded.index, fingerprint=fingerprint,
-                side_tables={"quarantine": decoded.quarantine},
-                extra={"tracks": len(tracks), "quarantined": len(decoded.quarantine)})
-    return ShardResult("audio", shard, False, len(tracks), len(decoded.index), len(decoded.quarantine))
+def decode_stage(root_url: str, spec: OutputSpec, tracks: pd.DataFrame, audio: AudioConfig, force: bool
+                 ) -> ShardResult:
+    """Decode one shard into decode/<shard>, unless its finished output already matches ``spec``."""
+    with open_output(DataRoot(root_url), spec, force) as out:
+        if not out.done:
+            decoded = decode_shard(tracks, audio)
+            write_shard(out, array=decoded.clips, index=decoded.index,
+                        side_tables={"quarantine": decoded.quarantine})
+            out.extra = {"tracks": len(tracks), "quarantined": len(decoded.quarantine)}
+    return ShardResult.of(out)
 
 
 def write_quarantine(root: DataRoot, plans: list[ShardPlan]) -> pd.DataFrame:
     """quarantine.parquet: tracks skipped at ingest plus those each finished decode shard rejected."""
     tables = []
-    skipped = root.join("ingest-skipped.parquet")
+    skipped = output_path(root, "ingest", "", SKIPPED_TABLE)
     if root.exists(skipped):
         tables.append(root.read_parquet(skipped).assign(stage="ingest"))
     for plan in plans:
-        if shard_state(root, "audio", plan.shard, plan.decode, verify=False) == "done":
-            tables.append(read_side_table(root, "audio", plan.shard, "quarantine").assign(stage="decode"))
+        if state_of(root, plan.decode, verify=False) == "done":
+            tables.append(read_side_table(root, "decode", plan.shard, "quarantine").assign(stage="decode"))
     columns = [*QUARANTINE_COLUMNS, "stage"]
     table = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) \
         else pd.DataFrame(columns=columns)

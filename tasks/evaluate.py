@@ -21,11 +21,13 @@ from prefect import task
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from genreflow.model.params import ACCURACY_TOP_K
-from genreflow.storage.manifest import output_state, write_manifest
+from genreflow.storage.outputs import OutputSpec, open_output, output_location
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import open_shard_array, read_shard_index
 
 PROB_PREFIX = "prob_"
+PREDICTIONS_FILE = "predictions.parquet"  # one row a test clip: its probabilities and the prediction
+EVALUATION_FILE = "evaluation.json"  # the metrics
 
 
 def prob_columns(genres: list[str]) -> list[str]:
@@ -204,28 +206,22 @@ def score_model(root: DataRoot, name: str, clips: list[tuple[pd.DataFrame, np.nd
 
     if not clips:
         raise ValueError("no test clips to evaluate: the split left no test tracks")
-    classifier = load_classifier(Path(root.local_path(root.join("models", *name.split("/")))))
+    classifier = load_classifier(Path(root.local_path(output_location(root, "train", name)[0])))
     probs = [predict_clips(classifier.model, mel[index["row"].to_numpy()]) for index, mel in clips]
     return evaluate_predictions(pd.concat([index for index, _ in clips], ignore_index=True), np.concatenate(probs),
                                 list(classifier.genres))
 
 
 @task(name="evaluate")
-def evaluate_task(
-    root_url: str, run: str, test_shards: list[tuple[str, str]], fingerprint: str, force: bool
-) -> dict[str, Any]:
-    """Predict every test clip with run ``run``'s model: predictions.parquet and evaluation.json."""
+def evaluate_task(root_url: str, test_shards: list[tuple[str, str]], spec: OutputSpec, force: bool
+                  ) -> dict[str, Any]:
+    """Predict every test clip with the model ``spec.key``: reports/<run>/predictions.parquet and evaluation.json."""
     root = DataRoot(root_url)
-    report_dir = root.report_dir(run)
-    manifest_path = root.join("reports", run, "evaluate.manifest.json")
-    evaluation_path = root.join("reports", run, "evaluation.json")
-    if not force and output_state(root, manifest_path, fingerprint) == "done":
-        return root.read_json(evaluation_path)
-    predictions, metrics = score_model(root, run, original_clips(root, test_shards))
-    root.remove(manifest_path)
-    predictions_path = root.join("reports", run, "predictions.parquet")
-    root.write_parquet(predictions_path, predictions)
-    root.write_json(evaluation_path, metrics)
-    write_manifest(root, manifest_path, name=f"{report_dir}/evaluate", fingerprint=fingerprint,
-                   files=[predictions_path, evaluation_path], rows=len(predictions))
+    with open_output(root, spec, force) as out:
+        if out.done:
+            return out.read_json(EVALUATION_FILE)
+        predictions, metrics = score_model(root, spec.key, original_clips(root, test_shards))
+        out.write_parquet(PREDICTIONS_FILE, predictions)
+        out.write_json(EVALUATION_FILE, metrics)
+        out.rows = len(predictions)
     return metrics

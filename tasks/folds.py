@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from genreflow.tasks.ingest import group_keys
+from genreflow.tasks.split import group_keys
 
 
 @dataclass(frozen=True)

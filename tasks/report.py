@@ -22,7 +22,11 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from prefect import task
 
-from genreflow.storage.root import DataRoot
+from genreflow.model.params import AugmentConfig
+from genreflow.storage.outputs import OutputSpec, open_output, output_path, tracks_path
+from genreflow.storage.root import QUARANTINE_COLUMNS, DataRoot
+from genreflow.tasks.evaluate import EVALUATION_FILE
+from genreflow.tasks.train import HISTORY_FILE
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DPI = 110  # sharp enough to read 10 genre names, small enough to embed in HTML
@@ -514,29 +518,32 @@ def clip_counts(root: DataRoot, shards: list[tuple[str, str]]) -> pd.DataFrame:
 
 @task(name="report")
 def report_task(
-    root_url: str, run: str, config: dict[str, Any], shards: list[tuple[str, str]],
+    root_url: str, spec: OutputSpec, config: dict[str, Any], shards: list[tuple[str, str]],
     baseline: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write reports/<run>/ and publish the data-set summary as Prefect artifacts."""
+    """Write reports/<run>/ (unless done for ``spec``) and publish the summaries as Prefect artifacts."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     root = DataRoot(root_url)
-    metrics = root.read_json(root.join("reports", run, "evaluation.json"))
-    history = pd.read_csv(root.fs.open(root.join("models", run, "history.csv")))
-    tracks = root.read_parquet(root.tracks_path())
+    run = spec.key
+    tracks = root.read_parquet(tracks_path(root))
     quarantine = (root.read_parquet(root.quarantine_path()) if root.exists(root.quarantine_path())
-                  else pd.DataFrame(columns=["track_id", "path", "genre", "reason"]))
-    augmentations = [f"stretch{r:g}" for r in config["augment"]["time_stretch"]] + [
-        f"pitch{s:+g}" for s in config["augment"]["pitch_shift"]]
+                  else pd.DataFrame(columns=list(QUARANTINE_COLUMNS)))
+    augmentations = AugmentConfig.model_validate(config["augment"]).names()
     summary = dataset_summary(tracks, quarantine, clip_counts(root, shards), augmentations)
-    files = render_report(run, metrics, history, summary, config, baseline=baseline)
-    for name, payload in files.items():
-        root.write_bytes(root.join("reports", run, name), payload)
+    with open_output(root, spec) as out:
+        if not out.done:
+            metrics = root.read_json(output_path(root, "evaluate", run, EVALUATION_FILE))
+            history = pd.read_csv(root.fs.open(output_path(root, "train", run, HISTORY_FILE)))
+            for name, payload in render_report(run, metrics, history, summary, config, baseline=baseline).items():
+                out.write_bytes(name.removeprefix("report") if name.startswith("report.") else name, payload)
+    report_md = root.read_bytes(out.path(".md")).decode()
     key = "".join(c if c.isalnum() else "-" for c in run.lower())
-    create_markdown_artifact(markdown=files["report.md"].decode(), key=f"genreflow-report-{key}",
+    create_markdown_artifact(markdown=report_md, key=f"genreflow-report-{key}",
                              description=f"genreflow evaluation report of {run}")
     create_table_artifact(table=summary_table(summary), key="genreflow-dataset",
                           description="tracks per genre and split")
     create_markdown_artifact(markdown=summary_markdown(summary), key="genreflow-dataset-summary",
                              description="data-set summary: tracks, clips, augmentations, quarantine")
-    return {"dir": root.report_dir(run), "files": sorted(files)}
+    manifest = out.manifest()
+    return {"dir": out.folder, "files": sorted(manifest.files) if manifest else []}

@@ -33,9 +33,9 @@ def preprocess_shard_task(root_url: str, plan: ShardPlan, audio: AudioConfig, au
 
     ``forced``: the stages to recompute even where their manifest matches (--from-stage).
     """
-    results = [decode_stage(root_url, plan.shard, plan.tracks, audio, plan.decode, "decode" in forced)]
+    results = [decode_stage(root_url, plan.decode, plan.tracks, audio, "decode" in forced)]
     if "mel" in stages:
-        results.append(mel_stage(root_url, plan.shard, audio, plan.mel, "mel" in forced))
+        results.append(mel_stage(root_url, plan.mel, audio, "mel" in forced))
     if "augment" in stages and plan.augment is not None:
-        results.append(augment_stage(root_url, plan.shard, audio, augment, plan.augment, "augment" in forced))
+        results.append(augment_stage(root_url, plan.augment, audio, augment, "augment" in forced))
     return results

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 from prefect import task
 
-from genreflow.storage.manifest import output_state, write_manifest
+from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import open_shard_array
 
@@ -39,16 +39,17 @@ def band_stats(arrays: Iterable[np.ndarray]) -> dict[str, list[float] | int]:
     return {"mean": mean.tolist(), "std": np.maximum(std, 1e-3).tolist(), "clips": clips}
 
 
+STATS_FILE = ".json"  # stats.json
+
+
 @task(name="stats")
-def stats_task(root_url: str, shards: list[tuple[str, str]], fingerprint: str, force: bool) -> dict:
-    """Write stats.json from the (stage, shard) arrays given, unless done for ``fingerprint``."""
+def stats_task(root_url: str, shards: list[tuple[str, str]], spec: OutputSpec, force: bool) -> dict:
+    """Write stats.json from the (stage, shard) arrays given, unless done for ``spec``."""
     root = DataRoot(root_url)
-    manifest_path = root.join("stats.manifest.json")
-    if not force and output_state(root, manifest_path, fingerprint) == "done":
-        return root.read_json(root.stats_path())
-    stats = band_stats(open_shard_array(root, stage, shard) for stage, shard in shards)
-    root.remove(manifest_path)
-    root.write_json(root.stats_path(), stats)
-    write_manifest(root, manifest_path, name="stats", fingerprint=fingerprint, files=[root.stats_path()],
-                   rows=int(stats["clips"]))
+    with open_output(root, spec, force) as out:
+        if out.done:
+            return out.read_json(STATS_FILE)
+        stats = band_stats(open_shard_array(root, stage, shard) for stage, shard in shards)
+        out.write_json(STATS_FILE, stats)
+        out.rows = int(stats["clips"])
     return stats

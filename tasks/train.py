@@ -14,15 +14,13 @@ from typing import Any
 from prefect import get_run_logger, task
 
 from genreflow.model.params import AudioConfig, TrainConfig
-from genreflow.storage.manifest import output_state, read_manifest, write_manifest
+from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
-from genreflow.storage.shards import read_shard_index
+from genreflow.storage.shards import read_shard_index, shard_array_path
 
-MODEL_FILES = ("model.keras", "history.csv", "labels.json", "audio.json")
-
-
-def model_manifest_path(root: DataRoot, run: str) -> str:
-    return root.join("models", run, "manifest.json")
+HISTORY_FILE = "history.csv"  # one row an epoch: the metrics Keras logged
+MODEL_FILES = ("model.keras", HISTORY_FILE, "labels.json")  # written by model.train
+AUDIO_FILE = "audio.json"  # how predict must cut and transform audio: as the training clips were
 
 
 def clip_sources(root: DataRoot, shards: list[tuple[str, str]], split: str | None = None,
@@ -40,53 +38,51 @@ def clip_sources(root: DataRoot, shards: list[tuple[str, str]], split: str | Non
         if original_only:
             index = index[index["augmentation"] == "original"]
         if len(index):
-            sources.append(ClipSource(Path(root.local_path(root.shard_path(stage, shard, ".npy"))), index))
+            sources.append(ClipSource(Path(root.local_path(shard_array_path(root, stage, shard))), index))
     return sources
 
 
-def fit_model(root: DataRoot, name: str, genres: list[str], stats: dict, train_sources: list[Any],
-              val_sources: list[Any], train: TrainConfig, audio: AudioConfig, fingerprint: str, force: bool,
+def fit_model(root: DataRoot, spec: OutputSpec, genres: list[str], stats: dict, train_sources: list[Any],
+              val_sources: list[Any], train: TrainConfig, audio: AudioConfig, force: bool,
               log: Callable[..., None]) -> dict[str, Any]:
-    """Train (or resume, or skip when finished) the model models/<name>/; its summary.
+    """Train (or resume, or skip when finished) the model models/<spec.key>/; its summary.
 
-    The manifest, written last, records ``fingerprint``: a finished model with
-    the same one is not trained again, a backup left by a killed run is resumed.
+    A finished model with the same fingerprint is not trained again; a backup
+    left by a killed run is resumed (the manifest is only written at the end).
     """
-    model_dir = root.join("models", *name.split("/"))
-    manifest_path = root.join(model_dir, "manifest.json")
-    if not force and output_state(root, manifest_path, fingerprint) == "done":
-        log("train: %s is already trained on these inputs; skipping", name)
-        manifest = read_manifest(root, manifest_path)
-        return {**(manifest.extra if manifest else {}), "skipped": True}
-    root.remove(manifest_path)
-    local_dir = Path(root.local_path(model_dir))
-    if force:
-        root.remove(str(local_dir / "backup"), recursive=True)
-        root.remove(str(local_dir / "history.csv"))
+    name = spec.key
+    with open_output(root, spec, force) as out:
+        if out.done:
+            log("train: %s is already trained on these inputs; skipping", name)
+            return {**out.extra, "skipped": True}
+        local_dir = Path(root.local_path(out.folder))
+        if force:
+            root.remove(str(local_dir / "backup"), recursive=True)
+            root.remove(str(local_dir / "history.csv"))
 
-    from genreflow.model.train import train_model
+        from genreflow.model.train import train_model
 
-    def report(epoch: int, epochs: int, logs: dict) -> None:
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))
-        log("train: %s epoch %d/%d: %s", name, epoch, epochs, shown)
+        def report(epoch: int, epochs: int, logs: dict) -> None:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items()))
+            log("train: %s epoch %d/%d: %s", name, epoch, epochs, shown)
 
-    start = time.perf_counter()
-    result = train_model(
-        train_sources, val_sources, genres, stats, local_dir,
-        epochs=train.epochs, batch_size=train.batch_size, learning_rate=train.learning_rate,
-        patience=train.patience, seed=train.seed, shuffle_buffer=train.shuffle_buffer, progress=report,
-        knobs=model_knobs(train, audio),
-    )
-    # predict must cut and transform audio exactly as the training clips were
-    root.write_bytes(str(local_dir / "audio.json"), audio.model_dump_json(indent=2).encode())
-    trained_here = result.epochs_run - (result.resumed_from_epoch or 1) + 1
-    summary = {"skipped": False, "epochs_run": int(result.epochs_run),
-               "resumed_from_epoch": int(result.resumed_from_epoch or 0), "best_epoch": int(result.best_epoch),
-               "seconds": time.perf_counter() - start,
-               "seconds_per_epoch": (time.perf_counter() - start) / trained_here if trained_here > 0 else None}
-    write_manifest(root, manifest_path, name=f"models/{name}", fingerprint=fingerprint,
-                   files=[str(local_dir / file) for file in MODEL_FILES], rows=int(result.epochs_run), extra=summary)
-    return summary
+        start = time.perf_counter()
+        result = train_model(
+            train_sources, val_sources, genres, stats, local_dir,
+            epochs=train.epochs, batch_size=train.batch_size, learning_rate=train.learning_rate,
+            patience=train.patience, seed=train.seed, shuffle_buffer=train.shuffle_buffer, progress=report,
+            knobs=model_knobs(train, audio),
+        )
+        for file in MODEL_FILES:
+            out.add(file)
+        out.write_bytes(AUDIO_FILE, audio.model_dump_json(indent=2).encode())
+        trained_here = result.epochs_run - (result.resumed_from_epoch or 1) + 1
+        seconds = time.perf_counter() - start
+        out.rows = int(result.epochs_run)
+        out.extra = {"epochs_run": int(result.epochs_run), "resumed_from_epoch": int(result.resumed_from_epoch or 0),
+                     "best_epoch": int(result.best_epoch), "seconds": seconds,
+                     "seconds_per_epoch": seconds / trained_here if trained_here > 0 else None}
+    return {**out.extra, "skipped": False}
 
 
 def model_knobs(train: TrainConfig, audio: AudioConfig) -> dict[str, Any]:
@@ -99,13 +95,13 @@ def model_knobs(train: TrainConfig, audio: AudioConfig) -> dict[str, Any]:
 
 @task(name="train")
 def train_task(
-    root_url: str, run: str, genres: list[str], stats: dict, train_shards: list[tuple[str, str]],
-    val_shards: list[tuple[str, str]], train: TrainConfig, audio: AudioConfig, fingerprint: str, force: bool,
+    root_url: str, spec: OutputSpec, genres: list[str], stats: dict, train_shards: list[tuple[str, str]],
+    val_shards: list[tuple[str, str]], train: TrainConfig, audio: AudioConfig, force: bool,
 ) -> dict[str, Any]:
-    """Train (or resume, or skip when finished) the run ``run``; returns its summary."""
+    """Train (or resume, or skip when finished) the run ``spec.key``; returns its summary."""
     root = DataRoot(root_url)
-    summary = fit_model(root, run, genres, stats, clip_sources(root, train_shards),
-                        clip_sources(root, val_shards), train, audio, fingerprint, force, get_run_logger().info)
+    summary = fit_model(root, spec, genres, stats, clip_sources(root, train_shards), clip_sources(root, val_shards),
+                        train, audio, force, get_run_logger().info)
     if not summary["skipped"]:
-        root.write_bytes(root.join("models", "LATEST"), run.encode())
-    return {**summary, "run": run}
+        root.write_bytes(root.join("models", "LATEST"), spec.key.encode())
+    return {**summary, "run": spec.key}

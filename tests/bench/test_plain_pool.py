@@ -12,8 +12,8 @@ import pytest
 
 from genreflow.bench import preprocess
 from genreflow.flows.plan import plan_shards
+from genreflow.storage.outputs import state_of, tracks_path
 from genreflow.storage.root import DataRoot
-from genreflow.storage.shards import shard_state
 from genreflow.tasks.demo import generate_demo_set
 
 
@@ -34,9 +34,9 @@ def test_plain_pool_writes_the_flows_outputs(demo: Path, tmp_path: Path) -> None
         pool.close()
     assert seconds > 0
     root = DataRoot(str(tmp_path / "root"))
-    plans = plan_shards(root.read_parquet(root.tracks_path()), config)
+    plans = plan_shards(root.read_parquet(tracks_path(root)), config)
     assert len(plans) >= 2
     for plan in plans:
-        assert shard_state(root, "audio", plan.shard, plan.decode) == "done"
-        assert shard_state(root, "mel", plan.shard, plan.mel) == "done"
+        assert state_of(root, plan.decode) == "done"
+        assert state_of(root, plan.mel) == "done"
     assert root.exists(root.quarantine_path())

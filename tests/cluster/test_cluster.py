@@ -41,7 +41,7 @@ def write_config(path: Path, root: Path, demo: Path, **overrides: Any) -> tuple[
 def outputs(root: Path) -> dict[str, bytes]:
     """Every output file whose bytes a rerun must reproduce: tables, shards and their indexes, stats."""
     files = [root / name for name in ("tracks.parquet", "quarantine.parquet", "stats.json")]
-    for stage in ("audio", "mel", "mel-aug"):
+    for stage in ("decode", "mel", "augment"):
         files += sorted(p for p in (root / stage).glob("*") if p.suffix in (".npy", ".parquet"))
     return {str(p.relative_to(root)): p.read_bytes() for p in files if p.exists()}
 
@@ -153,7 +153,7 @@ def test_rebuild_on_the_cluster_completes_in_prefect_and_matches_a_local_cluster
     assert local.returncode == 0, local.stderr[-4000:]
     expected_files = outputs(root)
     plans = plan_shards(pd.read_parquet(root / "tracks.parquet"), config)
-    arrays = 2 * len(plans) + sum(p.augment is not None for p in plans)  # audio, mel and mel-aug
+    arrays = 2 * len(plans) + sum(p.augment is not None for p in plans)  # decode, mel and augment
     assert sum(name.endswith(".npy") for name in expected_files) == arrays
     assert outputs(tmp_path / "root") == expected_files
 
@@ -229,7 +229,7 @@ def test_a_failed_deployment_run_is_retried_through_prefect(
         failed = wait_for_state(cluster, run_id, 240)
         assert failed.state is not None and failed.state.type == StateType.FAILED, failed.state
         kept = manifests(root)
-        assert kept and all(name.startswith(("audio/", "mel-aug/")) for name in kept), \
+        assert kept and all(name.startswith(("decode/", "augment/")) for name in kept), \
             "the failed run kept every shard that succeeded"
 
         (root / "mel").unlink()

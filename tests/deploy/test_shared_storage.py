@@ -15,8 +15,9 @@ from genreflow.flows.config import ConfigError, build_config
 from genreflow.flows.rebuild import preflight
 from genreflow.flows.serve import ENTRY_FLOWS, serve_rebuild
 from genreflow.model.params import AudioConfig
+from genreflow.storage.outputs import OutputSpec, state_of
 from genreflow.storage.root import DataRoot
-from genreflow.storage.shards import open_shard_array, shard_state
+from genreflow.storage.shards import open_shard_array
 from genreflow.tasks.decode import decode_stage
 from genreflow.tasks.mel import mel_stage
 
@@ -35,14 +36,15 @@ def test_preprocessing_may_use_an_object_store_data_root(tmp_path: Path) -> None
         sf.write(path, 0.3 * np.sin(2 * np.pi * freq * t), audio.sample_rate)
         rows.append({"track_id": i, "path": str(path), "genre": "Rock", "split": "val"})
     tracks = pd.DataFrame(rows)
-    decoded = decode_stage(REMOTE, "s0", tracks, audio, "fp-decode", force=False)
-    mel = mel_stage(REMOTE, "s0", audio, "fp-mel", force=False)
+    decode, mel_spec = OutputSpec("decode", "s0", inputs="fp-decode"), OutputSpec("mel", "s0", inputs="fp-mel")
+    decoded = decode_stage(REMOTE, decode, tracks, audio, force=False)
+    mel = mel_stage(REMOTE, mel_spec, audio, force=False)
     root = DataRoot(REMOTE)
     assert (decoded.clips, mel.clips) == (4, 4)  # two whole 1 s windows of each 2 s tone
-    assert shard_state(root, "audio", "s0", "fp-decode") == "done"
-    assert shard_state(root, "mel", "s0", "fp-mel") == "done"
+    assert state_of(root, decode) == "done"
+    assert state_of(root, mel_spec) == "done"
     assert open_shard_array(root, "mel", "s0").shape == (4, audio.n_mels, audio.frames)
-    assert decode_stage(REMOTE, "s0", tracks, audio, "fp-decode", force=False).skipped  # a rerun reuses it
+    assert decode_stage(REMOTE, decode, tracks, audio, force=False).skipped  # a rerun reuses it
 
 
 @pytest.mark.parametrize("overrides", [{}, {"from_stage": "train"}, {"from_stage": "evaluate"}])

@@ -155,16 +155,16 @@ def test_a_knob_or_field_given_overrides_the_recipe() -> None:
 def test_knobs_that_resolve_alike_train_the_same_run(tmp_path: Path) -> None:
     import pandas as pd
 
-    from genreflow.flows.plan import plan_shards, run_name
+    from genreflow.flows.plan import plan_shards, train_spec
 
     tracks = pd.DataFrame({"track_id": ["a"], "path": [str(tmp_path / "a.mp3")], "genre": ["Rock"],
                            "split": ["train"], "artist": [None], "shard": ["train-0000"]})
     plain = build_config(None, source="folder", input="x")
     spelled = build_config(None, source="folder", input="x", batch_norm=True, folds=3, baseline=False)
     other = build_config(None, source="folder", input="x", batch_norm=False)
-    name = run_name(plan_shards(tracks, plain), plain)
-    assert run_name(plan_shards(tracks, spelled), spelled) == name
-    assert run_name(plan_shards(tracks, other), other) != name
+    name = train_spec(plan_shards(tracks, plain), plain).key
+    assert train_spec(plan_shards(tracks, spelled), spelled).key == name
+    assert train_spec(plan_shards(tracks, other), other).key != name
 
 
 @pytest.mark.parametrize("argv", [["rebuild", "--recipe", "best"], ["rebuild", "--folds", "1"],

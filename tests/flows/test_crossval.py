@@ -47,9 +47,9 @@ def test_no_clip_or_augmented_copy_of_a_test_track_is_trained_on(crossvalidated:
     config, outcome = crossvalidated
     root = DataRoot(config.run.data_root)
     report = Path(outcome["report"]["dir"])
-    shards = [(stage, p.stem) for stage in ("mel", "mel-aug")
+    shards = [(stage, p.stem) for stage in ("mel", "augment")
               for p in sorted((Path(config.run.data_root) / stage).glob("*.npy"))]
-    assert any(stage == "mel-aug" for stage, _ in shards), "the check needs augmented copies to exist"
+    assert any(stage == "augment" for stage, _ in shards), "the check needs augmented copies to exist"
     for n in range(1, FOLDS + 1):
         fold = json.loads((report / f"fold-{n}.json").read_text())
         trained = {t for source in clip_sources(root, shards, tracks=fold["train_tracks"])

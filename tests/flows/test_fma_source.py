@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 
 from genreflow.flows.rebuild import run_command
+from genreflow.storage.outputs import tracks_path
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.download import download_fma
 from tests.flows.conftest import small_config
@@ -77,7 +78,7 @@ def test_download_then_preprocess_quarantines_fmas_bad_files(server: FakeServer,
     run_command("preprocess", config)
 
     root = DataRoot(config.run.data_root)
-    tracks = root.read_parquet(root.tracks_path()).set_index("track_id")
+    tracks = root.read_parquet(tracks_path(root)).set_index("track_id")
     assert tracks.loc["000002", "split"] == "train" and tracks.loc["000005", "split"] == "val"
     assert tracks.loc["000010", "split"] == "test" and tracks.loc["000002", "artist"] == "2"
     quarantine = root.read_parquet(root.quarantine_path()).set_index("track_id")

@@ -9,7 +9,19 @@ import pandas as pd
 import pytest
 
 from genreflow.flows.config import build_config
-from genreflow.flows.plan import baseline_fingerprint, plan_shards, run_name, stats_fingerprint, training_inputs
+from genreflow.flows.plan import baseline_spec, plan_shards, stats_spec, train_spec, training_inputs
+
+
+def stats_fingerprint(plans: list) -> str:
+    return stats_spec(plans).fingerprint
+
+
+def baseline_fingerprint(plans: list, seed: int) -> str:
+    return baseline_spec(plans, seed).fingerprint
+
+
+def run_name(plans: list, config: object) -> str:
+    return train_spec(plans, config).key  # type: ignore[arg-type]
 
 
 @pytest.fixture()
@@ -30,7 +42,7 @@ def test_one_plan_per_shard_and_only_training_shards_augment(tracks: pd.DataFram
     assert [(p.shard, p.split, len(p.tracks)) for p in plans] == [("0", "train", 2), ("1", "train", 2),
                                                                    ("2", "val", 1), ("3", "test", 1)]
     assert [p.augment is not None for p in plans] == [True, True, False, False]
-    assert training_inputs(plans) == [("mel", "0"), ("mel", "1"), ("mel-aug", "0"), ("mel-aug", "1")]
+    assert training_inputs(plans) == [("mel", "0"), ("mel", "1"), ("augment", "0"), ("augment", "1")]
 
 
 def test_no_augmentations_means_no_augment_output(tracks: pd.DataFrame) -> None:

@@ -14,8 +14,9 @@ from distributed import Client, LocalCluster
 from genreflow.flows.plan import plan_shards
 from genreflow.flows.rebuild import run_command
 from genreflow.flows.status import collect_status
+from genreflow.storage.manifest import read_manifest
+from genreflow.storage.outputs import manifest_path, state_of, tracks_path
 from genreflow.storage.root import DataRoot
-from genreflow.storage.shards import shard_manifest, shard_state
 from tests.flows.conftest import small_config
 
 pytestmark = pytest.mark.timeout(600)
@@ -36,29 +37,29 @@ def preprocessed(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> tu
 def test_every_shard_is_written_with_the_seed_shapes(preprocessed: tuple[Path, object]) -> None:
     root_path, (config, summary, _) = preprocessed
     root = DataRoot(str(root_path))
-    tracks = root.read_parquet(root.tracks_path())
+    tracks = root.read_parquet(tracks_path(root))
     assert len(tracks) == 24 and set(tracks["split"]) == {"train", "val", "test"}
     plans = plan_shards(tracks, config)
     for plan in plans:
-        assert shard_state(root, "audio", plan.shard, plan.decode) == "done"
-        assert shard_state(root, "mel", plan.shard, plan.mel) == "done"
+        assert state_of(root, plan.decode) == "done"
+        assert state_of(root, plan.mel) == "done"
         mel = np.load(root_path / "mel" / f"{plan.shard}.npy", allow_pickle=False)
         index = pd.read_parquet(root_path / "mel" / f"{plan.shard}.parquet")
         assert mel.dtype == np.float16 and mel.shape == (len(plan.tracks), 128, 431)  # one clip a 12 s track
         assert np.isfinite(mel).all() and mel.max() <= 0 and mel.min() >= -80
         assert list(index.columns[:5]) == ["track_id", "clip_index", "split", "genre", "row"]
         assert set(index["augmentation"]) == {"original"}
-    assert summary == {"audio": len(plans), "mel": len(plans), "mel-aug": sum(p.augment is not None for p in plans)}
+    assert summary == {"decode": len(plans), "mel": len(plans), "augment": sum(p.augment is not None for p in plans)}
 
 
 def test_augmented_copies_come_only_from_training_tracks(preprocessed: tuple[Path, object]) -> None:
     root_path, (config, _, _) = preprocessed
     root = DataRoot(str(root_path))
-    tracks = root.read_parquet(root.tracks_path())
+    tracks = root.read_parquet(tracks_path(root))
     train_ids = set(tracks.loc[tracks["split"] == "train", "track_id"])
     held_out = set(tracks.loc[tracks["split"] != "train", "track_id"])
     assert train_ids and held_out and not train_ids & held_out
-    aug = pd.concat(pd.read_parquet(p) for p in (root_path / "mel-aug").glob("*[0-9].parquet"))
+    aug = pd.concat(pd.read_parquet(p) for p in (root_path / "augment").glob("*[0-9].parquet"))
     assert set(aug["track_id"]) == train_ids
     assert not set(aug["track_id"]) & held_out
     assert set(aug["split"]) == {"train"}
@@ -97,14 +98,14 @@ def test_rerun_skips_finished_shards_and_rebuilds_a_corrupted_one(
                                                                             "dask_address": None})})
     root = DataRoot(str(copy))
     victim = "train-0000"
-    before = shard_manifest(root, "mel", victim)
+    before = read_manifest(root, manifest_path(root, "mel", victim))
     mel_path = copy / "mel" / f"{victim}.npy"
     data = bytearray(mel_path.read_bytes())
     data[-10:] = b"\x00" * 10  # an altered shard: same size, other bytes
     mel_path.write_bytes(bytes(data))
     summary = run_command("preprocess", config)
-    assert summary == {"audio": 0, "mel": 1, "mel-aug": 0}
-    after = shard_manifest(root, "mel", victim)
+    assert summary == {"decode": 0, "mel": 1, "augment": 0}
+    after = read_manifest(root, manifest_path(root, "mel", victim))
     assert before is not None and after is not None and after.files == before.files
     assert np.isfinite(np.load(mel_path)).all()
 
@@ -131,12 +132,13 @@ def test_quarantine_keeps_bad_files_out_and_the_rest_in(tmp_path: Path, demo_dir
     assert "not decodable" in quarantine.loc["Rock/notes", "reason"]
     clips = pd.concat(pd.read_parquet(p) for p in (Path(config.run.data_root) / "mel").glob("*[0-9].parquet"))
     assert not set(clips["track_id"]) & bad
-    assert set(clips["track_id"]) == set(root.read_parquet(root.tracks_path())["track_id"]) - bad
+    assert set(clips["track_id"]) == set(root.read_parquet(tracks_path(root))["track_id"]) - bad
 
 
 def test_shards_are_submitted_longest_first(tmp_path: Path, demo_dir: Path) -> None:
     from genreflow.flows.preprocess import longest_first
-    from genreflow.tasks.ingest import ingest, read_source
+    from genreflow.tasks.ingest import ingest
+    from genreflow.tasks.sources import read_source
 
     config = small_config(tmp_path, demo_dir, shard_size=3)
     split = config.split

@@ -25,7 +25,7 @@ def _manifests(root: Path) -> dict[str, int]:
 
 def _outputs(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes()
-            for stage in ("audio", "mel", "mel-aug") for p in sorted((root / stage).glob("*[0-9].npy"))}
+            for stage in ("decode", "mel", "augment") for p in sorted((root / stage).glob("*[0-9].npy"))}
 
 
 def test_sigkill_mid_stage_then_rerun_matches_a_clean_run(tmp_path: Path, demo_dir: Path) -> None:
@@ -42,7 +42,7 @@ def test_sigkill_mid_stage_then_rerun_matches_a_clean_run(tmp_path: Path, demo_d
                                start_new_session=True)
     deadline = time.monotonic() + 240
     try:
-        while not list((killed_root / "mel-aug").glob("*.manifest.json")):
+        while not list((killed_root / "augment").glob("*.manifest.json")):
             assert process.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline, "no shard finished in time"
             time.sleep(0.02)

@@ -11,6 +11,7 @@ import pytest
 from genreflow.flows.config import build_config
 from genreflow.flows.plan import plan_shards
 from genreflow.flows.status import collect_status, print_status
+from genreflow.storage.outputs import OutputSpec, open_output, output_path, tracks_path
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import write_shard
 
@@ -22,7 +23,7 @@ def _ingested(root: DataRoot, tmp_path: Path) -> pd.DataFrame:
         path.write_bytes(b"x" * 10)
         rows.append({"track_id": i, "path": str(path), "genre": "Rock", "split": split, "artist": None, "shard": i})
     tracks = pd.DataFrame(rows)
-    root.write_parquet(root.tracks_path(), tracks)
+    root.write_parquet(tracks_path(root), tracks)
     return tracks
 
 
@@ -38,10 +39,11 @@ def test_counts_follow_the_manifests(tmp_path: Path, capsys: pytest.CaptureFixtu
     root = DataRoot(config.run.data_root)
     plans = plan_shards(_ingested(root, tmp_path), config)
     index = pd.DataFrame({"track_id": [0], "row": [0]})
-    write_shard(root, "audio", plans[0].shard, array=np.zeros((1, 4), np.int16), index=index,
-                fingerprint=plans[0].decode)
-    write_shard(root, "audio", plans[1].shard, array=np.zeros((1, 4), np.int16), index=index,
-                fingerprint="made-by-other-parameters")
+    with open_output(root, plans[0].decode) as out:
+        write_shard(out, array=np.zeros((1, 4), np.int16), index=index)
+    other_parameters = OutputSpec("decode", plans[1].shard, plans[1].decode.code, plans[1].decode.inputs, {"sr": 1})
+    with open_output(root, other_parameters) as out:
+        write_shard(out, array=np.zeros((1, 4), np.int16), index=index)
     status = collect_status(config)
     assert (status["tracks"], status["shards"], status["quarantined"]) == (3, 3, 0)
     assert status["stages"]["decode"] == {"done": 1, "stale": 1, "missing": 1}
@@ -56,8 +58,8 @@ def test_an_altered_shard_is_corrupt(tmp_path: Path) -> None:
     config = build_config(None, data_root=str(tmp_path / "root"))
     root = DataRoot(config.run.data_root)
     plans = plan_shards(_ingested(root, tmp_path), config)
-    write_shard(root, "audio", plans[0].shard, array=np.zeros((1, 4), np.int16),
-                index=pd.DataFrame({"track_id": [0], "row": [0]}), fingerprint=plans[0].decode)
-    npy = Path(root.local_path(root.shard_path("audio", plans[0].shard, ".npy")))
+    with open_output(root, plans[0].decode) as out:
+        write_shard(out, array=np.zeros((1, 4), np.int16), index=pd.DataFrame({"track_id": [0], "row": [0]}))
+    npy = Path(root.local_path(output_path(root, "decode", plans[0].shard, ".npy")))
     npy.write_bytes(npy.read_bytes()[:-2] + b"\x01\x01")
     assert collect_status(config)["stages"]["decode"] == {"corrupt": 1, "missing": 2}

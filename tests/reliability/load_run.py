@@ -67,11 +67,11 @@ def sample(flow: subprocess.Popen, root: Path, interval: float, start: float) ->
     rows: list[dict] = []
     while flow.poll() is None:
         now = time.monotonic() - start
-        audio, mel = shards_done(root, "audio"), shards_done(root, "mel")
+        decoded, mel = shards_done(root, "decode"), shards_done(root, "mel")
         flow_rss = rss(parent)
         if flow_rss is not None:
             rows.append({"t": round(now, 2), "pid": flow.pid, "role": "flow", "rss_mb": flow_rss / MB,
-                         "audio_shards": audio, "mel_shards": mel})
+                         "decode_shards": decoded, "mel_shards": mel})
         try:
             children = parent.children(recursive=True)
         except psutil.Error:
@@ -80,7 +80,7 @@ def sample(flow: subprocess.Popen, root: Path, interval: float, start: float) ->
             child_rss = rss(child)
             if child_rss is not None:
                 rows.append({"t": round(now, 2), "pid": child.pid, "role": role(child), "rss_mb": child_rss / MB,
-                             "audio_shards": audio, "mel_shards": mel})
+                             "decode_shards": decoded, "mel_shards": mel})
         time.sleep(interval)
     return rows
 

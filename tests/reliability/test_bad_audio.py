@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 
 from genreflow.flows.rebuild import run_command
+from genreflow.storage.outputs import tracks_path
 from genreflow.storage.root import DataRoot
 from tests.reliability.conftest import small_config
 
@@ -96,7 +97,7 @@ def preprocessed(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> tu
     config = small_config(root_path, source, shard_size=8, time_stretch=[0.9], pitch_shift=[2.0])
     run_command("preprocess", config)
     root = DataRoot(str(root_path))
-    return root, root.read_parquet(root.tracks_path())
+    return root, root.read_parquet(tracks_path(root))
 
 
 def _clips(root: DataRoot, stage: str) -> pd.DataFrame:
@@ -117,12 +118,12 @@ def test_each_bad_file_is_quarantined_with_its_reason(preprocessed: tuple[DataRo
 
 def test_unusual_but_valid_audio_is_decoded_correctly(preprocessed: tuple[DataRoot, pd.DataFrame]) -> None:
     root, _ = preprocessed
-    clips = _clips(root, "audio").set_index("track_id")
+    clips = _clips(root, "decode").set_index("track_id")
     for track_id, (freq, amp) in VALID.items():
         assert track_id in clips.index, f"{track_id} was not processed"
         row = clips.loc[[track_id]]
         assert len(row) == 1 and row["clip_index"].iloc[0] == 0
-        audio = np.load(Path(root.path, "audio", f"{row['shard'].iloc[0]}.npy"), allow_pickle=False)
+        audio = np.load(Path(root.path, "decode", f"{row['shard'].iloc[0]}.npy"), allow_pickle=False)
         y = audio[int(row["row"].iloc[0])].astype(np.float32) / 32768.0
         assert len(y) == 10 * SR
         assert peak_hz(y, SR) == pytest.approx(freq, abs=1.0), track_id
@@ -132,12 +133,12 @@ def test_unusual_but_valid_audio_is_decoded_correctly(preprocessed: tuple[DataRo
 def test_an_mp3_cut_after_its_first_clip_keeps_that_clip(preprocessed: tuple[DataRoot, pd.DataFrame]) -> None:
     """A truncated mp3 that still holds 10 s is not thrown away: its clip is the intact file's clip."""
     root, tracks = preprocessed
-    clips = _clips(root, "audio").set_index("track_id")
+    clips = _clips(root, "decode").set_index("track_id")
     original = tracks.loc[tracks["path"].str.endswith(f"Rock/{GOOD_MP3}"), "track_id"].item()
 
     def clip(track_id: str) -> np.ndarray:
         row = clips.loc[track_id]
-        return np.load(Path(root.path, "audio", f"{row['shard']}.npy"), allow_pickle=False)[int(row["row"])]
+        return np.load(Path(root.path, "decode", f"{row['shard']}.npy"), allow_pickle=False)[int(row["row"])]
 
     np.testing.assert_allclose(clip("Rock/cut-late").astype(int), clip(original).astype(int), atol=2)
 
@@ -149,7 +150,7 @@ def test_every_good_track_goes_through_and_the_books_balance(preprocessed: tuple
     assert processed.isdisjoint(quarantined)
     assert processed | quarantined == set(tracks["track_id"])
     assert len(processed) == len(tracks) - len(BAD) == 24 + len(VALID) + 1  # + cut-late
-    augmented = _clips(root, "mel-aug")
+    augmented = _clips(root, "augment")
     train = set(tracks.loc[tracks["split"] == "train", "track_id"]) - quarantined
     assert set(augmented["track_id"]) == train
 
@@ -157,11 +158,11 @@ def test_every_good_track_goes_through_and_the_books_balance(preprocessed: tuple
 def test_no_nan_or_inf_reaches_any_shard(preprocessed: tuple[DataRoot, pd.DataFrame]) -> None:
     root, _ = preprocessed
     checked = 0
-    for stage in ("audio", "mel", "mel-aug"):
+    for stage in ("decode", "mel", "augment"):
         for path in sorted(Path(root.path, stage).glob("*[0-9].npy")):
             array = np.load(path, allow_pickle=False)
             assert np.isfinite(array).all(), path
-            if stage != "audio" and array.size:  # a shard of only quarantined tracks is empty
+            if stage != "decode" and array.size:  # a shard of only quarantined tracks is empty
                 assert array.min() >= -80 and array.max() <= 0, path
             checked += 1
     assert checked >= 3 * 3

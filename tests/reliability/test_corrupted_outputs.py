@@ -51,7 +51,7 @@ def test_training_refuses_corrupted_shards_until_they_are_rebuilt(
     root = copy_root(preprocessed_root, tmp_path / "root")
     before = manifest_times(root)
     alter(root / "mel" / "train-0001.npy")  # same size, other bytes: only the checksum sees it
-    alter(root / "mel-aug" / "train-0000.npy", truncate=True)
+    alter(root / "augment" / "train-0000.npy", truncate=True)
     flags = cli_flags(root, demo_dir)
 
     status = collect_status(small_config(root, demo_dir, **PREPROCESS_OPTIONS))
@@ -61,14 +61,14 @@ def test_training_refuses_corrupted_shards_until_they_are_rebuilt(
     last = err.strip().splitlines()[-1]
     assert code == 1 and "Traceback" not in err
     assert "2 shard(s) not ready" in last and "mel/train-0001 (corrupt)" in last
-    assert "mel-aug/train-0000 (corrupt)" in last and "run `genreflow preprocess` first" in last
+    assert "augment/train-0000 (corrupt)" in last and "run `genreflow preprocess` first" in last
     assert not (root / "stats.json").exists() and not (root / "models").exists()
 
     code, err = run(["preprocess", *flags], capsys)
     assert code == 0, err
     after = manifest_times(root)
     assert {k for k in after if after[k] != before[k]} == {"mel/train-0001.manifest.json",
-                                                         "mel-aug/train-0000.manifest.json"}
+                                                         "augment/train-0000.manifest.json"}
     assert shard_bytes(root) == shard_bytes(preprocessed_root)
 
     code, err = run(["train", *flags, "--to-stage", "stats"], capsys)
@@ -90,8 +90,8 @@ def test_partial_files_are_rebuilt_never_read_as_complete(
 ) -> None:
     root = copy_root(preprocessed_root, tmp_path / "root")
     # A truncated array under a stale manifest (one from other inputs).
-    alter(root / "audio" / "val-0000.npy", truncate=True)
-    stale = root / "audio" / "val-0000.manifest.json"
+    alter(root / "decode" / "val-0000.npy", truncate=True)
+    stale = root / "decode" / "val-0000.manifest.json"
     stale.write_text(stale.read_text().replace('"fingerprint": "', '"fingerprint": "0', 1))
     # A write killed before its manifest: a truncated array, no manifest, a half-written temporary file.
     alter(root / "mel" / "test-0000.npy", truncate=True)

@@ -80,12 +80,12 @@ class KillPoint:
     delay: tuple[float, float]
 
 
-MANIFESTS = {stage: count(f"{stage}/*.manifest.json") for stage in ("audio", "mel", "mel-aug")}
+MANIFESTS = {stage: count(f"{stage}/*.manifest.json") for stage in ("decode", "mel", "augment")}
 ALL_POINTS = [
     KillPoint("start-up and ingest", None, 0, (1.5, 6.0)),
-    KillPoint("decode", MANIFESTS["audio"], 1, (0.0, 0.3)),
+    KillPoint("decode", MANIFESTS["decode"], 1, (0.0, 0.3)),
     KillPoint("mel", MANIFESTS["mel"], 1, (0.0, 0.3)),
-    KillPoint("augment", MANIFESTS["mel-aug"], 1, (0.0, 0.6)),
+    KillPoint("augment", MANIFESTS["augment"], 1, (0.0, 0.6)),
     KillPoint("mel, later shards", MANIFESTS["mel"], 2, (0.0, 0.5)),
     # One point for both: a kill that lands after stats leaves no marker that a later run could
     # wait on to land in the baseline (its outputs all appear at its end).
@@ -106,8 +106,8 @@ def where(root: Path) -> str:
     if not (root / "tracks.manifest.json").exists():
         return "ingest"
     tracks = pd.read_parquet(root / "tracks.parquet")
-    total = {"audio": tracks["shard"].nunique(), "mel": tracks["shard"].nunique(),
-             "mel-aug": tracks.loc[tracks["split"] == "train", "shard"].nunique()}
+    total = {"decode": tracks["shard"].nunique(), "mel": tracks["shard"].nunique(),
+             "augment": tracks.loc[tracks["split"] == "train", "shard"].nunique()}
     done = {stage: MANIFESTS[stage](root) for stage in total}
     if done != total:  # the shard stages overlap: say how far each got
         return "preprocessing: " + ", ".join(f"{stage} {done[stage]}/{total[stage]}" for stage in total)

@@ -17,7 +17,7 @@ from genreflow.storage.errors import GenreflowError
 from genreflow.storage.root import StorageError, UnsafeFileError
 from genreflow.tasks.demo import DemoError
 from genreflow.tasks.download import DownloadError, UnsafeArchiveError
-from genreflow.tasks.ingest import IngestError
+from genreflow.tasks.sources import IngestError
 
 USER_ERRORS = [ConfigError, DataRootLocked, ModelNotFound, StageFailed, TrainingError, AudioError, DatasetError,
                PredictError, StorageError, UnsafeFileError, DemoError, DownloadError, UnsafeArchiveError, IngestError]

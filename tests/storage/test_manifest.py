@@ -13,7 +13,9 @@ import pytest
 
 from genreflow.model.params import AudioConfig
 from genreflow.storage.fingerprint import fingerprint, frame_fingerprint
-from genreflow.storage.manifest import output_state, read_manifest, shard_manifest_path, write_manifest
+from genreflow.storage.manifest import output_state, read_manifest, write_manifest
+from genreflow.storage.outputs import manifest_path as shard_manifest_path
+from genreflow.storage.outputs import output_path
 from genreflow.storage.root import DataRoot
 
 DATA = b"0123456789" * 50
@@ -32,12 +34,12 @@ def root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DataRoot]:
 
 @pytest.fixture
 def sealed(root: DataRoot) -> tuple[DataRoot, str, list[str]]:
-    """Two files of shard s0 of stage audio, sealed by a manifest with fingerprint 'fp-1'."""
-    files = [root.shard_path("audio", "s0", ".npy"), root.shard_path("audio", "s0", ".parquet")]
+    """Two files of shard s0 of stage decode, sealed by a manifest with fingerprint 'fp-1'."""
+    files = [output_path(root, "decode", "s0", ".npy"), output_path(root, "decode", "s0", ".parquet")]
     root.write_bytes(files[0], DATA)
     root.write_bytes(files[1], TABLE)
-    manifest_path = shard_manifest_path(root, "audio", "s0")
-    write_manifest(root, manifest_path, name="audio/s0", fingerprint="fp-1", files=files, rows=7,
+    manifest_path = shard_manifest_path(root, "decode", "s0")
+    write_manifest(root, manifest_path, name="decode/s0", fingerprint="fp-1", files=files, rows=7,
                    extra={"tracks": 3})
     return root, manifest_path, files
 
@@ -47,10 +49,10 @@ def sealed(root: DataRoot) -> tuple[DataRoot, str, list[str]]:
 
 def test_manifest_records_sizes_checksums_rows_and_extra(sealed: tuple[DataRoot, str, list[str]]) -> None:
     root, manifest_path, _ = sealed
-    assert manifest_path == root.join("audio", "s0.manifest.json")
+    assert manifest_path == root.join("decode", "s0.manifest.json")
     manifest = read_manifest(root, manifest_path)
     assert manifest is not None
-    assert manifest.name == "audio/s0"
+    assert manifest.name == "decode/s0"
     assert manifest.fingerprint == "fp-1"
     assert manifest.rows == 7
     assert manifest.extra == {"tracks": 3}
@@ -71,11 +73,11 @@ def test_state_stale_for_another_fingerprint(sealed: tuple[DataRoot, str, list[s
 
 
 def test_state_missing_without_manifest(root: DataRoot) -> None:
-    root.write_bytes(root.shard_path("audio", "s0", ".npy"), DATA)  # data alone is not trusted
-    assert output_state(root, shard_manifest_path(root, "audio", "s0"), "fp-1") == "missing"
+    root.write_bytes(output_path(root, "decode", "s0", ".npy"), DATA)  # data alone is not trusted
+    assert output_state(root, shard_manifest_path(root, "decode", "s0"), "fp-1") == "missing"
 
 
-@pytest.mark.parametrize("garbage", [b"{not json", b"", b"\xff\xfe\x00", b'{"name": "audio/s0"}', b"[1, 2]"])
+@pytest.mark.parametrize("garbage", [b"{not json", b"", b"\xff\xfe\x00", b'{"name": "decode/s0"}', b"[1, 2]"])
 def test_garbage_manifest_reads_as_missing(sealed: tuple[DataRoot, str, list[str]], garbage: bytes) -> None:
     root, manifest_path, _ = sealed
     root.write_bytes(manifest_path, garbage)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from genreflow.storage.outputs import manifest_path, output_location, output_path, tracks_path
 from genreflow.storage.root import DataRoot, StorageError
 
 
@@ -55,15 +56,15 @@ def test_local_paths_follow_the_layout(tmp_path: Path) -> None:
     root = DataRoot(str(tmp_path))
     base = str(tmp_path)
     assert root.is_local
-    assert root.tracks_path() == f"{base}/tracks.parquet"
+    assert tracks_path(root) == f"{base}/tracks.parquet"
     assert root.quarantine_path() == f"{base}/quarantine.parquet"
-    assert root.stats_path() == f"{base}/stats.json"
-    assert root.shard_path("mel", "train-0000", ".npy") == f"{base}/mel/train-0000.npy"
-    assert root.shard_path("mel-aug", "t-1", ".manifest.json") == f"{base}/mel-aug/t-1.manifest.json"
-    assert root.model_dir("run-1") == f"{base}/models/run-1"
-    assert root.report_dir("run-1") == f"{base}/reports/run-1"
-    assert root.sibling(f"{base}/audio/s.manifest.json", "s.npy") == f"{base}/audio/s.npy"
-    assert root.local_path(root.stats_path()) == root.stats_path()
+    assert output_path(root, "stats", "", ".json") == f"{base}/stats.json"
+    assert output_path(root, "mel", "train-0000", ".npy") == f"{base}/mel/train-0000.npy"
+    assert manifest_path(root, "augment", "t-1") == f"{base}/augment/t-1.manifest.json"
+    assert output_location(root, "train", "run-1")[0] == f"{base}/models/run-1"
+    assert output_location(root, "report", "run-1")[0] == f"{base}/reports/run-1"
+    assert root.sibling(f"{base}/decode/s.manifest.json", "s.npy") == f"{base}/decode/s.npy"
+    assert root.local_path(output_path(root, "stats", "", ".json")) == f"{base}/stats.json"
 
 
 def test_relative_local_root_becomes_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,15 +76,15 @@ def test_memory_url_root_has_bucket_paths_and_no_local_path() -> None:
     root = DataRoot("memory://bucket/x")
     assert not root.is_local
     assert root.path == "/bucket/x"
-    assert root.shard_path("audio", "s0", ".npy") == "/bucket/x/audio/s0.npy"
+    assert output_path(root, "decode", "s0", ".npy") == "/bucket/x/decode/s0.npy"
     with pytest.raises(StorageError, match="memory://bucket/x"):
-        root.local_path(root.stats_path())
+        root.local_path(output_path(root, "stats", "", ".json"))
 
 
 def test_listdir_sorted_basenames_and_empty_for_missing_stage(any_root: DataRoot) -> None:
     for name in ("b.npy", "a.parquet", "c.manifest.json"):
-        any_root.write_bytes(any_root.join("audio", name), b"x")
-    assert any_root.listdir("audio") == ["a.parquet", "b.npy", "c.manifest.json"]
+        any_root.write_bytes(any_root.join("decode", name), b"x")
+    assert any_root.listdir("decode") == ["a.parquet", "b.npy", "c.manifest.json"]
     assert any_root.listdir("mel") == []
 
 
@@ -125,7 +126,7 @@ def test_existing_file_is_replaced_only_on_success(any_root: DataRoot) -> None:
 
 def test_npy_round_trip(any_root: DataRoot) -> None:
     array = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
-    path = any_root.join("audio", "s0.npy")
+    path = any_root.join("decode", "s0.npy")
     any_root.write_npy(path, array)
     loaded = any_root.read_npy(path)
     assert loaded.dtype == np.int16
@@ -146,7 +147,7 @@ def test_read_npy_memory_maps_only_local_roots(tmp_path: Path, memory_root: Data
 
 
 def test_object_array_is_refused_on_write_and_nothing_is_left(any_root: DataRoot) -> None:
-    path = any_root.join("audio", "s0.npy")
+    path = any_root.join("decode", "s0.npy")
     with pytest.raises(ValueError, match="allow_pickle=False"):
         any_root.write_npy(path, np.array([1, "a", None], dtype=object))
     assert not any_root.exists(path)
@@ -173,8 +174,8 @@ def test_parquet_round_trip_drops_the_index(any_root: DataRoot) -> None:
 
 def test_json_round_trip(any_root: DataRoot) -> None:
     payload = {"mean": [0.5, -1.0], "clips": 3, "name": "stats"}
-    any_root.write_json(any_root.stats_path(), payload)
-    assert any_root.read_json(any_root.stats_path()) == payload
+    any_root.write_json(any_root.join("stats.json"), payload)
+    assert any_root.read_json(any_root.join("stats.json")) == payload
 
 
 def test_checksum_is_blake2b_of_the_bytes(any_root: DataRoot) -> None:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import write_shard
 from genreflow.tasks.baseline import N_MFCC, NAME, baseline_task, features_of, mfcc_features, run_baseline
@@ -39,7 +40,8 @@ def write_split(root: DataRoot, split: str, per_genre: int, rng: np.random.Gener
     # An augmented copy of every clip, which the baseline must leave out.
     index = pd.DataFrame(rows + [{**r, "augmentation": "pitch+2"} for r in rows])
     index["row"] = np.arange(len(index))
-    write_shard(root, "mel", f"{split}-0000", array=np.concatenate([array, array]), index=index, fingerprint="fp")
+    with open_output(root, OutputSpec("mel", f"{split}-0000", inputs="fp")) as out:
+        write_shard(out, array=np.concatenate([array, array]), index=index)
     return ("mel", f"{split}-0000")
 
 
@@ -76,13 +78,14 @@ def test_baseline_task_trains_on_original_training_clips_and_caches(tmp_path: Pa
     root = DataRoot(str(tmp_path / "root"))
     rng = np.random.default_rng(2)
     shards = [[write_split(root, split, n, rng)] for split, n in (("train", 10), ("val", 3), ("test", 4))]
-    metrics = baseline_task.fn(root.url, GENRES, *shards, fingerprint="f" * 32, force=False, seed=0)
+    spec = OutputSpec("baseline", "f" * 12, inputs="f" * 32)
+    metrics = baseline_task.fn(root.url, GENRES, *shards, spec=spec, force=False, seed=0)
     assert metrics["n_train_clips"] == 30, "augmented copies are left out"
     assert metrics["n_clips"] == 12 and metrics["track_accuracy"] == 1.0
     saved = tmp_path / "root" / "baseline" / ("f" * 12)
     assert {p.name for p in saved.iterdir()} == {"metrics.json", "predictions.parquet", "manifest.json"}
     before = (saved / "metrics.json").stat().st_mtime_ns
-    assert baseline_task.fn(root.url, GENRES, *shards, fingerprint="f" * 32, force=False, seed=0) == metrics
+    assert baseline_task.fn(root.url, GENRES, *shards, spec=spec, force=False, seed=0) == metrics
     assert (saved / "metrics.json").stat().st_mtime_ns == before, "a finished baseline is not redone"
 
 

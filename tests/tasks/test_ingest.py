@@ -10,18 +10,17 @@ import pandas as pd
 import pytest
 
 from genreflow.storage.root import QUARANTINE_COLUMNS
-from genreflow.tasks.ingest import (
+from genreflow.tasks.ingest import ingest
+from genreflow.tasks.sources import (
     TRACK_COLUMNS,
     CsvSource,
     FmaSource,
     FolderSource,
     IngestError,
     Skipped,
-    assign_shards,
-    ingest,
     read_source,
-    split_tracks,
 )
+from genreflow.tasks.split import assign_shards, split_tracks
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -145,7 +144,7 @@ def test_fma_skips_empty_genre_and_missing_audio_with_warnings(
     fma_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     source = FmaSource(fma_root)
-    with caplog.at_level(logging.WARNING, logger="genreflow.tasks.ingest"):
+    with caplog.at_level(logging.WARNING, logger="genreflow.tasks.sources"):
         table = source.read()
     assert "000141" not in set(table["track_id"])
     assert "000142" not in set(table["track_id"])
@@ -243,7 +242,7 @@ def test_seed_csv_skips_missing_files_and_empty_genres(
     csv_path, audio = seed_csv
     write_text(csv_path, "file_name,genre\n2,Hip-Hop\n5,\n99,Rock\n140,Folk\n")
     source = CsvSource(csv_path, audio)
-    with caplog.at_level(logging.WARNING, logger="genreflow.tasks.ingest"):
+    with caplog.at_level(logging.WARNING, logger="genreflow.tasks.sources"):
         table = source.read()
     assert list(table["track_id"]) == ["000002", "000140"]
     assert sorted(source.skipped) == [
@@ -348,7 +347,7 @@ def test_folder_source_empty_genre_warns_and_empty_source_fails(
 ) -> None:
     touch(tmp_path / "rock" / "a.mp3")
     (tmp_path / "jazz").mkdir()
-    with caplog.at_level(logging.WARNING, logger="genreflow.tasks.ingest"):
+    with caplog.at_level(logging.WARNING, logger="genreflow.tasks.sources"):
         table = FolderSource(tmp_path).read()
     assert list(table["genre"]) == ["rock"]
     assert "genre folder 'jazz' holds no audio files" in caplog.text
@@ -463,7 +462,7 @@ def test_small_genre_gets_one_track_in_each_split() -> None:
 
 def test_genre_with_two_tracks_keeps_them_for_training(caplog: pytest.LogCaptureFixture) -> None:
     tracks = synthetic_tracks({"rock": 20, "duo": 2})
-    with caplog.at_level(logging.WARNING, logger="genreflow.tasks.ingest"):
+    with caplog.at_level(logging.WARNING, logger="genreflow.tasks.split"):
         table = split_tracks(tracks)
     assert set(table[table["genre"] == "duo"]["split"]) == {"train"}
     assert "'duo' has only 2 artist group(s)" in caplog.text

@@ -1,0 +1,154 @@
+"""The one output protocol: path scheme, skip decision, fingerprint, sealing, and why an output went stale."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from genreflow.storage.manifest import read_manifest
+from genreflow.storage.outputs import (
+    LAYOUT,
+    OutputSpec,
+    manifest_path,
+    open_output,
+    output_location,
+    output_path,
+    staleness,
+    state_of,
+)
+from genreflow.storage.root import DataRoot, StorageError
+
+
+@pytest.fixture(params=["local", "memory"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DataRoot]:
+    if request.param == "local":
+        yield DataRoot(str(tmp_path / "data"))
+    else:
+        memory = DataRoot(f"memory://genreflow-test-{uuid.uuid4().hex}/data")
+        yield memory
+        memory.remove(memory.path, recursive=True)
+
+
+def stats(inputs: object = "a", code: str = "v1") -> OutputSpec:
+    return OutputSpec("stats", code=code, inputs=inputs, params={"chunk": 256})
+
+
+def test_every_output_has_one_place(tmp_path: Path) -> None:
+    root = DataRoot(str(tmp_path))
+    base = str(tmp_path)
+    expected = {
+        ("ingest", "", ".parquet"): "tracks.parquet",
+        ("ingest", "", ".skipped.parquet"): "tracks.skipped.parquet",
+        ("decode", "train-0003", ".npy"): "decode/train-0003.npy",
+        ("mel", "val-0000", ".parquet"): "mel/val-0000.parquet",
+        ("augment", "train-0000", ".npy"): "augment/train-0000.npy",
+        ("stats", "", ".json"): "stats.json",
+        ("baseline", "0123abcd", "metrics.json"): "baseline/0123abcd/metrics.json",
+        ("train", "run-1", "model.keras"): "models/run-1/model.keras",
+        ("train", "cv-1/fold-2", "model.keras"): "models/cv-1/fold-2/model.keras",
+        ("evaluate", "run-1", "predictions.parquet"): "reports/run-1/predictions.parquet",
+        ("report", "run-1", ".md"): "reports/run-1/report.md",
+        ("fold", "cv-1/fold-2", ".json"): "reports/cv-1/fold-2.json",
+        ("crossval", "cv-1", ".html"): "reports/cv-1/crossval.html",
+    }
+    for (stage, key, name), path in expected.items():
+        assert output_path(root, stage, key, name) == f"{base}/{path}"
+    manifests = {("ingest", ""): "tracks.manifest.json", ("mel", "train-0000"): "mel/train-0000.manifest.json",
+                 ("stats", ""): "stats.manifest.json", ("train", "run-1"): "models/run-1/manifest.json",
+                 ("evaluate", "run-1"): "reports/run-1/evaluate.manifest.json",
+                 ("report", "run-1"): "reports/run-1/report.manifest.json",
+                 ("fold", "cv-1/fold-2"): "reports/cv-1/fold-2.manifest.json"}
+    for (stage, key), path in manifests.items():
+        assert manifest_path(root, stage, key) == f"{base}/{path}"
+    # Outputs that share a folder never share a manifest.
+    shared = [manifest_path(root, stage, "run-1") for stage in ("evaluate", "report")]
+    assert len(set(shared)) == 2 and set(LAYOUT) >= {stage for stage, _, _ in expected}
+
+
+def test_keys_that_would_leave_their_folder_are_refused(tmp_path: Path) -> None:
+    root = DataRoot(str(tmp_path))
+    for key in ("../x", "a/../../b", "/abs", "a//b"):
+        with pytest.raises(StorageError, match="not a relative name"):
+            output_location(root, "train", key)
+    with pytest.raises(ValueError, match="unknown stage output 'audio'"):
+        OutputSpec("audio", "s0")
+
+
+def test_fingerprint_is_stage_code_inputs_and_params_but_not_the_key() -> None:
+    base = stats()
+    assert base.fingerprint == stats().fingerprint
+    assert base.with_key("other").fingerprint == base.fingerprint
+    assert len({base.fingerprint, stats(inputs="b").fingerprint, stats(code="v2").fingerprint,
+                OutputSpec("stats", code="v1", inputs="a", params={"chunk": 128}).fingerprint,
+                OutputSpec("mel", code="v1", inputs="a", params={"chunk": 256}).fingerprint}) == 5
+
+
+def test_write_then_done_then_skipped(root: DataRoot) -> None:
+    with open_output(root, stats()) as out:
+        assert not out.done
+        out.write_json(".json", {"clips": 3})
+        out.rows, out.extra = 3, {"note": "x"}
+    manifest = read_manifest(root, out.manifest_path)
+    assert manifest is not None and manifest.name == "stats" and manifest.code == "v1"
+    assert manifest.fingerprint == stats().fingerprint and manifest.rows == 3 and set(manifest.files) == {"stats.json"}
+    assert state_of(root, stats()) == "done"
+    with open_output(root, stats()) as again:
+        assert again.done and again.rows == 3 and again.extra == {"note": "x"}
+        assert again.read_json(".json") == {"clips": 3}
+        with pytest.raises(StorageError, match="already done"):
+            again.write_json(".json", {"clips": 4})
+    assert root.read_json(out.path(".json")) == {"clips": 3}
+
+
+def test_force_rewrites_a_done_output(root: DataRoot) -> None:
+    for clips in (3, 4):
+        with open_output(root, stats(), force=True) as out:
+            assert not out.done
+            out.write_json(".json", {"clips": clips})
+    assert root.read_json(out.path(".json")) == {"clips": 4} and state_of(root, stats()) == "done"
+
+
+def test_a_failed_write_leaves_no_manifest_and_the_old_one_is_gone(root: DataRoot) -> None:
+    with open_output(root, stats()) as out:
+        out.write_json(".json", {"clips": 3})
+    with pytest.raises(RuntimeError, match="boom"), open_output(root, stats(inputs="b")) as out:
+        out.write_json(".json", {"clips": 4})
+        raise RuntimeError("boom")
+    assert state_of(root, stats()) == "missing" and state_of(root, stats(inputs="b")) == "missing"
+
+
+def test_a_file_left_out_of_the_manifest_is_not_trusted(root: DataRoot) -> None:
+    with open_output(root, OutputSpec("train", "run-1", inputs="a")) as out:
+        root.write_bytes(out.path("model.keras"), b"weights")  # written, but never recorded with out.add
+    manifest = out.manifest()
+    assert manifest is not None and manifest.files == {}
+    with open_output(root, OutputSpec("train", "run-2", inputs="a")) as out:
+        root.write_bytes(out.add("model.keras"), b"weights")
+    assert set(out.manifest().files) == {"model.keras"}  # type: ignore[union-attr]
+    root.write_bytes(out.path("model.keras"), b"altered")
+    assert state_of(root, OutputSpec("train", "run-2", inputs="a")) == "corrupt"
+
+
+def test_staleness_tells_code_from_inputs(root: DataRoot) -> None:
+    with open_output(root, stats()) as out:
+        out.write_json(".json", {})
+    assert staleness(root, stats()) is None
+    assert (state_of(root, stats(code="v2")), staleness(root, stats(code="v2"))) == ("stale", "code")
+    assert (state_of(root, stats(inputs="b")), staleness(root, stats(inputs="b"))) == ("stale", "inputs")
+    assert staleness(root, OutputSpec("mel", "nothing-here")) is None
+
+
+def test_killed_writes_leave_temp_files_that_the_next_write_removes(root: DataRoot) -> None:
+    spec = OutputSpec("evaluate", "run-1", inputs="a")
+    leftovers = [output_path(root, "evaluate", "run-1", "predictions.parquet") + ".tmp-deadbeef",
+                 manifest_path(root, "evaluate", "run-1") + ".tmp-0badf00d"]
+    unrelated = output_path(root, "report", "run-1", ".md") + ".tmp-deadbeef"
+    for path in [*leftovers, unrelated]:
+        root.write_bytes(path, b"half")
+    with open_output(root, spec) as out:
+        out.write_bytes("predictions.parquet", b"table")
+    assert not any(root.exists(path) for path in leftovers)
+    assert root.exists(unrelated)
