@@ -60,10 +60,8 @@ def in_memory(sources: list[Any], label_of: dict[str, int]) -> tuple[np.ndarray,
 
 
 def _model(n_classes: int, shape: tuple[int, ...], seed: int) -> Any:
-    import keras
-    import tensorflow as tf
-
     from genreflow.model.cnn import build_seed_cnn, compile_model
+    from genreflow.model.quiet_tf import keras, tf
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()  # as model.train.train_model runs it
@@ -72,7 +70,7 @@ def _model(n_classes: int, shape: tuple[int, ...], seed: int) -> Any:
 
 def _step_clock() -> Any:
     """A Keras callback whose ``ends`` lists when each training batch ended (perf_counter seconds)."""
-    import keras
+    from genreflow.model.quiet_tf import keras
 
     class StepClock(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -171,7 +169,7 @@ def measure_train(args: dict[str, Any]) -> dict[str, Any]:
 
 def _epoch_clock() -> Any:
     """A Keras callback whose ``seconds`` lists each epoch's wall time, begin to end (its callbacks included)."""
-    import keras
+    from genreflow.model.quiet_tf import keras
 
     class EpochClock(keras.callbacks.Callback):
         def __init__(self) -> None:

@@ -224,7 +224,7 @@ def _print_progress(unit: str) -> Callable[[int, int | None], None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # model/quiet_tf.py: TensorFlow's C++ lines off
     # The scheduler's and workers' INFO lines drown the stage progress; warnings still show.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     # genreflow runs offline; Prefect's usage telemetry would only log failed calls.

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from genreflow.flows.config import AudioConfig
+from genreflow.model.files import AUDIO_FILE
 from genreflow.storage.errors import GenreflowError
 from genreflow.storage.root import DataRoot
 
@@ -37,7 +38,7 @@ def predict_command(paths: list[Path], model: Path | None, fmt: str, data_root: 
 
     model_dir = resolve_model_dir(model, data_root)
     classifier = load_classifier(model_dir)
-    audio_file = model_dir / "audio.json"
+    audio_file = model_dir / AUDIO_FILE
     audio = AudioConfig.model_validate_json(audio_file.read_text()) if audio_file.is_file() else AudioConfig()
     results = list(predict_paths(classifier, paths, audio))
     print(format_predictions(results, fmt))

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
+
+from genreflow.model.quiet_tf import tf
 
 # SpecAugment (Park et al. 2019), scaled to a clip: each mask covers up to this share of the bands
 # or frames, and there are this many of each kind per clip.

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
 import numpy as np
+
+from genreflow.model.quiet_tf import keras
 
 # The seed's input: 128 mel bands x 431 frames (10 s at 22,050 Hz, hop 512), one channel.
 SEED_INPUT_SHAPE: tuple[int, int, int] = (128, 431, 1)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from genreflow.model.augment import BatchAugment
+from genreflow.model.quiet_tf import tf
 from genreflow.storage.errors import GenreflowError
 
 # Shards are float16 log-mel: (clips, n_mels, frames).

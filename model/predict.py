@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import keras
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from genreflow.model.audio import AUDIO_EXTENSIONS, AudioError, clip_windows, decode_audio
+from genreflow.model.files import LABELS_FILE, MODEL_FILE
 from genreflow.model.mel import log_mel
 from genreflow.model.params import PREDICT_TOP_K, AudioConfig
-from genreflow.model.train import LABELS_FILE, MODEL_FILE
+from genreflow.model.quiet_tf import keras
 from genreflow.storage.errors import GenreflowError
 
 LATEST_FILE = "LATEST"  # models/LATEST may name the run to use

@@ -26,22 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from genreflow.model.augment import BatchAugment
 from genreflow.model.cnn import build_cnn, compile_model
 from genreflow.model.dataset import ClipSource, EpochOrder, clip_dataset, steps_per_epoch
+from genreflow.model.files import BACKUP_DIR, HISTORY_FILE, LABELS_FILE, MODEL_FILE
 from genreflow.model.params import RECIPE_KNOBS, RECIPES
+from genreflow.model.quiet_tf import keras, tf
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
-LABELS_FILE = "labels.json"
-HISTORY_FILE = "history.csv"
-BACKUP_DIR = "backup"
 HISTORY_COLUMNS = ("epoch", "accuracy", "loss", "val_accuracy", "val_loss")
 _BEST_FILE = re.compile(r"best-(\d+)\.npz")
 
@@ -319,8 +315,7 @@ def train_model(
     knobs = {**SEED_KNOBS, **(knobs or {})}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    backup_dir = out_dir / BACKUP_DIR
-    history_path = out_dir / HISTORY_FILE
+    backup_dir, history_path = out_dir / BACKUP_DIR, out_dir / HISTORY_FILE
     label_of = {genre: i for i, genre in enumerate(genres)}
     if len(label_of) != len(genres):
         raise ValueError(f"genres must be unique: {genres}")
@@ -328,8 +323,62 @@ def train_model(
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-
     order = EpochOrder(seed)
+    data = _training_data(train, val, label_of, stats, batch_size, seed, shuffle_buffer, order, knobs, input_shape)
+    epochs = _resume_point(out_dir, data.monitor, patience, epochs)
+
+    model = build_cnn(
+        len(genres),
+        input_shape=data.shape,
+        band_mean=np.asarray(stats["mean"], dtype=np.float64),
+        band_std=np.asarray(stats["std"], dtype=np.float64),
+        seed=seed,
+        batch_norm=bool(knobs["batch_norm"]),
+        time_pooling=bool(knobs["time_pooling"]),
+    )
+    rate = _learning_rate(learning_rate, knobs["lr_schedule"], epochs, steps_per_epoch(train, batch_size))
+    compile_model(model, rate, label_smoothing=float(knobs["label_smoothing"]), one_hot=data.one_hot)
+
+    ledger = _ResumeLedger(history_path, backup_dir)
+    stopping = _ResumableEarlyStopping(ledger, monitor=data.monitor, patience=patience)
+    # Order matters: each epoch's history row and best weights are on disk
+    # before BackupAndRestore records the epoch as finished.
+    own: list[keras.callbacks.Callback] = [
+        _EpochSeeds(order),
+        ledger,
+        stopping,
+        keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir), double_checkpoint=True, delete_checkpoint=False),
+    ]
+    if progress is not None:
+        own.append(_ProgressCallback(progress))
+    weights = class_weights(train, label_of) if knobs["class_weights"] else None
+    model.fit(data.train, validation_data=data.val, epochs=epochs, callbacks=[*own, *callbacks], shuffle=False,
+              verbose=0, class_weight=weights)
+
+    model_path = _save_model(model, out_dir, genres)
+    history = read_history(history_path)
+    start = ledger.start_epoch or 0
+    best_epoch = stopping.best_epoch + 1 if stopping.best is not None else 0
+    logger.info("trained %d epochs; best %s at epoch %d; saved %s", len(history), data.monitor, best_epoch,
+                model_path)
+    return TrainResult(model_path=model_path, history=history, epochs_run=len(history),
+                       resumed_from_epoch=start + 1 if start > 0 else None, best_epoch=best_epoch)
+
+
+@dataclass(frozen=True)
+class _TrainingData:
+    """The tf.data pipelines of one training, and what they decide about it."""
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset | None
+    monitor: str  # val_loss, or loss without validation clips
+    shape: tuple[int, ...]  # the model's input: the clips as the shards hold them
+    one_hot: bool  # label vectors (mixup, smoothing) instead of integer labels
+
+
+def _training_data(train: list[ClipSource], val: list[ClipSource], label_of: dict[str, int],
+                   stats: Mapping[str, list[float]], batch_size: int, seed: int, shuffle_buffer: int,
+                   order: EpochOrder, knobs: Mapping[str, Any], input_shape: Sequence[int] | None) -> _TrainingData:
     augment = BatchAugment(seed, np.asarray(stats["mean"], dtype=np.float32), spec_augment=bool(knobs["spec_augment"]),
                            mixup=float(knobs["mixup"]), crop=int(knobs["crop_frames"]))
     if augment.crop and not knobs["time_pooling"]:
@@ -341,76 +390,44 @@ def train_model(
     has_val = any(len(s) for s in val)
     val_data = (clip_dataset(val, label_of, batch_size, shuffle=False, seed=seed, one_hot=one_hot)
                 if has_val else None)
-    monitor = "val_loss" if has_val else "loss"
     if not has_val:
         logger.warning("no validation clips: early stopping and the saved weights follow the training loss")
-
     # The clips as the shards hold them (validation and test see whole clips, also when training crops).
     data_shape = (*clip_dataset(train, label_of, batch_size, shuffle=False, seed=seed).element_spec[0].shape[1:],)
     shape = tuple(int(d) for d in (input_shape or data_shape))
     if shape != data_shape:
         raise ValueError(f"input_shape {shape} does not match the shards' clips {data_shape}")
+    return _TrainingData(train_data, val_data, "val_loss" if has_val else "loss", shape, one_hot)
 
+
+def _resume_point(out_dir: Path, monitor: str, patience: int, epochs: int) -> int:
+    """The epochs to train to: ``epochs``, or the epoch early stopping had already ended a killed run at.
+
+    A fresh start clears leftovers of a finished or unrelated run, so that no old
+    model stands next to a new, partial history.
+    """
+    backup_dir, history_path = out_dir / BACKUP_DIR, out_dir / HISTORY_FILE
     done = _backup_epochs(backup_dir)
     if done == 0:
-        # A fresh start: leftovers of a finished or unrelated run must not leak in,
-        # nor an old model stand next to a new, partial history.
         shutil.rmtree(backup_dir, ignore_errors=True)
         history_path.unlink(missing_ok=True)
         (out_dir / MODEL_FILE).unlink(missing_ok=True)
-    else:
-        logger.info("resuming training after epoch %d from %s", done, backup_dir)
-        before = read_history(history_path)
-        if _stopped_early(before[before["epoch"] <= done], monitor, patience):
-            # Killed after early stopping but before the model was saved: train no further.
-            logger.info("early stopping had ended training at epoch %d; saving the best weights", done)
-            epochs = done
+        return epochs
+    logger.info("resuming training after epoch %d from %s", done, backup_dir)
+    before = read_history(history_path)
+    if _stopped_early(before[before["epoch"] <= done], monitor, patience):
+        # Killed after early stopping but before the model was saved: train no further.
+        logger.info("early stopping had ended training at epoch %d; saving the best weights", done)
+        return done
+    return epochs
 
-    model = build_cnn(
-        len(genres),
-        input_shape=shape,
-        band_mean=np.asarray(stats["mean"], dtype=np.float64),
-        band_std=np.asarray(stats["std"], dtype=np.float64),
-        seed=seed,
-        batch_norm=bool(knobs["batch_norm"]),
-        time_pooling=bool(knobs["time_pooling"]),
-    )
-    rate = _learning_rate(learning_rate, knobs["lr_schedule"], epochs, steps_per_epoch(train, batch_size))
-    compile_model(model, rate, label_smoothing=float(knobs["label_smoothing"]), one_hot=one_hot)
 
-    ledger = _ResumeLedger(history_path, backup_dir)
-    stopping = _ResumableEarlyStopping(ledger, monitor=monitor, patience=patience)
-    # Order matters: each epoch's history row and best weights are on disk
-    # before BackupAndRestore records the epoch as finished.
-    own: list[keras.callbacks.Callback] = [
-        _EpochSeeds(order),
-        ledger,
-        stopping,
-        keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir), double_checkpoint=True, delete_checkpoint=False),
-    ]
-    if progress is not None:
-        own.append(_ProgressCallback(progress))
-
-    weights = class_weights(train, label_of) if knobs["class_weights"] else None
-    model.fit(train_data, validation_data=val_data, epochs=epochs, callbacks=[*own, *callbacks], shuffle=False,
-              verbose=0, class_weight=weights)
-
+def _save_model(model: keras.Model, out_dir: Path, genres: list[str]) -> Path:
+    """labels.json and model.keras, each written whole or not at all; then the backup goes."""
     _write_json_atomic(out_dir / LABELS_FILE, list(genres))
     model_path = out_dir / MODEL_FILE
     tmp_model = out_dir / f".{MODEL_FILE}.tmp.keras"
     model.save(tmp_model)
     os.replace(tmp_model, model_path)
-    shutil.rmtree(backup_dir, ignore_errors=True)
-
-    history = read_history(history_path)
-    start = ledger.start_epoch or 0
-    resumed = start + 1 if start > 0 else None
-    best_epoch = stopping.best_epoch + 1 if stopping.best is not None else 0
-    logger.info("trained %d epochs; best %s at epoch %d; saved %s", len(history), monitor, best_epoch, model_path)
-    return TrainResult(
-        model_path=model_path,
-        history=history,
-        epochs_run=len(history),
-        resumed_from_epoch=resumed,
-        best_epoch=best_epoch,
-    )
+    shutil.rmtree(out_dir / BACKUP_DIR, ignore_errors=True)
+    return model_path

@@ -22,11 +22,11 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from prefect import task
 
+from genreflow.model.files import HISTORY_FILE
 from genreflow.model.params import AugmentConfig
 from genreflow.storage.outputs import OutputSpec, open_output, output_path, tracks_path
 from genreflow.storage.root import QUARANTINE_COLUMNS, DataRoot
 from genreflow.tasks.evaluate import EVALUATION_FILE
-from genreflow.tasks.train import HISTORY_FILE
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DPI = 110  # sharp enough to read 10 genre names, small enough to embed in HTML

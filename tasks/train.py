@@ -13,14 +13,11 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
+from genreflow.model.files import AUDIO_FILE, BACKUP_DIR, HISTORY_FILE, TRAINED_FILES
 from genreflow.model.params import AudioConfig, TrainConfig
 from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import read_shard_index, shard_array_path
-
-HISTORY_FILE = "history.csv"  # one row an epoch: the metrics Keras logged
-MODEL_FILES = ("model.keras", HISTORY_FILE, "labels.json")  # written by model.train
-AUDIO_FILE = "audio.json"  # how predict must cut and transform audio: as the training clips were
 
 
 def clip_sources(root: DataRoot, shards: list[tuple[str, str]], split: str | None = None,
@@ -57,8 +54,8 @@ def fit_model(root: DataRoot, spec: OutputSpec, genres: list[str], stats: dict, 
             return {**out.extra, "skipped": True}
         local_dir = Path(root.local_path(out.folder))
         if force:
-            root.remove(str(local_dir / "backup"), recursive=True)
-            root.remove(str(local_dir / "history.csv"))
+            root.remove(str(local_dir / BACKUP_DIR), recursive=True)
+            root.remove(str(local_dir / HISTORY_FILE))
 
         from genreflow.model.train import train_model
 
@@ -73,7 +70,7 @@ def fit_model(root: DataRoot, spec: OutputSpec, genres: list[str], stats: dict, 
             patience=train.patience, seed=train.seed, shuffle_buffer=train.shuffle_buffer, progress=report,
             knobs=model_knobs(train, audio),
         )
-        for file in MODEL_FILES:
+        for file in TRAINED_FILES:
             out.add(file)
         out.write_bytes(AUDIO_FILE, audio.model_dump_json(indent=2).encode())
         trained_here = result.epochs_run - (result.resumed_from_epoch or 1) + 1
