@@ -197,7 +197,7 @@ def plain_ingest(config: Config) -> Any:
     """ingest without Prefect: the ingest stage's own function (read, split, shard, write its output)."""
     from genreflow.tasks.ingest import ingest_stage
 
-    return ingest_stage(config.run.data_root, config.source, config.split, config.run.shard_size, 1)
+    return ingest_stage(config.run.data_root, config.source, config.split, config.run.shard_size, 1).tracks
 
 
 class PlainPool:

@@ -23,10 +23,10 @@ from genreflow.storage.errors import GenreflowError
 
 # Errors a user can act on: printed as one line. Anything else is a bug and keeps its traceback.
 WORKFLOW_COMMANDS = {
-    "rebuild": "run the whole DAG: ingest, decode, mel, augment, stats, train, evaluate, report",
+    "rebuild": "run the whole DAG: ingest, decode, mel, augment, stats, baseline, train, evaluate, promote, report",
     "preprocess": "ingest, decode, mel and augment only",
-    "train": "stats, train, evaluate and report on the existing shards",
-    "evaluate": "evaluate the trained model on the test split and write the report",
+    "train": "stats, baseline, train, evaluate, promote and report on the existing shards",
+    "evaluate": "evaluate the promoted model (or --evaluate-run RUN) on the current test split and write the report",
 }
 
 
@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", choices=["table", "csv", "json"], default="table")
     predict.add_argument("--data-root", default="genreflow-data", help="where to find the latest model")
 
+    promote = commands.add_parser("promote", help="promote a trained run by hand, or list the promotion decisions",
+                                  description="Make RUN the model that predict and evaluate use, whatever it "
+                                              "scored; without RUN, list the promoted run and every decision.")
+    promote.add_argument("run", nargs="?", metavar="RUN", help="a finished run under models/ (e.g. run-1a2b3c4d5e6f)")
+    promote.add_argument("--data-root", default="genreflow-data", help="the data root (default: genreflow-data)")
+
     serve = commands.add_parser("serve", help="serve the rebuild (or --flow) on a cron schedule")
     add_config_flags(serve)
     serve.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: 0 2 * * *)")
@@ -195,6 +201,23 @@ def _run_predict(args: argparse.Namespace) -> int:
     return predict_command(args.paths, args.model, args.format, args.data_root)
 
 
+def _run_promote(args: argparse.Namespace) -> int:
+    from genreflow.storage.registry import read_registry
+    from genreflow.storage.root import DataRoot
+    from genreflow.tasks.promote import promote_by_hand
+
+    root = DataRoot(args.data_root)
+    if args.run:
+        record = promote_by_hand(root, args.run)
+        print(f"{record.run} is now the promoted model of {root.url} (was {record.previous or 'none'})")
+        return 0
+    registry = read_registry(root)
+    print(f"promoted: {registry.promoted or 'none'}")
+    for record in registry.history:
+        print(f"{record.decided_at}  {record.run}  {record.decision}  {record.reason}")
+    return 0
+
+
 def _run_serve(args: argparse.Namespace, config: Config) -> int:
     from genreflow.flows.serve import serve_rebuild
 
@@ -244,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_download(args)
         if args.command == "predict":
             return _run_predict(args)
+        if args.command == "promote":
+            return _run_promote(args)
     except KeyboardInterrupt:
         print("genreflow: interrupted; finished shards are kept, rerun to continue", file=sys.stderr)
         return 130

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from genreflow.model.params import RECIPES, AudioConfig, AugmentConfig, Section, TrainConfig
 from genreflow.storage.errors import GenreflowError
+from genreflow.tasks.promote import Policy
 from genreflow.tasks.sources import SourceConfig
 from genreflow.tasks.split import SplitConfig
 from genreflow.tasks.stages import STAGES, Stage
@@ -39,6 +40,14 @@ class RunConfig(Section):
     from_stage: Stage | None = Field(None, description="force this stage and all after it")
     to_stage: Stage | None = Field(None, description="stop after this stage")
     retries: int = Field(2, ge=0, le=20, description="retries of a task on transient errors")
+    promote: Policy = Field(
+        "if-better", description="promote the new model for predict and evaluate: if-better (not worse than the "
+                                 "promoted one on the same test tracks, less the tolerance), always or never")
+    promote_tolerance: float = Field(0.01, ge=0, le=1, description="track accuracy a new model may lose to the "
+                                                                   "promoted one and still be promoted")
+    evaluate_run: str | None = Field(None, description="the trained run to evaluate and report (default: the one "
+                                                       "this configuration trains; `genreflow evaluate`: the "
+                                                       "promoted one)")
 
     @field_validator("dask_address")
     @classmethod

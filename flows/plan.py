@@ -98,19 +98,24 @@ def train_spec(plans: list[ShardPlan], config: Config) -> OutputSpec:
     return spec.with_key("run-" + spec.fingerprint[:12])
 
 
-def evaluate_spec(plans: list[ShardPlan], model: OutputSpec) -> OutputSpec:
-    """The model's predictions on the test split: reports/<run>/."""
+def evaluate_spec(plans: list[ShardPlan], run: str, model_fingerprint: str) -> OutputSpec:
+    """The predictions of the model ``run`` (of that fingerprint) on the test split: reports/<run>/."""
     test = [p.mel.fingerprint for p in plans if p.split == "test"]
-    return OutputSpec("evaluate", model.key, stage_code("evaluate"), [model.fingerprint, test])
+    return OutputSpec("evaluate", run, stage_code("evaluate"), [model_fingerprint, test])
 
 
-def report_spec(evaluate: OutputSpec, baseline: OutputSpec | None, config: Config, tracks: pd.DataFrame,
-                ) -> OutputSpec:
-    """The report of a run: its evaluation, the baseline beside it, the data set and the configuration."""
-    from genreflow.storage.fingerprint import frame_fingerprint
+def promote_spec(evaluate: OutputSpec, config: Config) -> OutputSpec:
+    """The gate's decision on the evaluated run: decided once per evaluation and policy."""
+    return OutputSpec("promote", evaluate.key, stage_code("promote"), [evaluate.fingerprint],
+                      [config.run.promote, config.run.promote_tolerance])
 
+
+def report_spec(evaluate: OutputSpec, inputs: list[OutputSpec | None], config: Config,
+                changes: dict[str, Any] | None = None) -> OutputSpec:
+    """The report of a run: its evaluation, the outputs shown beside it (baseline, promotion), what changed
+    and the configuration."""
     return OutputSpec("report", evaluate.key, stage_code("report"),
-                      [evaluate.fingerprint, baseline.fingerprint if baseline else None, frame_fingerprint(tracks)],
+                      [evaluate.fingerprint, *(spec.fingerprint if spec else None for spec in inputs), changes],
                       config)
 
 

@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 from genreflow.flows.config import AudioConfig
-from genreflow.model.files import AUDIO_FILE
+from genreflow.model.files import AUDIO_FILE, MODEL_FILE
 from genreflow.storage.errors import GenreflowError
+from genreflow.storage.outputs import output_location
+from genreflow.storage.registry import read_registry
 from genreflow.storage.root import DataRoot
 
 
@@ -16,20 +18,22 @@ class ModelNotFound(GenreflowError, FileNotFoundError):
 
 
 def resolve_model_dir(model: Path | None, data_root: str) -> Path:
-    """--model (a folder or its model.keras), else the latest model under the data root."""
-    from genreflow.model.predict import latest_model_dir
-
+    """--model (a folder or its model.keras), else the data root's promoted model (storage/registry.py)."""
     if model is not None:
         folder = model.parent if model.suffix == ".keras" else model
-        if not (folder / "model.keras").is_file():
-            raise ModelNotFound(f"no model.keras in {folder}")
+        if not (folder / MODEL_FILE).is_file():
+            raise ModelNotFound(f"no {MODEL_FILE} in {folder}")
         return folder
     root = DataRoot(data_root)
-    latest = latest_model_dir(Path(root.local_path(root.join("models"))))
-    if latest is None:
-        raise ModelNotFound(f"no trained model under {root.path}/models: run `genreflow rebuild` "
-                            "or pass --model")
-    return latest
+    promoted = read_registry(root).promoted
+    if promoted is None:
+        raise ModelNotFound(f"no promoted model under {root.url}: run `genreflow rebuild`, "
+                            "`genreflow promote RUN`, or pass --model")
+    folder = Path(root.local_path(output_location(root, "train", promoted)[0]))
+    if not (folder / MODEL_FILE).is_file():
+        raise ModelNotFound(f"the promoted model {promoted} has no {MODEL_FILE} in {folder}: "
+                            "`genreflow promote RUN` another run, or pass --model")
+    return folder
 
 
 def predict_command(paths: list[Path], model: Path | None, fmt: str, data_root: str) -> int:

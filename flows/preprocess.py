@@ -8,6 +8,7 @@ overlap across shards. Every stage skips work whose manifest matches its plan.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger
@@ -18,7 +19,7 @@ from genreflow.flows.lock import data_root_lock
 from genreflow.flows.plan import plan_shards
 from genreflow.flows.progress import StageProgress
 from genreflow.storage.errors import GenreflowError
-from genreflow.storage.outputs import SHARD_STAGES
+from genreflow.storage.outputs import SHARD_STAGES, remove_legacy_outputs
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.common import ShardPlan, ShardResult
 from genreflow.tasks.decode import write_quarantine
@@ -37,6 +38,7 @@ class PreprocessResult:
     tracks: pd.DataFrame
     plans: list[ShardPlan]
     results: list[ShardResult] = field(default_factory=list)
+    changes: dict[str, Any] = field(default_factory=dict)  # tasks.ingest.track_changes
 
     def computed(self, stage: str) -> int:
         return sum(1 for r in self.results if r.stage == stage and not r.skipped)
@@ -46,10 +48,13 @@ def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
     """Submit one task per shard (its decode, mel and augment in order) and wait for them all."""
     root = DataRoot(config.run.data_root)
     stages = config.stages_to_run()
-    tracks = ingest_task(config.run.data_root, config.source, config.split, config.run.shard_size, config.run.workers,
-                         force=config.forced("ingest"))
-    plans = plan_shards(tracks, config)
-    outcome = PreprocessResult(tracks, plans)
+    if removed := remove_legacy_outputs(root):
+        get_run_logger().info("removed %s: written by genreflow 0.1, rebuilt as decode/ and augment/ (see README, "
+                              "Upgrading)", ", ".join(removed))
+    ingested = ingest_task(config.run.data_root, config.source, config.split, config.run.shard_size,
+                           config.run.workers, force=config.forced("ingest"))
+    plans = plan_shards(ingested.tracks, config)
+    outcome = PreprocessResult(ingested.tracks, plans, changes=ingested.changes)
     if "decode" not in stages:
         return outcome
     for stage, planned in (("decode", plans), ("mel", plans if "mel" in stages else []),
@@ -93,9 +98,15 @@ def longest_first(plans: list[ShardPlan], augment: bool) -> list[ShardPlan]:
 @flow(name="preprocess", log_prints=True)
 def preprocess_flow(config: Config) -> dict[str, int]:
     """ingest, decode, mel and augment into shards under the data root."""
+    from genreflow.tasks.changes import read_last_rebuild, rebuild_changes, write_last_rebuild
+
     logger = get_run_logger()
-    with data_root_lock(config.run.data_root), StageProgress(logger) as progress:
-        outcome = run_preprocess(config, progress)
+    root = DataRoot(config.run.data_root)
+    with data_root_lock(config.run.data_root):
+        previous = read_last_rebuild(root)
+        with StageProgress(logger) as progress:
+            outcome = run_preprocess(config, progress)
+        write_last_rebuild(root, rebuild_changes(outcome.changes, outcome.results, previous), {})
     summary = {stage: outcome.computed(stage) for stage in SHARD_STAGES}
     logger.info("preprocessing done: %d tracks in %d shards; shards computed: %s",
                 len(outcome.tracks), len(outcome.plans), summary)

@@ -13,7 +13,9 @@ from genreflow.flows.preprocess import preprocess_flow, run_preprocess
 from genreflow.flows.progress import StageProgress
 from genreflow.flows.runner import cluster_settings, make_task_runner, prefect_api
 from genreflow.flows.train import run_training, train_flow
+from genreflow.storage.registry import read_registry
 from genreflow.storage.root import DataRoot
+from genreflow.tasks.changes import changes_markdown, read_last_rebuild, rebuild_changes, write_last_rebuild
 from genreflow.tasks.stages import PREPROCESS_STAGES
 
 # Stages that open files by local path (the Keras model, memory-mapped shards for tf.data), so they
@@ -25,15 +27,30 @@ LOCAL_ROOT_STAGES: tuple[str, ...] = ("train", "evaluate")
 def rebuild_flow(config: Config) -> dict[str, Any]:
     """ingest -> decode -> mel/augment -> stats -> train -> evaluate -> report."""
     logger = get_run_logger()
+    root = DataRoot(config.run.data_root)
     with data_root_lock(config.run.data_root):
+        previous = read_last_rebuild(root)
         with StageProgress(logger) as progress:
             prepared = run_preprocess(config, progress)
-        if config.stages_to_run()[-1] in PREPROCESS_STAGES:
-            return {"tracks": len(prepared.tracks)}
-        outcome = run_training(config, prepared.plans)
+        changes = rebuild_changes(prepared.changes, prepared.results, previous)
+        publish_changes(changes, logger)
+        outcome: dict[str, Any] = {"tracks": len(prepared.tracks), "changes": changes}
+        if config.stages_to_run()[-1] not in PREPROCESS_STAGES:
+            outcome.update(run_training(config, prepared.plans, changes))
+        write_last_rebuild(root, changes, outcome)
     if outcome.get("metrics"):
         logger.info(result_line(outcome))
     return outcome
+
+
+def publish_changes(changes: dict[str, Any], logger: Any) -> None:
+    """What changed since the previous rebuild: logged, and a Prefect markdown artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    text = changes_markdown(changes)
+    logger.info("since the previous rebuild:\n%s", text)
+    create_markdown_artifact(markdown="# What changed since the previous rebuild\n\n" + text,
+                             key="genreflow-changes", description="tracks, shards and code since the last rebuild")
 
 
 def result_line(outcome: dict[str, Any]) -> str:
@@ -44,6 +61,8 @@ def result_line(outcome: dict[str, Any]) -> str:
     line = f"test accuracy: clip {clip:.3f}, track {track:.3f}, top-2 {top2:.3f} (chance {chance:.3f})"
     if "track_accuracy" in baseline:
         line += f"; {baseline.get('name', 'baseline')} track {baseline['track_accuracy']:.3f}"
+    if promotion := outcome.get("promotion"):
+        line += f"; {promotion['run']} {promotion['decision']} ({promotion['reason']})"
     return f"{line}; report in {outcome.get('report', {}).get('dir', '?')}"
 
 
@@ -100,6 +119,8 @@ def run_command(command: str, config: Config) -> dict[str, Any]:
         config = _with_stage_bounds(config, None, "augment")
     elif command == "evaluate":
         config = _with_stage_bounds(config, "evaluate", None)
+        if config.run.evaluate_run is None and (promoted := read_registry(DataRoot(config.run.data_root)).promoted):
+            config = config.model_copy(update={"run": config.run.model_copy(update={"evaluate_run": promoted})})
     preflight(config)
     runner = make_task_runner(config.run)
     with prefect_api(), cluster_settings():

@@ -10,7 +10,9 @@ from rich.table import Table
 from genreflow.flows.config import Config
 from genreflow.flows.plan import baseline_spec, plan_shards, stats_spec, train_spec
 from genreflow.storage.outputs import SHARD_STAGES, OutputSpec, staleness, state_of, tracks_path
+from genreflow.storage.registry import read_registry
 from genreflow.storage.root import DataRoot
+from genreflow.tasks.changes import changes_markdown, code_changes, read_last_rebuild
 from genreflow.tasks.common import ShardPlan
 
 # What an output can be, as status reports it: "stale" outputs were made from other inputs or
@@ -39,6 +41,7 @@ def collect_status(config: Config) -> dict:
     plans = plan_shards(tracks, config)
     quarantined = len(root.read_parquet(root.quarantine_path())) if root.exists(root.quarantine_path()) else 0
     model = train_spec(plans, config)
+    last = read_last_rebuild(root)
     return {
         "data_root": root.url,
         "ingested": True,
@@ -50,6 +53,9 @@ def collect_status(config: Config) -> dict:
         "baseline": output_status(root, baseline_spec(plans, config.train.seed)),
         "run": model.key,
         "train": output_status(root, model),
+        "promoted": read_registry(root).promoted,
+        "last_rebuild": last,
+        "code_changed_since_last_rebuild": code_changes(last),
     }
 
 
@@ -66,4 +72,14 @@ def print_status(config: Config) -> None:
         table.add_row(stage, *(str(counts.get(k, 0)) for k in STATES))
     console.print(table)
     console.print(f"stats: {status['stats']}   baseline: {status['baseline']}   model {status['run']}: "
-                  f"{status['train']}")
+                  f"{status['train']}   promoted model: {status['promoted'] or 'none'}")
+    if status["code_changed_since_last_rebuild"]:
+        console.print("code changed since the last rebuild, for: "
+                      + ", ".join(status["code_changed_since_last_rebuild"]))
+    last = status["last_rebuild"]
+    if last:
+        console.print(f"last rebuild, {last.get('finished_at')}:")
+        console.print(changes_markdown(last.get("changes") or {}), markup=False)
+        if promotion := last.get("promotion"):
+            console.print(f"- Model {promotion.get('run')}: {promotion.get('decision')} ({promotion.get('reason')})",
+                          markup=False)

@@ -21,6 +21,7 @@ from genreflow.flows.plan import (
     crossval_specs,
     evaluate_spec,
     plan_shards,
+    promote_spec,
     report_spec,
     split_shards,
     stats_spec,
@@ -28,13 +29,16 @@ from genreflow.flows.plan import (
     training_inputs,
 )
 from genreflow.storage.errors import GenreflowError
-from genreflow.storage.outputs import state_of, tracks_path
+from genreflow.storage.manifest import read_manifest
+from genreflow.storage.outputs import manifest_path, state_of, tracks_path
 from genreflow.storage.root import SPLITS, DataRoot
 from genreflow.tasks.baseline import baseline_task
 from genreflow.tasks.common import ShardPlan
 from genreflow.tasks.crossval import crossval_report_task, fold_task
 from genreflow.tasks.evaluate import evaluate_task
 from genreflow.tasks.folds import make_folds
+from genreflow.tasks.ingest import evaluation_set_id
+from genreflow.tasks.promote import is_finished_model, promote_task
 from genreflow.tasks.report import report_task
 from genreflow.tasks.stats import stats_task
 from genreflow.tasks.train import train_task
@@ -74,9 +78,10 @@ def gpu_annotation() -> Any:
     return nullcontext()
 
 
-def run_training(config: Config, plans: list[ShardPlan]) -> dict[str, Any]:
-    """stats, baseline, train, evaluate and report as configured by ``--from-stage``/``--to-stage``;
-    with ``--folds``, cross-validation instead of the single split."""
+def run_training(config: Config, plans: list[ShardPlan], changes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """stats, baseline, train, evaluate, promote and report as ``--from-stage``/``--to-stage`` say;
+    with ``--folds``, cross-validation instead of the single split. ``changes``: what this rebuild changed
+    (flows/changes.py), for the report."""
     root = DataRoot(config.run.data_root)
     stages = config.stages_to_run()
     check_shards_ready(root, plans)
@@ -94,28 +99,49 @@ def run_training(config: Config, plans: list[ShardPlan]) -> dict[str, Any]:
         outcome["baseline"] = baseline
     if "train" not in stages:
         return outcome
-    model = train_spec(plans, config)
-    if not config.forced("train") and config.run.from_stage in ("evaluate", "report") and state_of(
-            root, model) != "done":
-        raise TrainingError(f"no finished model {model.key} for these shards and settings; "
-                            "run `genreflow train` first")
-    with gpu_annotation():
-        trained = train_task.submit(root.url, model, genres, stats, training_inputs(plans),
-                                    split_shards(plans, "val"), config.train, config.audio,
-                                    config.forced("train")).result()
-    outcome["train"] = trained
+    run, model_fingerprint = trained_model(root, plans, config, genres, stats, outcome)
     if "evaluate" not in stages:
         return outcome
-    evaluation = evaluate_spec(plans, model)
+    evaluation = evaluate_spec(plans, run, model_fingerprint)
     with gpu_annotation():
         metrics = evaluate_task.submit(root.url, split_shards(plans, "test"), evaluation,
                                        config.forced("evaluate")).result()
     outcome["metrics"] = metrics
+    promotion = None
+    if "promote" in stages:
+        promotion = promote_spec(evaluation, config)
+        with gpu_annotation():
+            outcome["promotion"] = promote_task.submit(
+                root.url, promotion, metrics, split_shards(plans, "test"), config.run.promote,
+                config.run.promote_tolerance, evaluation_set_id(tracks), config.forced("promote")).result()
     if "report" in stages:
         shards = [("mel", p.shard) for p in plans] + [("augment", p.shard) for p in plans if p.augment]
-        outcome["report"] = report_task(root.url, report_spec(evaluation, baseline_out, config, tracks),
-                                        config.model_dump(mode="json"), shards, baseline)
+        outcome["report"] = report_task(root.url, report_spec(evaluation, [baseline_out, promotion], config, changes),
+                                        config.model_dump(mode="json"), shards, baseline, outcome.get("promotion"),
+                                        changes)
     return outcome
+
+
+def trained_model(root: DataRoot, plans: list[ShardPlan], config: Config, genres: list[str], stats: dict,
+                  outcome: dict[str, Any]) -> tuple[str, str]:
+    """(run, fingerprint) of the model to evaluate: ``--evaluate-run``'s, or the one this configuration trains
+    (trained, resumed or found finished here)."""
+    if config.run.evaluate_run:
+        manifest = read_manifest(root, manifest_path(root, "train", config.run.evaluate_run))
+        if manifest is None or not is_finished_model(root, config.run.evaluate_run):
+            raise TrainingError(f"no finished model {config.run.evaluate_run} under {root.url}")
+        outcome["train"] = {**manifest.extra, "run": config.run.evaluate_run, "skipped": True}
+        return config.run.evaluate_run, manifest.fingerprint
+    model = train_spec(plans, config)
+    if not config.forced("train") and config.run.from_stage in ("evaluate", "promote", "report") and state_of(
+            root, model) != "done":
+        raise TrainingError(f"no finished model {model.key} for these shards and settings; "
+                            "run `genreflow train` first")
+    with gpu_annotation():
+        outcome["train"] = train_task.submit(root.url, model, genres, stats, training_inputs(plans),
+                                             split_shards(plans, "val"), config.train, config.audio,
+                                             config.forced("train")).result()
+    return model.key, model.fingerprint
 
 
 def run_crossval(config: Config, plans: list[ShardPlan], tracks: pd.DataFrame, genres: list[str]) -> dict[str, Any]:

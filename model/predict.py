@@ -28,7 +28,6 @@ from genreflow.model.params import PREDICT_TOP_K, AudioConfig
 from genreflow.model.quiet_tf import keras
 from genreflow.storage.errors import GenreflowError
 
-LATEST_FILE = "LATEST"  # models/LATEST may name the run to use
 OutputFormat = Literal["table", "csv", "json"]
 FORMATS: tuple[str, ...] = ("table", "csv", "json")
 
@@ -207,19 +206,3 @@ def format_predictions(results: Iterable[FilePrediction | PredictionFailure], fm
     if fmt == "json":
         return _json(results)
     raise PredictError(f"unknown output format {fmt!r}: use one of {', '.join(FORMATS)}")
-
-
-def latest_model_dir(models_root: Path) -> Path | None:
-    """The run named by ``models_root``/LATEST, else the run whose model.keras is newest; None if none."""
-    models_root = Path(models_root)
-    latest = models_root / LATEST_FILE
-    if latest.is_file():
-        named = models_root / latest.read_text().strip()
-        if (named / MODEL_FILE).is_file():
-            return named
-    if not models_root.is_dir():
-        return None
-    finished = [d for d in models_root.iterdir() if (d / MODEL_FILE).is_file()]
-    if not finished:
-        return None
-    return max(finished, key=lambda d: ((d / MODEL_FILE).stat().st_mtime_ns, d.name))

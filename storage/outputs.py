@@ -53,10 +53,13 @@ LAYOUT: dict[str, tuple[str, str]] = {
     "baseline": ("baseline/{key}", ""),
     "train": ("models/{key}", ""),
     "evaluate": ("reports/{key}", "evaluate"),
+    "promote": ("reports/{key}", "promotion"),
     "report": ("reports/{key}", "report"),
     "fold": ("reports/{parent}", "{leaf}"),
     "crossval": ("reports/{key}", "crossval"),
 }
+# What each rebuild did (flows/changes.py), for the next one to compare with.
+LAST_REBUILD_FILE = "rebuilds/last.json"
 # File names of the ingest output: tracks.parquet, and the listed tracks it left out, with the reason.
 TRACKS_TABLE, SKIPPED_TABLE = ".parquet", ".skipped.parquet"
 # Shard stages: one output per shard, their files side by side in the stage's folder.
@@ -111,6 +114,22 @@ def output_path(root: DataRoot, stage: str, key: str, name: str) -> str:
     """Path of file ``name`` of an output: ``.npy`` is a suffix of the stem, ``model.keras`` a file in its folder."""
     folder, stem = output_location(root, stage, key)
     return posixpath.join(folder, stem + name if name.startswith(".") else name)
+
+
+# Outputs genreflow 0.1 wrote under other names. Their manifests lack the code version that every
+# fingerprint now holds, so nothing in them counts as done: a rebuild removes them (remove_legacy_outputs).
+LEGACY_OUTPUTS: tuple[str, ...] = ("audio", "mel-aug", "ingest-skipped.parquet")
+
+
+def remove_legacy_outputs(root: DataRoot) -> list[str]:
+    """Delete the outputs of genreflow 0.1 that this version rewrites under its own names; the names removed."""
+    removed = []
+    for name in LEGACY_OUTPUTS:
+        path = root.join(name)
+        if root.exists(path):
+            root.remove(path, recursive=True)
+            removed.append(name)
+    return removed
 
 
 def tracks_path(root: DataRoot) -> str:

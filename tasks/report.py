@@ -26,7 +26,9 @@ from genreflow.model.files import HISTORY_FILE
 from genreflow.model.params import AugmentConfig
 from genreflow.storage.outputs import OutputSpec, open_output, output_path, tracks_path
 from genreflow.storage.root import QUARANTINE_COLUMNS, DataRoot
+from genreflow.tasks.changes import changes_lines
 from genreflow.tasks.evaluate import EVALUATION_FILE
+from genreflow.tasks.promote import COMPARED
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DPI = 110  # sharp enough to read 10 genre names, small enough to embed in HTML
@@ -399,6 +401,19 @@ def _training_context(training: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _promotion_context(promotion: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run beside the promoted one, on the same test tracks, and the gate's decision."""
+    if not promotion:
+        return None
+    header, columns = ["Metric", f"This run ({promotion['run']})"], [promotion.get("run_metrics") or {}]
+    if promotion.get("previous") and promotion["previous"] != promotion["run"]:
+        header.append(f"Promoted before ({promotion['previous']}), same test tracks")
+        columns.append(promotion.get("previous_metrics") or {})
+    rows = [[label, *(_cell(column.get(key)) for column in columns)] for key, label in HEADLINE if key in COMPARED]
+    return {"table": _table(header, rows), "decision": str(promotion["decision"]), "reason": str(promotion["reason"]),
+            "promoted": str(promotion.get("promoted") or "none"), "policy": str(promotion.get("policy", ""))}
+
+
 def _config_text(config: dict[str, Any]) -> str:
     """The run's configuration as JSON, so a report says how it was made."""
     return json.dumps(_plain(config), indent=2, default=str)
@@ -411,12 +426,17 @@ def render_report(
     summary: dict[str, Any],
     config: dict[str, Any],
     baseline: dict[str, Any] | None = None,
+    promotion: dict[str, Any] | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> dict[str, bytes]:
     """Every file of reports/<run>/ as bytes, keyed by file name.
 
     Returns report.md, report.html (self-contained), metrics.json, confusion.png
     and curves.png. baseline, when given, holds metrics under the same keys
     (track_accuracy, macro_f1, ...) and a name; it is shown beside the CNN.
+    promotion (tasks.promote.decide) shows the run beside the promoted one and
+    the gate's decision; changes (tasks.changes.rebuild_changes) what this
+    rebuild changed since the previous one.
     """
     images = {
         "confusion.png": render_confusion_png(metrics["confusion"]),
@@ -434,6 +454,8 @@ def render_report(
         "training": _training_context(training),
         "dataset": _dataset_context(summary),
         "config": _config_text(config),
+        "promotion": _promotion_context(promotion),
+        "changes": changes_lines(changes) if changes else [],
     }
     # The HTML embeds the PNGs as data URIs, so the page needs no file beside it.
     embedded = {name: base64.b64encode(data).decode("ascii") for name, data in images.items()}
@@ -447,6 +469,10 @@ def render_report(
     document: dict[str, Any] = {"run": run, "metrics": metrics, "training": training, "dataset": dataset}
     if baseline is not None:
         document["baseline"] = baseline
+    if promotion is not None:
+        document["promotion"] = promotion
+    if changes is not None:
+        document["changes"] = changes
     metrics_json = json.dumps(_plain(document), indent=2, allow_nan=False, default=str) + "\n"
 
     return {
@@ -519,7 +545,8 @@ def clip_counts(root: DataRoot, shards: list[tuple[str, str]]) -> pd.DataFrame:
 @task(name="report")
 def report_task(
     root_url: str, spec: OutputSpec, config: dict[str, Any], shards: list[tuple[str, str]],
-    baseline: dict[str, Any] | None = None,
+    baseline: dict[str, Any] | None = None, promotion: dict[str, Any] | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write reports/<run>/ (unless done for ``spec``) and publish the summaries as Prefect artifacts."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -535,7 +562,8 @@ def report_task(
         if not out.done:
             metrics = root.read_json(output_path(root, "evaluate", run, EVALUATION_FILE))
             history = pd.read_csv(root.fs.open(output_path(root, "train", run, HISTORY_FILE)))
-            for name, payload in render_report(run, metrics, history, summary, config, baseline=baseline).items():
+            for name, payload in render_report(run, metrics, history, summary, config, baseline=baseline,
+                                               promotion=promotion, changes=changes).items():
                 out.write_bytes(name.removeprefix("report") if name.startswith("report.") else name, payload)
     report_md = root.read_bytes(out.path(".md")).decode()
     key = "".join(c if c.isalnum() else "-" for c in run.lower())

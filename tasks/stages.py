@@ -19,9 +19,10 @@ from typing import Literal
 from genreflow.storage.fingerprint import code_version, fingerprint
 
 STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment", "stats", "baseline", "train", "evaluate",
-                           "report")
+                           "promote", "report")
 PREPROCESS_STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment")
-Stage = Literal["ingest", "decode", "mel", "augment", "stats", "baseline", "train", "evaluate", "report"]
+Stage = Literal["ingest", "decode", "mel", "augment", "stats", "baseline", "train", "evaluate", "promote",
+                "report"]
 
 # What each output's code is: "module" (all of it) or "module:function" (one top-level definition).
 # Plumbing that does not change what an output holds (the Prefect wrappers, I/O) stays out, so that
@@ -38,6 +39,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "train": (f"{_M}cnn", f"{_M}train", f"{_M}dataset", f"{_M}augment", f"{_T}train:fit_model",
               f"{_T}train:model_knobs"),
     "evaluate": (f"{_T}evaluate", f"{_M}predict"),
+    "promote": (f"{_T}promote",),
     "report": (f"{_T}report",),
     "fold": (f"{_T}crossval", f"{_T}folds"),
     "crossval": (f"{_T}crossval:summarize_folds", f"{_T}report"),

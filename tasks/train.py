@@ -99,6 +99,4 @@ def train_task(
     root = DataRoot(root_url)
     summary = fit_model(root, spec, genres, stats, clip_sources(root, train_shards), clip_sources(root, val_shards),
                         train, audio, force, get_run_logger().info)
-    if not summary["skipped"]:
-        root.write_bytes(root.join("models", "LATEST"), spec.key.encode())
     return {**summary, "run": spec.key}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,6 @@ from genreflow.model.predict import (
     PredictError,
     PredictionFailure,
     format_predictions,
-    latest_model_dir,
     load_classifier,
     predict_clips,
     predict_file,
@@ -144,20 +141,3 @@ def test_load_classifier_checks_the_directory(tmp_path: Path) -> None:
     (run / "labels.json").write_text(json.dumps(["only", "two"]))
     with pytest.raises(PredictError, match="must list 4 genres"):
         load_classifier(run)
-
-
-def test_latest_model_dir(tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    assert latest_model_dir(models) is None
-    (models / "unfinished").mkdir(parents=True)
-    assert latest_model_dir(models) is None
-    for name, age in [("old", 100), ("new", 10), ("middle", 50)]:
-        (models / name).mkdir()
-        (models / name / "model.keras").write_bytes(b"x")
-        stamp = time.time() - age
-        os.utime(models / name / "model.keras", (stamp, stamp))
-    assert latest_model_dir(models) == models / "new"
-    (models / "LATEST").write_text("middle\n")
-    assert latest_model_dir(models) == models / "middle"
-    (models / "LATEST").write_text("unfinished")  # names a run without a model: fall back to mtime
-    assert latest_model_dir(models) == models / "new"

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from genreflow.flows.cli import main
-from tests.tasks.test_ingest import FMA_ROWS, touch, write_fma_tracks
+from tests.tasks.collection_files import FMA_ROWS, touch, write_fma_tracks
 
 pytestmark = pytest.mark.timeout(600)
 

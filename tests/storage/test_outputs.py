@@ -152,3 +152,15 @@ def test_killed_writes_leave_temp_files_that_the_next_write_removes(root: DataRo
         out.write_bytes("predictions.parquet", b"table")
     assert not any(root.exists(path) for path in leftovers)
     assert root.exists(unrelated)
+
+
+def test_outputs_of_genreflow_0_1_are_removed_and_nothing_else(root: DataRoot) -> None:
+    from genreflow.storage.outputs import remove_legacy_outputs
+
+    for path in ("audio/train-0000.npy", "mel-aug/train-0000.npy", "ingest-skipped.parquet", "mel/train-0000.npy",
+                 "tracks.parquet", "models/LATEST"):
+        root.write_bytes(root.join(path), b"x")
+    assert remove_legacy_outputs(root) == ["audio", "mel-aug", "ingest-skipped.parquet"]
+    assert not root.exists(root.join("audio")) and not root.exists(root.join("mel-aug"))
+    assert all(root.exists(root.join(p)) for p in ("mel/train-0000.npy", "tracks.parquet", "models/LATEST"))
+    assert remove_legacy_outputs(root) == []
