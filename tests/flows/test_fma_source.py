@@ -16,7 +16,7 @@ from genreflow.storage.root import DataRoot
 from genreflow.tasks.download import download_fma
 from tests.flows.conftest import small_config
 from tests.tasks.test_download import FakeServer, server  # noqa: F401 - the local HTTP server fixture
-from tests.tasks.test_ingest import write_fma_tracks
+from tests.tasks.collection_files import write_fma_tracks
 
 pytestmark = pytest.mark.timeout(600)
 
