@@ -35,6 +35,7 @@ TARGETS: dict[str, Target] = {
     "train_rss_growth": Target("<=", 1.20, "peak RSS of training on a 4x larger set / on the base set"),
     "predict_per_track_s": Target("<=", 0.5, "seconds to classify one 30 s mp3, model loaded"),
     "worker_scaling": Target(">=", 1.8, "preprocessing on 1 worker / on 2 workers"),
+    "incremental_rebuild_fraction": Target("<=", 0.15, "rebuild after 5 % new tracks / full preprocessing of them all"),
 }
 RATIO_NAMES: tuple[str, ...] = tuple(TARGETS)
 

@@ -9,7 +9,8 @@ Order of a run (each step prints a line):
    pool of 1) with every 10 s window of each track (the default), all on the same set, to the mel stage,
    in shards 2 workers can share evenly; and the stage functions alone in 1, then 2 processes at once
    (the machine's own scaling);
-4. the full default preprocessing (augmentation on) and no-op reruns of it;
+4. the full default preprocessing (augmentation on) and no-op reruns of it; then a rebuild after 5 % new
+   tracks beside a full preprocessing of the grown set (bench/incremental.py);
 5. one cold flow run and one cold no-op rerun, as ``genreflow preprocess`` starts them (a fresh
    LocalCluster each), for the figures;
 6. children with TensorFlow: input pipeline vs memory, peak RSS on the base and a 4x set, prediction.
@@ -27,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from genreflow.bench import inputs, methods, preprocess, project, report, timing, training
+from genreflow.bench import incremental, inputs, methods, preprocess, project, report, timing, training
 
 
 @dataclass(frozen=True)
@@ -52,16 +53,17 @@ class Profile:
     stage_tracks: int  # tracks for the one-core cost of each default stage (augment included)
     recipe_rounds: int  # rounds of the seed-vs-default training epoch comparison
     recipe_extra_epochs: int  # epochs timed per round beyond the first (tracing) one
+    incremental_rounds: int  # rounds of the incremental-rebuild comparison
 
 
 QUICK = Profile("quick", tracks_per_genre=2, copies=8, shard_size=16, single_rounds=2, flow_rounds=2,
                 pool1=False, full_clips_per_track=1, noop_rounds=2, cold_flow=False, train_steps=3,
                 train_rounds=4, batch_size=64, predict_files=4, memory_contrast=False, stage_tracks=2,
-                recipe_rounds=1, recipe_extra_epochs=2)
+                recipe_rounds=1, recipe_extra_epochs=2, incremental_rounds=1)
 FULL = Profile("full", tracks_per_genre=8, copies=8, shard_size=preprocess.SHARD_SIZE, single_rounds=3,
                flow_rounds=3, pool1=True, full_clips_per_track=None, noop_rounds=3, cold_flow=True,
                train_steps=4, train_rounds=5, batch_size=64, predict_files=8, memory_contrast=True,
-               stage_tracks=8, recipe_rounds=2, recipe_extra_epochs=2)
+               stage_tracks=8, recipe_rounds=2, recipe_extra_epochs=2, incremental_rounds=2)
 
 
 MACHINE_TRACKS = 128  # tracks each process decodes for the machine's own scaling
@@ -307,6 +309,12 @@ def _flows(profile: Profile, workdir: Path, base: inputs.BenchSet, big: inputs.B
                                       "clips": _count_clips(full_root)}
         log(f"full preprocessing of {len(base)} tracks (augmented): {full_s:.1f} s; "
             f"no-op rerun {noop.median:.1f} s")
+
+        # ---- 4b. a rebuild after 5 % new tracks, beside a full preprocessing of the grown set ---
+        grown = incremental.measure(big, roots, 2, pools["flow2"].address, profile.shard_size,
+                                    profile.full_clips_per_track, profile.incremental_rounds, log)
+        ratios["incremental_rebuild_fraction"] = grown.pop("ratio")
+        figures["incremental_rebuild"] = grown
     finally:
         for pool in pools.values():
             pool.close()
