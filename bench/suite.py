@@ -89,7 +89,7 @@ def _child(mode: str, args: dict[str, Any]) -> tuple[dict[str, Any], timing.Chil
 
 
 def _training_shards(root: Path) -> list[str]:
-    """The arrays training reads (train mel and mel-aug shards), as flows.plan.training_inputs names them."""
+    """The arrays training reads (train mel and augment shards), as flows.plan.training_inputs names them."""
     mel = sorted(str(p) for p in (root / "mel").glob("train-*.npy"))
     aug = sorted(str(p) for p in (root / "augment").glob("train-*.npy"))
     return mel + aug

@@ -122,11 +122,15 @@ def split_tracks(tracks: pd.DataFrame, val_fraction: float = 0.1, test_fraction:
 
 
 def _warn_thin_genres(table: pd.DataFrame) -> None:
-    for genre, splits in table.groupby("genre")["split"].agg(set).items():
-        absent = [s for s in ("val", "test") if s not in splits]
-        if absent:
-            logger.warning("genre %r has no %s track: too few tracks (or artists) for a hash split; "
-                           "use --folds, or give the split in a CSV", genre, " or ".join(absent))
+    """One warning naming the genres a hash split left without validation or test tracks."""
+    present = table.groupby("genre")["split"].agg(set)
+    lacking = {split: [str(genre) for genre, splits in present.items() if split not in splits]
+               for split in ("val", "test")}
+    if any(lacking.values()):
+        logger.warning("too few tracks (or artists) for a hash split to reach every genre: %s; measure with "
+                       "--folds, or give the split in a CSV", "; ".join(
+                           f"no {split} track for {', '.join(map(repr, genres))}"
+                           for split, genres in lacking.items() if genres))
 
 
 # --------------------------------------------------------------------------- shards

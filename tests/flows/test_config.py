@@ -118,7 +118,7 @@ def test_main_reports_user_errors_without_traceback(tmp_path: Path, capsys: pyte
     code = main(["status", "--data-root", str(tmp_path / "empty")])
     assert code == 0 and "nothing ingested yet" in capsys.readouterr().out
     code = main(["predict", str(tmp_path / "x.mp3"), "--data-root", str(tmp_path / "empty")])
-    assert code == 1 and "no trained model" in capsys.readouterr().err
+    assert code == 1 and "no promoted model" in capsys.readouterr().err
 
 
 def test_missing_input_and_unwritable_root_fail_before_any_work(tmp_path: Path,

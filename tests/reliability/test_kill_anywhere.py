@@ -44,11 +44,11 @@ EPOCHS = 3 if FULL else 2
 RUN_DEADLINE_S = 400
 
 
-def rebuild_args(root: Path, source: Path) -> list[str]:
+def rebuild_args(root: Path, source: Path, epochs: int = EPOCHS) -> list[str]:
     return [sys.executable, "-m", "genreflow.flows.cli", "rebuild", "--source", "folder", "--input", str(source),
-            "--data-root", str(root), "--shard-size", "3", "--clips-per-track", "1", "--epochs", str(EPOCHS),
+            "--data-root", str(root), "--shard-size", "3", "--clips-per-track", "1", "--epochs", str(epochs),
             "--batch-size", "4", "--patience", "10", "--retries", "0", "--workers", "2",
-            "--time-stretch", "0.9", "--pitch-shift", "2"]
+            "--time-stretch", "0.9", "--pitch-shift", "2", "--promote", "always"]
 
 
 # --------------------------------------------------------------------------- progress markers
@@ -94,7 +94,7 @@ ALL_POINTS = [
     KillPoint("train, between epochs", history_rows, 1, (0.0, 0.02)),
     KillPoint("train, mid epoch", history_rows, 1, (0.05, 0.4)),
     KillPoint("evaluate", count("models/run-*/manifest.json"), 1, (0.0, 2.0)),
-    KillPoint("report", count("reports/run-*/evaluate.manifest.json"), 1, (0.0, 0.8)),
+    KillPoint("promote and report", count("reports/run-*/evaluate.manifest.json"), 1, (0.0, 0.8)),
     KillPoint("after the report", count("reports/run-*/metrics.json"), 1, (0.0, 0.02)),
 ]
 QUICK_POINTS = ["augment", "train, mid epoch", "evaluate"]
@@ -119,6 +119,8 @@ def where(root: Path) -> str:
         return f"train, {history_rows(root)}/{EPOCHS} epochs done"
     if not list(root.glob("reports/run-*/evaluate.manifest.json")):
         return "evaluate"
+    if not list(root.glob("reports/run-*/promotion.manifest.json")):
+        return "promote"
     if not list(root.glob("reports/run-*/report.html")):
         return "report"
     return "after the report"
@@ -131,15 +133,22 @@ class Outcome:
     seconds: float
     state: str
     log: str
+    promoted: str | None = None  # the registry's promoted run after the process ended
 
+
+def promoted(root: Path) -> str | None:
+    from genreflow.storage.registry import read_registry
+    from genreflow.storage.root import DataRoot
+
+    return read_registry(DataRoot(str(root))).promoted
 
 def run(root: Path, source: Path, env: dict[str, str], log: Path, point: KillPoint | None = None,
-        rng: random.Random | None = None) -> Outcome:
+        rng: random.Random | None = None, epochs: int = EPOCHS) -> Outcome:
     """One ``genreflow rebuild`` process, SIGKILLed (process group) at ``point`` if it gets there."""
     start = time.monotonic()
     with open(log, "w") as out:
-        process = subprocess.Popen(rebuild_args(root, source), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(rebuild_args(root, source, epochs), env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     base = point.marker(root) if point and point.marker else 0
     fire_at = start + rng.uniform(*point.delay) if point and point.marker is None and rng else None
     try:
@@ -151,13 +160,14 @@ def run(root: Path, source: Path, env: dict[str, str], log: Path, point: KillPoi
             if fire_at is not None and now >= fire_at:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-                return Outcome(True, None, now - start, where(root), log.read_text())
+                return Outcome(True, None, now - start, where(root), log.read_text(), promoted(root))
             time.sleep(0.01)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    return Outcome(False, process.returncode, time.monotonic() - start, where(root), log.read_text())
+    return Outcome(False, process.returncode, time.monotonic() - start, where(root), log.read_text(),
+                   promoted(root))
 
 
 # --------------------------------------------------------------------------- the runs
@@ -170,6 +180,7 @@ class Runs:
     outcomes: list[tuple[str, Outcome]]
     refusal: subprocess.CompletedProcess
     first_pid: int
+    upgrade: tuple[Outcome, Outcome]  # a new model killed after training, before promotion; and its rerun
 
 
 @pytest.fixture(scope="module")
@@ -201,11 +212,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Runs:
     final = run(killed, demo_dir, env, base / "final.log")
     outcomes.append(("(final rerun, no kill)", final))
     assert final.returncode == 0, final.log[-5000:]
+    # Then a model with one more epoch, killed as soon as it is trained: the old one must stay promoted.
+    old_model = promoted(killed)
+    after_training = KillPoint("between training and promotion", count("models/run-*/manifest.json"), 1, (0.0, 0.0))
+    interrupted = run(killed, demo_dir, env, base / "upgrade-killed.log", after_training, rng, epochs=EPOCHS + 1)
+    finished = run(killed, demo_dir, env, base / "upgrade.log", epochs=EPOCHS + 1)
+    assert old_model is not None and finished.returncode == 0, finished.log[-5000:]
+    outcomes += [("new model, killed", interrupted), ("new model, rerun", finished)]
     report = [f"{stage:24} {'killed' if o.killed else 'finished':8} after {o.seconds:5.1f} s at: {o.state}"
               for stage, o in outcomes]
     (base / "kills.txt").write_text("\n".join(report) + "\n")
     print("\n" + "\n".join(report))
-    return Runs(reference, killed, outcomes, refusal, first.pid)
+    return Runs(reference, killed, outcomes[:-2], refusal, first.pid, (interrupted, finished))
 
 
 def test_second_rebuild_on_a_held_root_is_refused_at_once(runs: Runs) -> None:
@@ -240,7 +258,7 @@ def test_model_weights_history_and_metrics_are_identical(runs: Runs) -> None:
 
     (run_dir,) = runs.reference.glob("models/run-*")
     killed_dir = runs.killed / "models" / run_dir.name
-    assert (runs.killed / "models" / "LATEST").read_text() == run_dir.name
+    assert runs.outcomes[-1][1].promoted == run_dir.name  # the chain's run is the model predict uses
     for name in ("history.csv", "labels.json", "audio.json"):
         assert (killed_dir / name).read_bytes() == (run_dir / name).read_bytes(), name
     assert len(pd.read_csv(run_dir / "history.csv")) == EPOCHS
@@ -263,3 +281,20 @@ def test_model_weights_history_and_metrics_are_identical(runs: Runs) -> None:
 def test_no_partial_files_or_checkpoints_are_left(runs: Runs) -> None:
     assert not list(runs.killed.rglob("*.tmp*")) and not list(runs.killed.rglob("*.part"))
     assert not list(runs.killed.glob("models/*/backup"))
+
+
+def test_a_kill_before_promotion_never_promotes_and_leaves_the_old_model_promoted(runs: Runs) -> None:
+    from genreflow.storage.registry import read_registry
+    from genreflow.storage.root import DataRoot
+
+    before_promotion = ("ingest", "preprocessing", "stats", "baseline", "train", "evaluate", "promote")
+    for stage, outcome in runs.outcomes:
+        if outcome.killed and outcome.state.startswith(before_promotion):
+            assert outcome.promoted is None, (stage, outcome.state)  # the chain's first rebuild had no model
+    interrupted, finished = runs.upgrade
+    (old,) = (p.name for p in runs.reference.glob("models/run-*"))
+    assert interrupted.killed and interrupted.promoted == old  # with --promote always, only the kill kept it out
+    registry = read_registry(DataRoot(str(runs.killed)))
+    new = registry.history[-1].run
+    assert new != old and registry.history[-1].decision == "promoted" and finished.promoted == new
+    assert [record.run for record in registry.history].count(new) == 1

@@ -86,7 +86,8 @@ def test_thin_genres_are_named_in_a_warning(caplog: pytest.LogCaptureFixture) ->
     with caplog.at_level(logging.WARNING, logger="genreflow.tasks.split"):
         table = split_tracks(tracks, seed=0)
     assert set(table[table["genre"] == "duo"]["split"]) == {"train"}  # both hash to train with seed 0
-    assert "genre 'duo' has no val or test track" in caplog.text and "'rock'" not in caplog.text
+    assert "no val track for 'duo'; no test track for 'duo'" in caplog.text and "'rock'" not in caplog.text
+    assert len(caplog.records) == 1
 
 
 # --------------------------------------------------------------------------- stable splits
