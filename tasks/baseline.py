@@ -24,9 +24,10 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from genreflow.model.metrics import evaluate_predictions, track_probabilities
 from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
-from genreflow.tasks.evaluate import PREDICTIONS_FILE, evaluate_predictions, original_clips, track_probabilities
+from genreflow.tasks.evaluate import PREDICTIONS_FILE, original_clips
 
 NAME = "MFCC + SVM"
 N_MFCC = 20  # coefficients kept, as in most MFCC genre baselines

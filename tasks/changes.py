@@ -73,8 +73,8 @@ def changes_lines(changes: dict[str, Any]) -> list[str]:
         lines = [f"Tracks: {tracks.get('added', 0)} added, {tracks.get('removed', 0)} removed{by_split}, "
                  f"{tracks.get('modified', 0)} modified (re-tagged, moved or re-split); {tracks.get('tracks', 0)} now."]
     shards = changes.get("shards") or {}
-    lines.append("Shards: " + "; ".join(f"{stage} {counts['computed']} recomputed, {counts['reused']} reused"
-                                          for stage, counts in shards.items()) + ".")
+    lines.append("Shards: " + "; ".join(f"{stage} {shards[stage]['computed']} recomputed, {shards[stage]['reused']} "
+                                          "reused" for stage in SHARD_STAGES if stage in shards) + ".")
     code = changes.get("code_changed") or []
     lines.append(f"Stages whose code changed: {', '.join(code)}." if code else "Stages whose code changed: none.")
     if not tracks.get("first_ingest"):

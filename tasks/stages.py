@@ -30,18 +30,19 @@ Stage = Literal["ingest", "decode", "mel", "augment", "stats", "baseline", "trai
 _M = "genreflow.model."
 _T = "genreflow.tasks."
 STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "ingest": (f"{_T}ingest", f"{_T}sources", f"{_T}split"),
+    "ingest": (f"{_T}ingest", f"{_T}sources", f"{_T}split", f"{_M}audio"),
     "decode": (f"{_M}audio", f"{_T}decode:decode_shard", f"{_T}decode:to_pcm16"),
     "mel": (f"{_M}mel", f"{_T}mel:mel_stage"),
     "augment": (f"{_M}audio_augment", f"{_M}mel", f"{_T}augment:augment_stage"),
     "stats": (f"{_T}stats:band_stats",),
-    "baseline": (f"{_T}baseline", f"{_T}evaluate"),
+    "baseline": (f"{_T}baseline", f"{_M}metrics"),
     "train": (f"{_M}cnn", f"{_M}train", f"{_M}dataset", f"{_M}augment", f"{_T}train:fit_model",
               f"{_T}train:model_knobs"),
-    "evaluate": (f"{_T}evaluate", f"{_M}predict"),
+    "evaluate": (f"{_T}evaluate", f"{_M}metrics", f"{_M}predict", f"{_M}audio", f"{_M}mel"),
     "promote": (f"{_T}promote",),
     "report": (f"{_T}report",),
-    "fold": (f"{_T}crossval", f"{_T}folds"),
+    "fold": (f"{_T}crossval", f"{_T}folds", f"{_T}evaluate", f"{_T}baseline", f"{_M}metrics", f"{_M}predict",
+             f"{_M}audio", f"{_M}mel"),
     "crossval": (f"{_T}crossval:summarize_folds", f"{_T}report"),
 }
 # Non-Python files whose content is part of a stage's code: package -> glob.

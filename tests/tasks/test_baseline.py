@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from genreflow.model.metrics import evaluate_predictions
 from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import write_shard
 from genreflow.tasks.baseline import N_MFCC, NAME, baseline_task, features_of, mfcc_features, run_baseline
-from genreflow.tasks.evaluate import evaluate_predictions
 from genreflow.tasks.report import render_report
 
 N_MELS, FRAMES = 32, 64

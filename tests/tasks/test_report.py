@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genreflow.tasks.evaluate import evaluate_predictions
+from genreflow.model.metrics import evaluate_predictions
 from genreflow.tasks.report import (
     dataset_summary,
     render_confusion_png,

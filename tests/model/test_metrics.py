@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genreflow.tasks.evaluate import evaluate_predictions, prob_columns, track_probabilities
+from genreflow.model.metrics import evaluate_predictions, prob_columns, track_probabilities
 
 GENRES = ["rock", "jazz", "pop"]
 

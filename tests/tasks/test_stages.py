@@ -1,0 +1,50 @@
+"""Stage code versions: every listed source exists, and a stage's list covers the model code its modules use."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from genreflow.tasks.stages import STAGE_CODE, STAGES, stage_code
+
+# model/ modules that hold no computation of an output: parameter types, file names, the quiet TF import.
+NOT_COMPUTATION = {"genreflow.model.params", "genreflow.model.files", "genreflow.model.quiet_tf"}
+
+
+def model_imports(module: str) -> set[str]:
+    """genreflow.model modules that ``module`` imports (at any depth of its source)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin
+    tree = ast.parse(Path(spec.origin).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("genreflow.model."):
+            found.add(node.module)
+    return found - NOT_COMPUTATION
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_CODE))
+def test_every_stage_has_a_code_version(stage: str) -> None:
+    assert len(stage_code(stage)) == 16
+
+
+def test_every_stage_of_the_dag_is_versioned() -> None:
+    assert set(STAGES) <= set(STAGE_CODE)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_CODE))
+def test_a_stages_code_covers_the_model_modules_it_uses(stage: str) -> None:
+    """Every model/ module that a listed module imports, however indirectly, is listed: a change to it must
+    change the stage's version. (Erring this way reruns a stage too often, never too rarely.)"""
+    listed = {source.partition(":")[0] for source in STAGE_CODE[stage]}
+    needed: set[str] = set()
+    frontier = list(listed)
+    while frontier:
+        for dependency in model_imports(frontier.pop()) - needed:
+            needed.add(dependency)
+            frontier.append(dependency)
+    missing = needed - listed
+    assert not missing, f"{stage}: add {sorted(missing)} to STAGE_CODE"
