@@ -15,8 +15,8 @@ from genreflow.storage.outputs import tracks_path
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.download import download_fma
 from tests.flows.conftest import small_config
-from tests.tasks.test_download import FakeServer, server  # noqa: F401 - the local HTTP server fixture
 from tests.tasks.collection_files import write_fma_tracks
+from tests.tasks.test_download import FakeServer, server  # noqa: F401 - the local HTTP server fixture
 
 pytestmark = pytest.mark.timeout(600)
 
