@@ -1,4 +1,4 @@
-"""``python -m genreflow.bench [--quick] [--json FILE] [--workdir DIR]``: every comparison of issue 5 in one run.
+"""``python -m genreflow.bench [--quick] [--json FILE] [--workdir DIR]``: issues 5 and 13, side by side.
 
 This module stays light at import time on purpose: Dask and the process pools
 start their workers with ``spawn``, which re-imports the main module in each of them.

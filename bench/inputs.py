@@ -9,6 +9,7 @@ treats it as another track: other name, other track id.
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 from dataclasses import dataclass
@@ -64,3 +65,17 @@ def first_per_genre(bench_set: BenchSet, per_genre: int) -> list[Path]:
     for genre in DEMO_GENRES:
         chosen += [p for p in bench_set.paths if p.parent.name == genre][:per_genre]
     return chosen
+
+
+def train_csv(bench_set: BenchSet, path: Path) -> Path:
+    """A label CSV (``path,genre,split``) listing every file of ``bench_set`` with split ``train``.
+
+    For comparisons where every track is augmented, as the seed's loop
+    augments every file: ingest keeps a CSV's split instead of drawing one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "genre", "split"])
+        writer.writerows([str(p.absolute()), p.parent.name, "train"] for p in bench_set.paths)
+    return path

@@ -1,7 +1,9 @@
 """The three ways to turn an mp3 into the seed's 10 s log-mel clip, for side-by-side timing.
 
 - the seed's way: ``librosa.load(path, duration=10)``, ``melspectrogram``,
-  ``power_to_db(ref=np.max)``, one file at a time in one process;
+  ``power_to_db(ref=np.max)``, one file at a time in one process; with its
+  four augmentations (``seed_augmented_loop``), also librosa's time stretch
+  and pitch shift of the clip and each copy's log-mel;
 - the floor: the fewest and fastest calls we know for the same clip (read only
   the frames the clip needs, average the channels, soxr, one real FFT of all
   frames, a filterbank built once), so that genreflow's per-core cost can be
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import librosa
@@ -25,6 +28,7 @@ import soundfile as sf
 import soxr
 from numpy.lib.stride_tricks import sliding_window_view
 
+from genreflow.bench.timing import interleaved
 from genreflow.model.audio_augment import augment_shard
 from genreflow.model.mel import mel_batches
 from genreflow.model.params import AudioConfig, AugmentConfig
@@ -52,6 +56,29 @@ def seed_loop(paths: Sequence[str | Path]) -> int:
     for path in paths:
         seed_mel(path)
     return len(paths)
+
+
+SEED_STRETCH_RATES = (0.8, 0.9)
+SEED_PITCH_STEPS = (2.0, -2.0)
+
+
+def seed_augmented_mels(path: str | Path, duration: float = SEED_DURATION_S) -> list[np.ndarray]:
+    """The seed's clip of ``path`` and its four augmented copies, each a log-mel [shape=(128, 431)].
+
+    Each copy is librosa's time stretch or pitch shift of the clip, cut or
+    zero-padded to the clip's length (so every copy has the clip's 431
+    frames), then its own melspectrogram and power_to_db.
+    """
+    y, sr = librosa.load(path, duration=duration)
+    copies = [librosa.effects.time_stretch(y, rate=rate) for rate in SEED_STRETCH_RATES]
+    copies += [librosa.effects.pitch_shift(y, sr=sr, n_steps=steps) for steps in SEED_PITCH_STEPS]
+    clips = [y] + [librosa.util.fix_length(copy, size=len(y)) for copy in copies]
+    return [librosa.power_to_db(librosa.feature.melspectrogram(y=clip, sr=sr), ref=np.max) for clip in clips]
+
+
+def seed_augmented_loop(paths: Sequence[str | Path]) -> int:
+    """The seed's loop with its augmentations: every file's clip and four copies, sequentially; clips made."""
+    return sum(len(seed_augmented_mels(path)) for path in paths)
 
 
 class Floor:
@@ -113,27 +140,36 @@ def genreflow_loop(shards: Sequence[pd.DataFrame], audio: AudioConfig) -> int:
     return sum(len(genreflow_shard(tracks, audio)) for tracks in shards)
 
 
-def stage_costs(paths: Sequence[str | Path], audio: AudioConfig, augment: AugmentConfig) -> dict[str, float]:
-    """One-core seconds of each stage function on ``paths`` (already warm): per track, per clip.
+def stage_costs(paths: Sequence[str | Path], audio: AudioConfig, augment: AugmentConfig,
+                rounds: int = 3) -> dict[str, float]:
+    """One-core seconds of each stage function on ``paths``: per track, per clip, best of ``rounds``.
 
     For projecting a collection's preprocessing time: decode per track (every
     window ``audio`` asks for), mel per clip, augment per clip (all of
-    ``augment``'s copies of it, straight to log-mel).
+    ``augment``'s copies of it, straight to log-mel) in ``augment``'s domain and
+    in the other. The mel and both augmentations run interleaved on the same
+    clips, after one untimed round, so that their ratios (``copy_vs_mel``: one
+    augmented copy over one clip's mel) are side by side.
     """
     tracks = track_table(paths)
+    decode_shard(tracks, audio)  # warm: page cache, first calls
     start = time.perf_counter()
     decoded = decode_shard(tracks, audio)
     decode_s = time.perf_counter() - start
-    start = time.perf_counter()
-    mel_batches(decoded.clips, audio)
-    mel_s = time.perf_counter() - start
-    start = time.perf_counter()
-    augment_shard(decoded.clips, decoded.index, audio, augment)
-    augment_s = time.perf_counter() - start
-    clips = len(decoded.clips)
-    return {"tracks": len(tracks), "clips": clips, "decode_per_track_s": decode_s / len(tracks),
-            "mel_per_clip_s": mel_s / clips, "augment_per_clip_s": augment_s / clips,
-            "augmentations": len(augment.names())}
+    domains = {augment.domain: augment,
+               **{d: augment.model_copy(update={"augment_domain": d}) for d in ("spectral", "waveform")}}
+    sides: dict[str, Callable[[], object]] = {"mel": lambda: mel_batches(decoded.clips, audio)}
+    for domain, config in domains.items():
+        sides[domain] = partial(augment_shard, decoded.clips, decoded.index, audio, config)
+    best = {name: timing.best for name, timing in interleaved(sides, rounds=rounds).items()}
+    clips, copies = len(decoded.clips), len(augment.names())
+    out = {"tracks": len(tracks), "clips": clips, "decode_per_track_s": decode_s / len(tracks),
+           "mel_per_clip_s": best["mel"] / clips, "augment_per_clip_s": best[augment.domain] / clips,
+           "augmentations": copies, "augment_domain": augment.domain}
+    for domain in ("spectral", "waveform"):
+        out[f"augment_{domain}_per_clip_s"] = best[domain] / clips
+        out[f"copy_vs_mel_{domain}"] = best[domain] / copies / best["mel"] if copies else float("nan")
+    return out
 
 
 def checksum_bytes_per_s(size: int = 64 * 2**20) -> float:

@@ -40,10 +40,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "cosine": ("default plus a cosine learning-rate decay", ["--lr-schedule", "cosine"]),
     "class-weights": ("default plus class weights", ["--class-weights", "on"]),
     "crop-3s": ("default trained on random 3 s crops", ["--crop-seconds", "3"]),
+    "spectral-augment": ("default, stretch/pitch copies made from the STFT", ["--augment-domain", "spectral"]),
+    "waveform-augment": ("default, stretch/pitch copies made by librosa on the audio",
+                         ["--augment-domain", "waveform"]),
 }
 # Flags that change what preprocessing writes: variants that share them share a data root.
 PREPROCESSING_FLAGS = ("--recipe", "--clips-per-track", "--sample-rate", "--clip-seconds", "--n-mels", "--time-stretch",
-                       "--pitch-shift")
+                       "--pitch-shift", "--augment-domain")
 
 
 def _preprocessing_key(flags: list[str]) -> str:

@@ -36,15 +36,17 @@ SHARD_SIZE = 50
 
 
 def bench_config(source: Path, data_root: Path, workers: int, *, dask_address: str | None = None,
-                 augment: bool = False, clips_per_track: int | None = 1, shard_size: int = SHARD_SIZE) -> Config:
-    """A preprocessing configuration for a folder source.
+                 augment: bool = False, clips_per_track: int | None = 1, shard_size: int = SHARD_SIZE,
+                 source_kind: str = "folder", augment_domain: str | None = None) -> Config:
+    """A preprocessing configuration for a folder source (or a label CSV: ``source_kind="csv"``).
 
     ``augment`` False stops after the mel stage with augmentation off (the
     comparisons with the seed, which had none in its loop); True is the full
-    default preprocessing (decode, mel, and the seed's four augmentations).
+    default preprocessing (decode, mel, and the seed's four augmentations, in
+    ``augment_domain``, the default recipe's when None).
     """
     values: dict[str, Any] = {
-        "source": "folder", "input": str(source), "data_root": str(data_root), "workers": workers,
+        "source": source_kind, "input": str(source), "data_root": str(data_root), "workers": workers,
         "dask_address": dask_address, "shard_size": shard_size, "retries": 0,
         "clips_per_track": clips_per_track,
     }
@@ -52,16 +54,18 @@ def bench_config(source: Path, data_root: Path, workers: int, *, dask_address: s
         values.update(to_stage="mel", time_stretch=[], pitch_shift=[])
     else:
         values.update(to_stage="augment")
+        if augment_domain is not None:
+            values.update(augment_domain=augment_domain)
     return build_config(None, **values)
 
 
-def shard_sizes(source: Path, shard_size: int) -> list[int]:
-    """Tracks per shard of a folder source, as genreflow's ingest cuts it (per split, near-equal)."""
+def shard_sizes(source: Path, shard_size: int, source_kind: str = "folder") -> list[int]:
+    """Tracks per shard of a source, as genreflow's ingest cuts it (per split, near-equal)."""
     from genreflow.tasks.ingest import ingest
     from genreflow.tasks.sources import read_source
 
-    split = bench_config(source, source, 1, shard_size=shard_size).split
-    tracks, _ = ingest(read_source("folder", source), split.val_fraction, split.test_fraction, split.split_seed,
+    split = bench_config(source, source, 1, shard_size=shard_size, source_kind=source_kind).split
+    tracks, _ = ingest(read_source(source_kind, source), split.val_fraction, split.test_fraction, split.split_seed,
                        shard_size)
     return [int(n) for n in tracks.groupby("shard").size()]
 
@@ -79,14 +83,14 @@ def granularity_bound(sizes: list[int], workers: int) -> float:
     return sum(sizes) / max(loads)
 
 
-def balanced_shard_size(source: Path, workers: int, near: int) -> int:
+def balanced_shard_size(source: Path, workers: int, near: int, source_kind: str = "folder") -> int:
     """The smallest shard size from ``near`` up whose shards ``workers`` can share evenly.
 
     So that a scaling comparison measures genreflow and not how a small set
     happens to divide; ``near`` itself when no size up to twice it does.
     """
     for size in range(near, 2 * near):
-        if granularity_bound(shard_sizes(source, size), workers) >= 0.99 * workers:
+        if granularity_bound(shard_sizes(source, size, source_kind), workers) >= 0.99 * workers:
             return size
     return near
 

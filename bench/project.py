@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from genreflow.model.audio import pad_tolerance, window_starts
+
 CLIP_SECONDS = 10.0
 TRACK_SECONDS = 30.0  # the demo tracks whose decode was measured
 AUDIO_CLIP_BYTES = 220_500 * 2  # int16 PCM of a 10 s clip at 22,050 Hz
@@ -33,13 +35,17 @@ class Collection:
 
     @property
     def windows(self) -> int:
-        """Whole 10 s windows per track: genreflow's default clips per track."""
-        return int(self.seconds_per_track // CLIP_SECONDS)
+        """genreflow's default clips per track (every window, the last flush with the end) of a track
+        of the average length: for fma_full an estimate, since real lengths vary around it."""
+        rate = 22_050  # any rate: the rule compares lengths in samples
+        clip = round(CLIP_SECONDS * rate)
+        return len(window_starts(round(self.seconds_per_track * rate), clip, tolerance=pad_tolerance(clip)))
 
 
-# fma_small: FMA's official split. fma_full: 106,574 untrimmed tracks, 343 days of audio (FMA paper),
-# about 278 s a track, split 80/10/10 here for the arithmetic.
-FMA_SMALL = Collection("fma_small", 6400, 800, 800, 30.0)
+# fma_small: FMA's official split, tracks of 1,321,967 samples at 44.1 kHz (mdeff/fma's NB_AUDIO_SAMPLES,
+# 29.98 s). fma_full: 106,574 untrimmed tracks, 343 days of audio (FMA paper), about 278 s a track, split
+# 80/10/10 here for the arithmetic.
+FMA_SMALL = Collection("fma_small", 6400, 800, 800, 1_321_967 / 44_100)
 FMA_FULL = Collection("fma_full", 85_259, 10_657, 10_658, 343 * 86_400 / 106_574)
 
 

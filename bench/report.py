@@ -1,4 +1,4 @@
-"""Issue 5's targets, the pass/miss verdicts, the printed table and the JSON document."""
+"""Issues 5 and 13's targets, the pass/miss verdicts, the printed table and the JSON document."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ TARGETS: dict[str, Target] = {
     "predict_per_track_s": Target("<=", 0.5, "seconds to classify one 30 s mp3, model loaded"),
     "worker_scaling": Target(">=", 1.8, "preprocessing on 1 worker / on 2 workers"),
     "incremental_rebuild_fraction": Target("<=", 0.15, "rebuild after 5 % new tracks / full preprocessing of them all"),
+    # issue 13: the whole of preprocessing, augmentation included
+    "full_preprocess_vs_seed": Target(">=", 10.0, "seed's loop with its 4 augmentations / genreflow decode+mel+"
+                                      "4 spectral copies on 2 workers, same clips"),
+    "augment_copy_vs_mel": Target("<=", 0.5, "one spectral augmented copy / one clip's mel, one core"),
 }
 RATIO_NAMES: tuple[str, ...] = tuple(TARGETS)
 

@@ -1,14 +1,17 @@
-"""The whole benchmark: every comparison of issue 5, side by side, on one generated demo set.
+"""The whole benchmark: every comparison of issues 5 and 13, side by side, on one generated demo set.
 
 Order of a run (each step prints a line):
 1. inputs: a demo set (30 s, 44.1 kHz stereo mp3) and a larger set of links to it;
 2. per-track cost on one core, interleaved: the seed's loop, the floor, genreflow's stage functions;
+   then each stage's cost per clip, the mel and both domains' augmentations interleaved (a copy vs a mel);
 3. warm worker pools: Dask LocalClusters of 2 and 1 workers (the flow's) and process pools of 2 (and 1)
    (the plain functions), each warmed; then rounds of: the seed's loop and the flow on 2 workers with
    the seed's one clip per track; the flow on 2 workers, the pool of 2, the flow on 1 worker (and the
    pool of 1) with every 10 s window of each track (the default), all on the same set, to the mel stage,
    in shards 2 workers can share evenly; and the stage functions alone in 1, then 2 processes at once
    (the machine's own scaling);
+   then rounds of the seed's loop with its four augmentations against the flow on 2 workers making the
+   same clips and copies, spectral and waveform (every track a training track);
 4. the full default preprocessing (augmentation on) and no-op reruns of it; then a rebuild after 5 % new
    tracks beside a full preprocessing of the grown set (bench/incremental.py);
 5. one cold flow run and one cold no-op rerun, as ``genreflow preprocess`` starts them (a fresh
@@ -54,16 +57,17 @@ class Profile:
     recipe_rounds: int  # rounds of the seed-vs-default training epoch comparison
     recipe_extra_epochs: int  # epochs timed per round beyond the first (tracing) one
     incremental_rounds: int  # rounds of the incremental-rebuild comparison
+    augment_rounds: int  # rounds of the augmented seed loop vs the augmented flow (issue 13)
 
 
 QUICK = Profile("quick", tracks_per_genre=2, copies=8, shard_size=16, single_rounds=2, flow_rounds=2,
                 pool1=False, full_clips_per_track=1, noop_rounds=2, cold_flow=False, train_steps=3,
                 train_rounds=4, batch_size=64, predict_files=4, memory_contrast=False, stage_tracks=2,
-                recipe_rounds=1, recipe_extra_epochs=2, incremental_rounds=1)
+                recipe_rounds=1, recipe_extra_epochs=2, incremental_rounds=1, augment_rounds=1)
 FULL = Profile("full", tracks_per_genre=8, copies=8, shard_size=preprocess.SHARD_SIZE, single_rounds=3,
                flow_rounds=3, pool1=True, full_clips_per_track=None, noop_rounds=3, cold_flow=True,
                train_steps=4, train_rounds=5, batch_size=64, predict_files=8, memory_contrast=True,
-               stage_tracks=8, recipe_rounds=2, recipe_extra_epochs=2, incremental_rounds=2)
+               stage_tracks=8, recipe_rounds=2, recipe_extra_epochs=2, incremental_rounds=2, augment_rounds=2)
 
 
 MACHINE_TRACKS = 128  # tracks each process decodes for the machine's own scaling
@@ -152,11 +156,16 @@ def run(profile: Profile, workdir: Path, log: Callable[[str], None] | None = Non
     log("one core, per track: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in per_track.items()))
     default = preprocess.bench_config(base.root, workdir / "unused", 1, augment=True, clips_per_track=None)
     few = inputs.first_per_genre(base, 1)[: profile.stage_tracks]
-    stages = methods.stage_costs(few, default.audio, default.augment)
+    stages = methods.stage_costs(few, default.audio, default.augment, rounds=profile.single_rounds)
     figures["one_core_stage_costs"] = stages
     figures["checksum_bytes_per_s"] = methods.checksum_bytes_per_s()
+    ratios["augment_copy_vs_mel"] = stages["copy_vs_mel_spectral"]
+    figures["augment_copy_vs_mel_waveform"] = stages["copy_vs_mel_waveform"]
     log(f"one core, default stages: decode {stages['decode_per_track_s'] * 1000:.0f} ms/track, "
-        f"mel {stages['mel_per_clip_s'] * 1000:.1f} ms/clip, augment {stages['augment_per_clip_s'] * 1000:.0f} ms/clip")
+        f"mel {stages['mel_per_clip_s'] * 1000:.1f} ms/clip, 4 copies "
+        f"{stages['augment_spectral_per_clip_s'] * 1000:.1f} ms/clip spectral, "
+        f"{stages['augment_waveform_per_clip_s'] * 1000:.0f} ms/clip waveform; one copy / one mel: spectral "
+        f"{stages['copy_vs_mel_spectral']:.3f}, waveform {stages['copy_vs_mel_waveform']:.2f}")
 
     from genreflow.flows.runner import prefect_api
 
@@ -167,11 +176,13 @@ def run(profile: Profile, workdir: Path, log: Callable[[str], None] | None = Non
         full_root = _flows(profile, workdir, base, big, warm_set, figures, ratios, log)
     _training(profile, workdir, base, full_root, figures, ratios, log)
     machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    figures["projections"] = {
-        c.name: project.project(c, figures["one_core_stage_costs"], workers=2,
-                                overhead=ratios["orchestration_overhead"] or 1.0,
-                                train_clips_per_s=figures["train_input"]["shards_samples_per_s"])
-        for c in (project.FMA_SMALL, project.FMA_FULL)}
+    for key, domain in (("projections", "spectral"), ("projections_waveform", "waveform")):
+        costs = {**figures["one_core_stage_costs"],
+                 "augment_per_clip_s": figures["one_core_stage_costs"][f"augment_{domain}_per_clip_s"]}
+        figures[key] = {
+            c.name: project.project(c, costs, workers=2, overhead=ratios["orchestration_overhead"] or 1.0,
+                                    train_clips_per_s=figures["train_input"]["shards_samples_per_s"])
+            for c in (project.FMA_SMALL, project.FMA_FULL)}
     return report.document(ratios, figures, machine)
 
 
@@ -295,6 +306,9 @@ def _flows(profile: Profile, workdir: Path, base: inputs.BenchSet, big: inputs.B
         figures["seed_vs_one_core_genreflow"] = (figures["one_core_per_track_s"]["seed"]
                                                  / figures["one_core_per_track_s"]["genreflow"])
 
+        # ---- 3b. the whole of preprocessing, augmentation included (issue 13) ----------------
+        _augmented(profile, workdir, big, pools, figures, ratios, log)
+
         # ---- 4. full default preprocessing, then no-op reruns ---------------------------------
         full_root = preprocess.fresh_root(roots, "full")
         full_cfg = config("flow2", base.root, full_root, augment=True,
@@ -341,6 +355,55 @@ def _flows(profile: Profile, workdir: Path, base: inputs.BenchSet, big: inputs.B
     return full_root
 
 
+def _augmented(profile: Profile, workdir: Path, big: inputs.BenchSet, pools: dict[str, Any],
+               figures: dict[str, Any], ratios: dict[str, float | None], log: Callable[[str], None]) -> None:
+    """The seed's loop with its four augmentations against genreflow's decode, mel and augment, same clips.
+
+    Both sides make the first 10 s clip of every track and its four copies: the
+    seed sequentially with librosa, genreflow through the flow on the warm
+    2-worker cluster, with spectral copies (the default) and with waveform
+    copies. Every track is listed as training (a CSV), so every track is
+    augmented on both sides. Rounds alternate the three sides.
+    """
+    source = inputs.train_csv(big, workdir / "augment-set.csv")
+    shard_size = preprocess.balanced_shard_size(source, 2, profile.shard_size, source_kind="csv")
+    roots = workdir / "roots"
+    paths = list(big.paths)
+
+    def flow(domain: str) -> Callable[[], float]:
+        def go() -> float:
+            root = preprocess.fresh_root(roots, f"aug-{domain}")
+            try:
+                return preprocess.timed_flow(preprocess.bench_config(
+                    source, root, 2, dask_address=pools["flow2"].address, augment=True, clips_per_track=1,
+                    shard_size=shard_size, source_kind="csv", augment_domain=domain))
+            finally:
+                preprocess.remove_root(root)
+        return go
+
+    sides: dict[str, Callable[[], Any]] = {"seed_augmented": lambda: methods.seed_augmented_loop(paths),
+                                           "flow2_spectral": flow("spectral"), "flow2_waveform": flow("waveform")}
+    recorder = timing.Recorder(cpu={})
+    for r in range(profile.augment_rounds):
+        for name, fn in sides.items():
+            recorder.time(name, fn)
+        log(f"augmented round {r + 1}/{profile.augment_rounds}: " + ", ".join(
+            f"{k} {v[-1]:.1f} s" for k, v in recorder.times.items()))
+    best = {name: recorder.timing(name).best for name in sides}
+    cpu = {name: {k: min(run[k] for run in runs) for k in runs[0]} for name, runs in (recorder.cpu or {}).items()}
+    ratios["full_preprocess_vs_seed"] = best["seed_augmented"] / best["flow2_spectral"]
+    figures["full_preprocess_vs_seed_waveform"] = best["seed_augmented"] / best["flow2_waveform"]
+    figures["augmented_set"] = {"tracks": len(paths), "clips_per_track": 1, "copies_per_clip": 4,
+                                "shard_size": shard_size, "shards": len(preprocess.shard_sizes(source, shard_size,
+                                                                                              "csv")),
+                                "timings": {name: recorder.timing(name).as_dict() for name in sides},
+                                "per_track_s": {name: t / len(paths) for name, t in best.items()}, "cpu_s": cpu}
+    log(f"whole preprocessing, {len(paths)} tracks, 1 clip + 4 copies each: seed {best['seed_augmented']:.1f} s, "
+        f"flow on 2 workers spectral {best['flow2_spectral']:.1f} s "
+        f"({ratios['full_preprocess_vs_seed']:.1f}x), waveform {best['flow2_waveform']:.1f} s "
+        f"({figures['full_preprocess_vs_seed_waveform']:.2f}x)")
+
+
 def _count_clips(root: Path) -> dict[str, int]:
     import numpy as np
 
@@ -372,7 +435,7 @@ def _training(profile: Profile, workdir: Path, base: inputs.BenchSet, full_root:
     figures["train_epoch_clips_per_s"] = rss["x4"]["clips"] / rss["x4"]["epoch_s"]
     result, _ = _child("recipes", {"shards": shards, "batch_size": batch, "recipes": ["seed", "genreflow"],
                                    "extra_epochs": profile.recipe_extra_epochs, "rounds": profile.recipe_rounds})
-    # Issue 7's cost target (at most 1.5), kept out of `ratios`, which holds issue 5's names exactly.
+    # Issue 7's cost target (at most 1.5), kept out of `ratios`, which holds issues 5 and 13's targets only.
     figures["default_epoch_vs_seed"] = result["epoch_s"]["genreflow"] / result["epoch_s"]["seed"]
     figures["recipe_epochs"] = result
     log("training epoch over the same {clips} clips: seed {s:.2f} s, genreflow {g:.2f} s ({r:.2f}x)".format(

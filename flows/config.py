@@ -95,6 +95,8 @@ class Config(Section):
         for name in ("time_stretch", "pitch_shift"):
             if name not in self.augment.model_fields_set:
                 setattr(self.augment, name, list(preset[name]))
+        if self.augment.augment_domain is None:
+            self.augment.augment_domain = preset["augment_domain"]
 
     def stages_to_run(self) -> list[str]:
         """Stages up to --to-stage."""

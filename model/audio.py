@@ -15,6 +15,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from genreflow.model.params import AudioConfig
 from genreflow.storage.errors import GenreflowError
 
 AUDIO_EXTENSIONS: frozenset[str] = frozenset({".mp3", ".wav", ".flac", ".ogg", ".au"})
@@ -76,23 +77,71 @@ def downmix(data: np.ndarray) -> np.ndarray:
     return mono
 
 
-def clip_windows(
-    y: np.ndarray, clip_samples: int, clips_per_track: int | None = None, pad_short: bool = False
+# A track shorter than one clip by at most this share of a clip (0.5 s of a 10 s clip) is zero-padded
+# to it rather than refused, and a tail at most this long after the last whole window is left out
+# rather than given a window of its own, which would repeat all but that much of the window before it.
+# FMA's "30 s" tracks are 29.98 s: 2 whole windows, and a third flush with the end.
+PAD_TOLERANCE = 0.05
+
+
+def window_starts(
+    n_samples: int, clip_samples: int, clips_per_track: int | None = None, tolerance: int = 0
 ) -> np.ndarray:
-    """Non-overlapping windows of ``clip_samples`` from the start of ``y``.
+    """First sample of each clip window of a signal of ``n_samples``, so that the windows cover it.
+
+    Whole windows follow each other from the start; when more than
+    ``tolerance`` samples remain after the last of them, one more window ends
+    exactly at the signal's end, overlapping the one before it. A signal
+    shorter than one window gets one window at 0 (to be zero-padded). At most
+    ``clips_per_track`` windows, the first ones. Returns int64 [shape=(n,)].
+    """
+    whole = n_samples // clip_samples
+    starts = list(range(0, whole * clip_samples, clip_samples)) or [0]
+    if whole >= 1 and n_samples - whole * clip_samples > tolerance:
+        starts.append(n_samples - clip_samples)
+    if clips_per_track is not None:
+        starts = starts[:clips_per_track]
+    return np.asarray(starts, dtype=np.int64)
+
+
+def clip_windows(
+    y: np.ndarray, clip_samples: int, clips_per_track: int | None = None, pad_short: bool = False,
+    tolerance: int = 0,
+) -> np.ndarray:
+    """The clips of ``y`` (window_starts): whole windows from the start, the last one flush with the end.
 
     Returns clips : np.ndarray [shape=(n, clip_samples)]; at most
-    ``clips_per_track`` of them (all whole windows when None). A signal shorter
-    than one window raises AudioError, or is zero-padded to one with ``pad_short``.
+    ``clips_per_track`` of them. A signal shorter than one window is zero-padded
+    to one when it lacks at most ``tolerance`` samples, or any number with
+    ``pad_short``; otherwise it raises AudioError.
     """
-    n = len(y) // clip_samples
-    if clips_per_track is not None:
-        n = min(n, clips_per_track)
-    if n == 0:
-        if not pad_short:
-            raise AudioError(f"too short for one clip ({len(y)} samples, a clip needs {clip_samples})")
+    if len(y) < clip_samples:
+        if not pad_short and clip_samples - len(y) > tolerance:
+            raise AudioError(f"too short for one clip ({len(y)} samples, a clip needs {clip_samples}"
+                             + (f", or {clip_samples - tolerance} with padding)" if tolerance else ")"))
         return np.pad(y, (0, clip_samples - len(y)))[None, :]
-    return y[: n * clip_samples].reshape(n, clip_samples)
+    starts = window_starts(len(y), clip_samples, clips_per_track, tolerance)
+    if len(starts) * clip_samples == starts[-1] + clip_samples:  # contiguous whole windows: a view
+        return y[: len(starts) * clip_samples].reshape(len(starts), clip_samples)
+    return np.stack([y[start : start + clip_samples] for start in starts])
+
+
+def pad_tolerance(clip_samples: int) -> int:
+    """Samples a track may lack of one clip and still be padded to it; also the longest tail left out."""
+    return int(PAD_TOLERANCE * clip_samples)
+
+
+def track_clips(y: np.ndarray, audio: AudioConfig) -> np.ndarray:
+    """A decoded track's training clips under ``audio``: clip_windows with PAD_TOLERANCE of a clip.
+
+    Raises AudioError naming the track's length when it is too short even with padding.
+    """
+    clip = audio.clip_samples
+    tolerance = pad_tolerance(clip)
+    if len(y) < clip - tolerance:
+        raise AudioError(f"too short: {len(y) / audio.sample_rate:.2f} s, a clip needs {audio.clip_seconds:g} s "
+                         f"({(clip - tolerance) / audio.sample_rate:g} s or more is padded)")
+    return clip_windows(y, clip, audio.clips_per_track, tolerance=tolerance)
 
 
 def _short(exc: Exception) -> str:

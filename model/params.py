@@ -6,11 +6,21 @@ configuration that the CLI and config files map onto.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from genreflow.storage.errors import GenreflowError
+
 Recipe = Literal["genreflow", "seed"]
+# Where the time-stretch and pitch-shift copies are made: "spectral" derives them from one STFT of the
+# clip (resampled along time or frequency, folded into the mel projection); "waveform" is librosa's
+# phase vocoder and resampler on the audio, then a fresh mel, as the seed did (docs/model.md compares).
+AugmentDomain = Literal["spectral", "waveform"]
+AUGMENT_DOMAINS: tuple[str, ...] = ("spectral", "waveform")
+MIN_STRETCH_RATE, MAX_STRETCH_RATE = 0.25, 4.0
+MAX_PITCH_STEPS = 24.0
 
 # What each recipe sets where the configuration leaves a field unset (docs/model.md measures them).
 # "seed" is the seed project exactly: its CNN, its four augmentations, the first 10 s of each track.
@@ -19,16 +29,44 @@ RECIPE_KNOBS: tuple[str, ...] = ("batch_norm", "time_pooling", "spec_augment", "
 RECIPES: dict[str, dict[str, Any]] = {
     "seed": {"batch_norm": False, "time_pooling": False, "spec_augment": False, "mixup": 0.0,
              "label_smoothing": 0.0, "lr_schedule": "constant", "class_weights": False, "crop_seconds": 0.0,
-             "clips_per_track": 1, "time_stretch": [0.8, 0.9], "pitch_shift": [2.0, -2.0]},
+             "clips_per_track": 1, "time_stretch": [0.8, 0.9], "pitch_shift": [2.0, -2.0],
+             "augment_domain": "waveform"},
     "genreflow": {"batch_norm": True, "time_pooling": True, "spec_augment": True, "mixup": 0.0,
                   "label_smoothing": 0.0, "lr_schedule": "constant", "class_weights": False,
-                  "crop_seconds": 5.0, "clips_per_track": None, "time_stretch": [0.8, 0.9], "pitch_shift": [2.0, -2.0]},
+                  "crop_seconds": 5.0, "clips_per_track": None, "time_stretch": [0.8, 0.9], "pitch_shift": [2.0, -2.0],
+                  "augment_domain": "spectral"},
 }
 
 # Genres a prediction lists per file, and genres the evaluation's top-k accuracy counts (the seed
 # reported top-2: neighbouring genres such as rock and punk are often confused).
 PREDICT_TOP_K = 3
 ACCURACY_TOP_K = 2
+
+
+class AugmentError(GenreflowError, ValueError):
+    """A time-stretch rate, pitch shift or augmentation domain that cannot be used."""
+
+
+def check_stretch_rate(rate: float) -> float:
+    """``rate`` if it is a usable time-stretch rate (0.25..4; below 1 is slower), else AugmentError."""
+    if not (math.isfinite(rate) and MIN_STRETCH_RATE <= rate <= MAX_STRETCH_RATE):
+        raise AugmentError(f"time-stretch rate {rate} is outside {MIN_STRETCH_RATE:g}..{MAX_STRETCH_RATE:g} "
+                           "(1 = unchanged, 0.8 = 20 % slower)")
+    return float(rate)
+
+
+def check_pitch_steps(steps: float) -> float:
+    """``steps`` if it is a usable pitch shift (non-zero, within +-24 semitones), else AugmentError."""
+    if not (math.isfinite(steps) and steps != 0 and abs(steps) <= MAX_PITCH_STEPS):
+        raise AugmentError(f"pitch shift {steps} must be non-zero and within +-{MAX_PITCH_STEPS:g} semitones")
+    return float(steps)
+
+
+def check_domain(domain: str) -> str:
+    """``domain`` if it is spectral or waveform, else AugmentError."""
+    if domain not in AUGMENT_DOMAINS:
+        raise AugmentError(f"augmentation domain {domain!r} is not one of {', '.join(AUGMENT_DOMAINS)}")
+    return domain
 
 
 class Section(BaseModel):
@@ -60,7 +98,11 @@ class AudioConfig(Section):
 
 
 class AugmentConfig(Section):
-    """Augmented copies of training clips (the seed's set)."""
+    """Augmented copies of training clips (the seed's set), and where they are made.
+
+    ``augment_domain`` left unset takes the recipe's (RECIPES): spectral for the
+    default, waveform for ``seed``, which stays the seed's exact recipe.
+    """
 
     time_stretch: list[float] = Field(
         default_factory=lambda: [0.8, 0.9], description="time-stretch rates"
@@ -69,21 +111,25 @@ class AugmentConfig(Section):
         default_factory=lambda: [2.0, -2.0], description="pitch shifts, semitones"
     )
 
+    augment_domain: AugmentDomain | None = Field(
+        None, description="spectral (from one STFT per clip, fast) or waveform (librosa on the audio, the "
+        "seed's); none = the recipe's"
+    )
+
     @field_validator("time_stretch")
     @classmethod
     def _positive_rates(cls, rates: list[float]) -> list[float]:
-        for rate in rates:
-            if not 0.25 <= rate <= 4.0:
-                raise ValueError(f"time-stretch rate {rate} is outside 0.25..4")
-        return rates
+        return [check_stretch_rate(rate) for rate in rates]
 
     @field_validator("pitch_shift")
     @classmethod
     def _sane_shifts(cls, steps: list[float]) -> list[float]:
-        for step in steps:
-            if not -24 <= step <= 24 or step == 0:
-                raise ValueError(f"pitch shift {step} must be non-zero and within +-24 semitones")
-        return steps
+        return [check_pitch_steps(step) for step in steps]
+
+    @property
+    def domain(self) -> str:
+        """The domain the copies are made in: as set, else the default recipe's."""
+        return self.augment_domain or RECIPES["genreflow"]["augment_domain"]
 
     def names(self) -> list[str]:
         """Augmentation names as stored in the mel index: stretch0.8, pitch+2, ..."""

@@ -1,9 +1,10 @@
 """Genre prediction for audio files of any length with a trained model directory.
 
-A file is cut into the clips the model was trained on (non-overlapping
-windows, the last partial one dropped, a file shorter than one window
-zero-padded), and its genre probabilities are the mean over its windows, as
-the evaluation's track-level vote does.
+A file is cut into clips by the rule training used (genreflow.model.audio
+window_starts: whole windows from the start and a last one flush with the end,
+so every second is heard), except that a file shorter than one window is
+zero-padded whatever its length; its genre probabilities are the mean over its
+windows, as the evaluation's track-level vote does.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from genreflow.model.audio import AUDIO_EXTENSIONS, AudioError, clip_windows, decode_audio
+from genreflow.model.audio import AUDIO_EXTENSIONS, AudioError, clip_windows, decode_audio, pad_tolerance
 from genreflow.model.files import LABELS_FILE, MODEL_FILE
 from genreflow.model.mel import log_mel
 from genreflow.model.params import PREDICT_TOP_K, AudioConfig
@@ -117,7 +118,8 @@ def predict_file(classifier: Classifier, path: Path, audio: AudioConfig) -> File
             f"{n_mels} x {frames}: use the settings the model was trained with"
         )
     y = decode_audio(path, audio.sample_rate, max_seconds=None)
-    clips = clip_windows(y, audio.clip_samples, clips_per_track=None, pad_short=True)
+    clips = clip_windows(y, audio.clip_samples, clips_per_track=None, pad_short=True,
+                         tolerance=pad_tolerance(audio.clip_samples))
     mels = log_mel(clips, audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_mels)
     probs = predict_clips(classifier.model, mels).mean(axis=0)
     return FilePrediction(path=Path(path), genres=_top(classifier.genres, probs), n_windows=len(clips))

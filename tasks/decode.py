@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from genreflow.model.audio import AudioError, clip_windows, decode_audio
+from genreflow.model.audio import AudioError, decode_audio, track_clips
 from genreflow.model.params import AudioConfig
 from genreflow.storage.outputs import SKIPPED_TABLE, OutputSpec, open_output, output_path, state_of
 from genreflow.storage.root import QUARANTINE_COLUMNS, DataRoot
@@ -44,11 +44,7 @@ def decode_shard(tracks: pd.DataFrame, audio: AudioConfig) -> DecodedShard:
     for track in tracks.itertuples(index=False):
         try:
             y = decode_audio(track.path, audio.sample_rate, max_seconds)
-            if len(y) < audio.clip_samples:
-                raise AudioError(
-                    f"too short: {len(y) / audio.sample_rate:.2f} s, a clip needs {audio.clip_seconds:g} s"
-                )
-            windows = clip_windows(y, audio.clip_samples, audio.clips_per_track)
+            windows = track_clips(y, audio)
         except AudioError as exc:
             quarantined.append(
                 {"track_id": track.track_id, "path": track.path, "genre": track.genre, "reason": str(exc)}

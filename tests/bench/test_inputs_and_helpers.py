@@ -49,6 +49,19 @@ def test_bench_config_mel_only_or_full_preprocessing(tmp_path: Path) -> None:
     full = preprocess.bench_config(tmp_path / "src", tmp_path / "root", 1, augment=True, clips_per_track=None)
     assert full.run.to_stage == "augment" and full.audio.clips_per_track is None
     assert full.augment.names() == ["stretch0.8", "stretch0.9", "pitch+2", "pitch-2"]
+    assert full.augment.augment_domain == "spectral"
+    waveform = preprocess.bench_config(tmp_path / "list.csv", tmp_path / "root", 2, augment=True,
+                                       source_kind="csv", augment_domain="waveform")
+    assert waveform.source.source == "csv" and waveform.augment.augment_domain == "waveform"
+
+
+def test_train_csv_lists_every_file_as_training(tmp_path: Path) -> None:
+    from genreflow.tasks.sources import read_source
+
+    base = _fake_set(tmp_path / "base")
+    table = read_source("csv", inputs.train_csv(base, tmp_path / "list.csv")).read()
+    assert sorted(table["path"]) == sorted(str(p.absolute()) for p in base.paths)
+    assert set(table["split"]) == {"train"} and sorted(table["genre"]) == ["Folk", "Folk", "Rock", "Rock"]
 
 
 def test_granularity_bound_is_the_busiest_workers_share() -> None:
@@ -94,14 +107,15 @@ def test_projection_is_cost_arithmetic() -> None:
     stage = {"decode_per_track_s": 0.03, "mel_per_clip_s": 0.005, "augment_per_clip_s": 0.2, "augmentations": 4}
     small = project.project(project.FMA_SMALL, stage, workers=2, overhead=1.1, train_clips_per_s=50.0)
     assert small["windows_per_track"] == 3
-    cpu = 6400 * (0.03 + 3 * 0.205) + 1600 * (0.03 + 3 * 0.005)
+    decode = 0.03 * (1_321_967 / 44_100) / 30  # fma_small's tracks are 29.98 s: decoding scales with seconds
+    cpu = 6400 * (decode + 3 * 0.205) + 1600 * (decode + 3 * 0.005)
     assert small["preprocess_cpu_hours"] == pytest.approx(cpu / 3600)
     assert small["preprocess_hours"] == pytest.approx(cpu / 2 * 1.1 / 3600)
     assert small["epoch_clips"] == 6400 * 3 * 5
     assert small["epoch_minutes_cpu"] == pytest.approx(6400 * 15 / 50 / 60)
     full = project.project(project.FMA_FULL, stage, workers=2, overhead=1.1, train_clips_per_s=50.0)
     assert full["collection"]["train"] + full["collection"]["val"] + full["collection"]["test"] == 106_574
-    assert full["windows_per_track"] == 27  # 343 days over 106,574 tracks: ~278 s each
+    assert full["windows_per_track"] == 28  # 343 days over 106,574 tracks: ~278 s, 27 whole windows and the end
 
 
 @pytest.mark.slow

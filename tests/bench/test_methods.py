@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from genreflow.bench import methods
-from genreflow.model.params import AudioConfig
+from genreflow.model.params import AudioConfig, AugmentConfig
 from genreflow.tasks.demo import generate_demo_set
 
 AUDIO = AudioConfig(clips_per_track=1)  # the seed's one clip: the first 10 s
@@ -69,3 +69,25 @@ def test_track_table_names_tracks_by_genre_folder(mp3s: list[Path]) -> None:
     assert list(table.columns) == ["track_id", "path", "genre", "split"]
     assert sorted(table["genre"]) == GENRES
     assert all(tid.startswith(f"{genre}/") for tid, genre in zip(table["track_id"], table["genre"], strict=True))
+
+
+def test_the_seeds_augmented_loop_makes_the_clip_and_four_copies_of_it(mp3s: list[Path]) -> None:
+    """The same work genreflow's augment stage does: the seed's clip, then each of its copies' log-mel."""
+    mels = methods.seed_augmented_mels(mp3s[0])
+    assert len(mels) == 5 and all(m.shape == (AUDIO.n_mels, AUDIO.frames) for m in mels)
+    np.testing.assert_array_equal(mels[0], methods.seed_mel(mp3s[0]))
+    decoded = methods.decode_shard(methods.track_table(mp3s[:1]), AUDIO)
+    ours, table = methods.augment_shard(decoded.clips, decoded.index, AUDIO, AugmentConfig(augment_domain="waveform"))
+    assert table["augmentation"].tolist() == ["stretch0.8", "stretch0.9", "pitch+2", "pitch-2"]
+    for seed, mine in zip(mels[1:], ours.astype(np.float32), strict=True):
+        assert np.abs(seed - mine)[seed > -60.0].mean() < 0.1  # the same copies, but for int16 and float16
+    assert methods.seed_augmented_loop(mp3s) == 5 * len(mp3s)
+
+
+def test_stage_costs_time_both_domains_side_by_side(mp3s: list[Path]) -> None:
+    costs = methods.stage_costs(mp3s[:1], AUDIO, AugmentConfig(), rounds=1)
+    assert costs["clips"] == 1 and costs["augmentations"] == 4 and costs["augment_domain"] == "spectral"
+    assert costs["augment_per_clip_s"] == costs["augment_spectral_per_clip_s"]
+    for domain in ("spectral", "waveform"):
+        expected = costs[f"augment_{domain}_per_clip_s"] / 4 / costs["mel_per_clip_s"]
+        assert costs[f"copy_vs_mel_{domain}"] == pytest.approx(expected)

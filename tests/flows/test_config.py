@@ -142,6 +142,17 @@ def test_seed_recipe_is_the_seed_projects_exactly() -> None:
                                     "class_weights": False, "crop_seconds": 0.0}
 
 
+def test_augmentation_domain_follows_the_recipe_unless_given() -> None:
+    """The default makes its copies from spectra; the seed's recipe keeps the seed's waveform copies."""
+    assert build_config(None).augment.augment_domain == "spectral"
+    assert build_config(None, recipe="seed").augment.augment_domain == "waveform"
+    assert build_config(None, recipe="seed", augment_domain="spectral").augment.augment_domain == "spectral"
+    parsed = config_from_args(build_parser().parse_args(["rebuild", "--augment-domain", "waveform"]))
+    assert parsed.augment.augment_domain == "waveform" and parsed.augment.domain == "waveform"
+    with pytest.raises(ConfigError, match=r"augment\.augment_domain"):
+        build_config(None, augment_domain="fourier")
+
+
 def test_a_knob_or_field_given_overrides_the_recipe() -> None:
     config = build_config(None, recipe="seed", mixup=0.2, clips_per_track=3, pitch_shift=[])
     assert config.train.knobs()["mixup"] == 0.2 and config.train.knobs()["batch_norm"] is False

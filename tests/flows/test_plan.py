@@ -68,6 +68,14 @@ def test_mel_parameters_change_mel_and_augment_but_not_decode(tracks: pd.DataFra
         assert (a.augment is None) == (b.augment is None) and (a.augment is None or a.augment != b.augment)
 
 
+def test_augmentation_domain_changes_only_the_augmented_copies(tracks: pd.DataFrame) -> None:
+    spectral = plan_shards(tracks, build_config(None))
+    waveform = plan_shards(tracks, build_config(None, augment_domain="waveform"))
+    for a, b in zip(spectral, waveform, strict=True):
+        assert a.decode == b.decode and a.mel == b.mel
+        assert a.augment is None or a.augment != b.augment
+
+
 def test_stats_follow_the_training_inputs_only(tracks: pd.DataFrame) -> None:
     plans = plan_shards(tracks, build_config(None))
     other_test = tracks.assign(genre=["Rock"] * 5 + ["Pop"])  # the test track changes; training does not

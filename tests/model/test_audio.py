@@ -1,4 +1,4 @@
-"""decode_audio on files of every format and rate the sources hold, its refusals, and clip_windows."""
+"""decode_audio on files of every format and rate the sources hold, its refusals, and the window rule."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genreflow.model.audio import AudioError, clip_windows, decode_audio
+from genreflow.model.audio import AudioError, clip_windows, decode_audio, pad_tolerance, track_clips, window_starts
+from genreflow.model.params import AudioConfig
 
 SR = 22050
 
@@ -161,10 +162,25 @@ def test_thirty_seconds_make_three_windows_in_order() -> None:
     np.testing.assert_array_equal(windows.ravel(), y)
 
 
-def test_partial_tail_window_is_dropped() -> None:
+def test_the_last_window_ends_with_the_signal_and_overlaps_the_one_before() -> None:
     windows = clip_windows(np.arange(25, dtype=np.float32), 10)
-    assert windows.shape == (2, 10)
-    np.testing.assert_array_equal(windows.ravel(), np.arange(20))
+    assert windows.shape == (3, 10)
+    np.testing.assert_array_equal(windows[:2].ravel(), np.arange(20))
+    np.testing.assert_array_equal(windows[2], np.arange(15, 25))
+
+
+def test_a_tail_within_the_tolerance_is_left_out() -> None:
+    y = np.arange(24, dtype=np.float32)
+    assert clip_windows(y, 10, tolerance=4).shape == (2, 10)
+    np.testing.assert_array_equal(clip_windows(y, 10, tolerance=3)[2], np.arange(14, 24))
+
+
+@pytest.mark.parametrize(("n", "cap", "starts"), [
+    (30, None, [0, 10, 20]), (29, None, [0, 10, 19]), (10, None, [0]), (7, None, [0]), (11, None, [0, 1]),
+    (29, 2, [0, 10]), (29, 1, [0]), (15, 5, [0, 5]),
+])
+def test_window_starts(n: int, cap: int | None, starts: list[int]) -> None:
+    assert window_starts(n, 10, cap).tolist() == starts
 
 
 def test_one_clip_per_track_is_exactly_the_first_samples() -> None:
@@ -178,8 +194,38 @@ def test_one_clip_per_track_is_exactly_the_first_samples() -> None:
 def test_too_short_raises() -> None:
     with pytest.raises(AudioError, match=r"too short for one clip \(9 samples, a clip needs 10\)"):
         clip_windows(np.ones(9, np.float32), 10)
+    with pytest.raises(AudioError, match=r"too short for one clip \(7 samples, a clip needs 10, or 8 with padding\)"):
+        clip_windows(np.ones(7, np.float32), 10, tolerance=2)
 
 
 def test_pad_short_zero_pads_to_one_clip() -> None:
     windows = clip_windows(np.ones(7, np.float32), 10, pad_short=True)
     np.testing.assert_array_equal(windows, [[1, 1, 1, 1, 1, 1, 1, 0, 0, 0]])
+    np.testing.assert_array_equal(clip_windows(np.ones(8, np.float32), 10, tolerance=2), [[1] * 8 + [0, 0]])
+
+
+def test_fma_track_of_29_98_s_gives_three_clips_covering_it(tmp_path: Path) -> None:
+    """FMA's "30 s" tracks hold 1,321,967 samples at 44.1 kHz (mdeff/fma's NB_AUDIO_SAMPLES): 29.976 s.
+
+    Whole windows alone would give 2 clips and drop a third of the track; the
+    rule gives 3, the last flush with the end. Decode and predict cut alike.
+    """
+    n = 1_321_967
+    rng = np.random.default_rng(7)
+    stereo = (0.1 * rng.standard_normal((n, 2))).astype(np.float32)
+    path = write(tmp_path / "fma.wav", stereo, 44100, subtype="FLOAT")
+    assert sf.info(path).frames == n
+    audio = AudioConfig()  # 10 s clips at 22,050 Hz
+    y = decode_audio(path, audio.sample_rate)
+    assert len(y) == round(n / 2)  # 660,984 samples
+    clips = track_clips(y, audio)
+    assert clips.shape == (3, 220_500)
+    np.testing.assert_array_equal(clips[1], y[220_500:441_000])
+    np.testing.assert_array_equal(clips[2], y[-220_500:])
+    capped = track_clips(decode_audio(path, audio.sample_rate, max_seconds=20.0), AudioConfig(clips_per_track=2))
+    assert capped.shape == (2, 220_500)  # the cap keeps the first windows
+    np.testing.assert_array_equal(capped[0], clips[0])
+    # Reading 20 s, the resampler's filter sees the cut in the last ms or so of the second clip.
+    np.testing.assert_allclose(capped[1, :-256], clips[1, :-256], atol=1e-6)
+    predicted = clip_windows(y, audio.clip_samples, pad_short=True, tolerance=pad_tolerance(audio.clip_samples))
+    np.testing.assert_array_equal(predicted, clips)

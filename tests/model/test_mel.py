@@ -6,7 +6,16 @@ import librosa
 import numpy as np
 import pytest
 
-from genreflow.model.mel import log_mel, mel_batches
+from genreflow.model.mel import (
+    log_mel,
+    mel_batches,
+    mel_filterbank,
+    power_spectrum,
+    power_spectrum_bins_first,
+    sparse_filterbank,
+    to_db,
+    to_db_inplace,
+)
 from genreflow.model.params import AudioConfig
 
 SR = 22050
@@ -83,3 +92,19 @@ def test_mel_batches_follows_the_audio_config() -> None:
     assert out.shape == (2, 32, 1 + 4000 // 128) == (2, audio.n_mels, audio.frames)
     expected = log_mel(clip, 8000, n_fft=512, hop_length=128, n_mels=32)
     np.testing.assert_array_equal(out, expected.astype(np.float16))
+
+
+def test_the_copies_helpers_agree_with_the_mel_stage(clips: np.ndarray) -> None:
+    """Bins-first spectra, the sparse filterbank and the in-place dB scaling: the same values to float32."""
+    spectrum = power_spectrum(clips[1], 2048, 512)
+    bins_first = power_spectrum_bins_first(clips[1], 2048, 512)
+    assert bins_first.shape == (1025, 431) and bins_first.flags.c_contiguous
+    np.testing.assert_allclose(bins_first, spectrum.T, rtol=1e-5, atol=1e-6 * spectrum.max())
+    dense = mel_filterbank(SR, 2048, 128)
+    np.testing.assert_array_equal(sparse_filterbank(SR, 2048, 128).toarray(), dense)
+    power = np.stack([dense @ power_spectrum(c, 2048, 512).T for c in clips])
+    expected = to_db(power)
+    np.testing.assert_allclose(to_db_inplace(power.copy()), expected, atol=1e-4, rtol=0)
+    np.testing.assert_array_equal(to_db(power), log_mel(clips, SR))  # log_mel's own scaling, bit for bit
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        to_db_inplace(power.astype(np.float64))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,21 +42,22 @@ def tracks(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, dict
     return table, signals
 
 
-def test_every_whole_clip_of_good_tracks(tracks: tuple[pd.DataFrame, dict[int, np.ndarray]]) -> None:
+def test_clips_cover_every_second_of_good_tracks(tracks: tuple[pd.DataFrame, dict[int, np.ndarray]]) -> None:
     table, signals = tracks
     decoded = decode_shard(table, AudioConfig())
     assert decoded.clips.dtype == np.int16
-    assert decoded.clips.shape == (4, CLIP)
+    assert decoded.clips.shape == (6, CLIP)  # 25 s: two whole windows and the last 10 s
     index = decoded.index
     assert list(index.columns) == INDEX_COLUMNS
-    assert index["track_id"].tolist() == [1, 1, 4, 4]
-    assert index["clip_index"].tolist() == [0, 1, 0, 1]
-    assert index["split"].tolist() == ["train", "train", "test", "test"]
-    assert index["genre"].tolist() == ["Rock", "Rock", "Jazz", "Jazz"]
+    assert index["track_id"].tolist() == [1, 1, 1, 4, 4, 4]
+    assert index["clip_index"].tolist() == [0, 1, 2, 0, 1, 2]
+    assert index["split"].tolist() == ["train"] * 3 + ["test"] * 3
+    assert index["genre"].tolist() == ["Rock"] * 3 + ["Jazz"] * 3
     assert index["row"].tolist() == list(range(len(decoded.clips)))
     assert index["clip_index"].dtype == np.int32 and index["row"].dtype == np.int64
+    starts = [0, CLIP, 15 * SR]  # the third window overlaps the second by 5 s and ends with the track
     for row in index.itertuples():
-        window = signals[row.track_id][row.clip_index * CLIP : (row.clip_index + 1) * CLIP]
+        window = signals[row.track_id][starts[row.clip_index] : starts[row.clip_index] + CLIP]
         np.testing.assert_array_equal(decoded.clips[row.row], to_pcm16(window))
 
 
@@ -68,7 +70,8 @@ def test_short_and_empty_tracks_are_quarantined_with_reasons(
     assert quarantine["track_id"].tolist() == [2, 3]
     assert quarantine["path"].tolist() == table["path"].iloc[[1, 2]].tolist()
     assert quarantine["genre"].tolist() == ["Pop", "Folk"]
-    assert quarantine["reason"].tolist() == ["too short: 5.00 s, a clip needs 10 s", "empty file (0 bytes)"]
+    assert quarantine["reason"].tolist() == ["too short: 5.00 s, a clip needs 10 s (9.5 s or more is padded)",
+                                             "empty file (0 bytes)"]
 
 
 def test_one_clip_per_track(tracks: tuple[pd.DataFrame, dict[int, np.ndarray]]) -> None:
@@ -134,3 +137,24 @@ def test_retry_transient_on_states_from_raised_exceptions() -> None:
 
 def test_retry_transient_never_retries_a_success() -> None:
     assert retry_transient(None, None, Completed(data=1)) is False
+
+
+@pytest.mark.parametrize(("seconds", "starts"), [(9.5, [0]), (10.4, [0]), (10.6, [0, round(0.6 * SR)])])
+def test_padding_and_tail_tolerance_of_half_a_second(tmp_path: Path, seconds: float, starts: list[int]) -> None:
+    """9.5 s is padded to one clip; a 0.4 s tail is left out; a 0.6 s tail gets a window of its own."""
+    y = tone(seconds, 440.0)
+    sf.write(tmp_path / "t.wav", y, SR, subtype="FLOAT")
+    table = pd.DataFrame({"track_id": [7], "path": [str(tmp_path / "t.wav")], "genre": ["Rock"], "split": ["train"]})
+    decoded = decode_shard(table, AudioConfig())
+    assert decoded.quarantine.empty
+    assert decoded.clips.shape == (len(starts), CLIP)
+    padded = np.pad(y, (0, max(0, CLIP - len(y))))
+    for clip, start in zip(decoded.clips, starts, strict=True):
+        np.testing.assert_array_equal(clip, to_pcm16(padded[start : start + CLIP]))
+
+
+def test_just_under_the_padding_tolerance_is_quarantined(tmp_path: Path) -> None:
+    sf.write(tmp_path / "t.wav", tone(9.45, 440.0), SR, subtype="FLOAT")
+    table = pd.DataFrame({"track_id": [7], "path": [str(tmp_path / "t.wav")], "genre": ["Rock"], "split": ["train"]})
+    decoded = decode_shard(table, AudioConfig())
+    assert decoded.quarantine["reason"].tolist() == ["too short: 9.45 s, a clip needs 10 s (9.5 s or more is padded)"]
