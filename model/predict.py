@@ -4,6 +4,10 @@ A file is cut into the clips the model was trained on (non-overlapping
 windows, the last partial one dropped, a file shorter than one window
 zero-padded), and its genre probabilities are the mean over its windows, as
 the evaluation's track-level vote does.
+
+``predict_file`` classifies one file with its own batch (the quick path of a
+handful of files); ``predict_files`` streams many files and batches windows
+across them, so the model runs on full batches (the library path).
 """
 
 from __future__ import annotations
@@ -109,19 +113,95 @@ def _top(genres: list[str], probs: np.ndarray, k: int = PREDICT_TOP_K) -> list[t
     return [(genres[i], float(probs[i])) for i in order]
 
 
-def predict_file(classifier: Classifier, path: Path, audio: AudioConfig) -> FilePrediction:
-    """Top genres of one audio file; raises AudioError for files that cannot be decoded."""
+def check_audio_settings(classifier: Classifier, audio: AudioConfig) -> None:
+    """Refuse audio settings whose clips the model cannot take (another n_mels or clip length)."""
     n_mels, frames = classifier.clip_shape
     if audio.n_mels != n_mels or frames not in (None, audio.frames):
         raise PredictError(
             f"the audio settings give {audio.n_mels} x {audio.frames} clips, the model takes "
             f"{n_mels} x {frames}: use the settings the model was trained with"
         )
+
+
+def file_windows(path: str | Path, audio: AudioConfig) -> tuple[np.ndarray, float]:
+    """Log-mel windows of a whole file and its decoded duration in seconds.
+
+    Returns (mels [shape=(n_windows, n_mels, frames)] float32, seconds); raises
+    AudioError for a file that cannot be decoded.
+    """
     y = decode_audio(path, audio.sample_rate, max_seconds=None)
     clips = clip_windows(y, audio.clip_samples, clips_per_track=None, pad_short=True)
     mels = log_mel(clips, audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_mels)
+    return mels, len(y) / audio.sample_rate
+
+
+def predict_file(classifier: Classifier, path: Path, audio: AudioConfig) -> FilePrediction:
+    """Top genres of one audio file; raises AudioError for files that cannot be decoded."""
+    check_audio_settings(classifier, audio)
+    mels, _ = file_windows(path, audio)
     probs = predict_clips(classifier.model, mels).mean(axis=0)
-    return FilePrediction(path=Path(path), genres=_top(classifier.genres, probs), n_windows=len(clips))
+    return FilePrediction(path=Path(path), genres=_top(classifier.genres, probs), n_windows=len(mels))
+
+
+@dataclass(frozen=True)
+class FileWindows:
+    """Every window's genre probabilities of one file, or the reason it could not be read.
+
+    probs : np.ndarray [shape=(n_windows, n_genres)], float32, in label order; None for a failure.
+    """
+
+    path: str
+    duration_s: float
+    probs: np.ndarray | None
+    error: str = ""
+
+    @property
+    def mean(self) -> np.ndarray | None:
+        """The file's probabilities: the mean over its windows, as predict_file and the evaluation vote."""
+        return None if self.probs is None else self.probs.mean(axis=0)
+
+
+def predict_files(classifier: Classifier, paths: Iterable[str | Path], audio: AudioConfig,
+                  batch_size: int = 64) -> Iterator[FileWindows]:
+    """Window probabilities of many files, in the order given, their windows batched across files.
+
+    A file of three windows alone would run the model on a batch of three; here
+    decoded windows wait until ``batch_size`` of them are ready, so the model
+    runs on full batches whatever the files' lengths. The batches depend only on
+    the files and their order, so the same list gives the same numbers. A file
+    that is missing or cannot be decoded yields a failure and the rest go on.
+    """
+    check_audio_settings(classifier, audio)
+    pending: list[tuple[str, float, np.ndarray | None, str]] = []
+    waiting = 0
+
+    def flush() -> Iterator[FileWindows]:
+        ready = [mels for _, _, mels, _ in pending if mels is not None]
+        probs = predict_clips(classifier.model, np.concatenate(ready), batch_size) if ready else None
+        start = 0
+        for path, seconds, mels, error in pending:
+            if mels is None:
+                yield FileWindows(path, float("nan"), None, error)
+                continue
+            assert probs is not None
+            yield FileWindows(path, seconds, probs[start : start + len(mels)])
+            start += len(mels)
+        pending.clear()
+
+    for path in map(str, paths):
+        try:
+            if not os.path.exists(path):
+                raise AudioError("no such file")
+            mels, seconds = file_windows(path, audio)
+        except (AudioError, OSError) as exc:
+            pending.append((path, float("nan"), None, str(exc) or type(exc).__name__))
+            continue
+        pending.append((path, seconds, mels, ""))
+        waiting += len(mels)
+        if waiting >= batch_size:
+            yield from flush()
+            waiting = 0
+    yield from flush()
 
 
 def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:

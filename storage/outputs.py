@@ -56,6 +56,9 @@ LAYOUT: dict[str, tuple[str, str]] = {
     "report": ("reports/{key}", "report"),
     "fold": ("reports/{parent}", "{leaf}"),
     "crossval": ("reports/{key}", "crossval"),
+    # Not under the data root: a prediction run's shards, in a work root of their own beside the --out table
+    # (flows/predict.py); the key is "<run id>/<shard>", so each run's shards share one folder.
+    "predict": ("{parent}", "{leaf}"),
 }
 # File names of the ingest output: tracks.parquet, and the listed tracks it left out, with the reason.
 TRACKS_TABLE, SKIPPED_TABLE = ".parquet", ".skipped.parquet"

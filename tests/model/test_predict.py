@@ -161,3 +161,46 @@ def test_latest_model_dir(tmp_path: Path) -> None:
     assert latest_model_dir(models) == models / "middle"
     (models / "LATEST").write_text("unfinished")  # names a run without a model: fall back to mtime
     assert latest_model_dir(models) == models / "new"
+
+
+def test_predict_files_batches_across_files_with_the_same_numbers(classifier: Classifier, tmp_path: Path) -> None:
+    from genreflow.model.predict import check_audio_settings, file_windows, predict_files
+
+    lengths = [3.5, 0.4, 2.0, 5.0, 1.0]
+    paths = [write_tone(tmp_path / f"t{i}.wav", seconds) for i, seconds in enumerate(lengths)]
+    broken = tmp_path / "broken.mp3"
+    broken.write_text("not audio")
+    order = [paths[0], broken, paths[1], paths[2], tmp_path / "missing.wav", paths[3], paths[4]]
+    # batch_size 4: batches cut across files (3 + 1 + 2 ... windows), as a library shard's are
+    results = list(predict_files(classifier, order, AUDIO, batch_size=4))
+    assert [r.path for r in results] == [str(p) for p in order]
+    assert [r.error == "" for r in results] == [True, False, True, True, False, True, True]
+    assert results[4].error == "no such file" and results[1].error.startswith("not decodable")
+    assert results[1].probs is None and np.isnan(results[1].duration_s) and results[1].mean is None
+    for result, path, seconds in zip([results[i] for i in (0, 2, 3, 5, 6)], paths, lengths, strict=True):
+        mels, duration = file_windows(path, AUDIO)
+        alone = predict_clips(classifier.model, mels)  # the file's windows on their own, as predict_file runs them
+        assert result.probs.shape == (max(1, int(seconds)), len(GENRES)) and duration == pytest.approx(seconds)
+        np.testing.assert_allclose(result.probs, alone, atol=1e-6)
+        assert result.duration_s == pytest.approx(seconds)
+        top = predict_file(classifier, path, AUDIO).genres
+        assert [g for g, _ in top] == [GENRES[i] for i in np.argsort(-result.mean, kind="stable")[:3]]
+    again = list(predict_files(classifier, order, AUDIO, batch_size=4))
+    for a, b in zip(results, again, strict=True):  # the same list gives the same numbers, bit for bit
+        assert (a.probs is None and b.probs is None) or np.array_equal(a.probs, b.probs)
+    with pytest.raises(PredictError, match="settings"):
+        check_audio_settings(classifier, AudioConfig())
+
+
+def test_model_checksum_changes_with_any_model_file(tmp_path: Path) -> None:
+    from genreflow.model.files import model_audio, model_checksum
+
+    run = save_model_dir(tmp_path / "run")
+    first = model_checksum(run)
+    assert model_checksum(run) == first and len(first) == 32
+    (run / "labels.json").write_text(json.dumps(list(reversed(GENRES))))
+    relabelled = model_checksum(run)
+    assert relabelled != first
+    assert model_audio(run) == AudioConfig()  # no audio.json: the defaults
+    (run / "audio.json").write_text(AUDIO.model_dump_json())
+    assert model_checksum(run) != relabelled and model_audio(run) == AUDIO
