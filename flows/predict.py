@@ -56,10 +56,11 @@ def resolve_model_dir(model: Path | None, data_root: str) -> Path:
         folder = model.parent if model.suffix == ".keras" else model
         if (folder / MODEL_FILE).is_file():
             return folder
-        if len(model.parts) == 1 and root.is_local:  # a bare run name
+        if len(model.parts) == 1 and not model.exists() and root.is_local:  # a bare run name
             named = Path(root.join("models", model.name))
             if (named / MODEL_FILE).is_file():
                 return named
+            raise ModelNotFound(f"no {MODEL_FILE} in {folder}, nor a run {model.name} under {root.path}/models")
         raise ModelNotFound(f"no {MODEL_FILE} in {folder}")
     latest = latest_model_dir(Path(root.local_path(root.join("models"))))
     if latest is None:
