@@ -43,14 +43,30 @@ class PredictFailed(GenreflowError, RuntimeError):
     """Some shards failed; the finished ones are kept, and a rerun predicts only the rest."""
 
 
-def tf_threads_per_worker(options: PredictOptions) -> int | None:
-    """TensorFlow threads for each LocalCluster worker: its share of this machine's cores.
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as a container or SLURM sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
-    On an external cluster the workers' machines are unknown here; TensorFlow's own default stays.
+
+def tf_threads_per_worker(client: distributed.Client) -> int | None:
+    """TensorFlow threads for each worker: its share of its machine's cores, the smallest share of any worker.
+
+    Two worker processes on two cores, each with TensorFlow's default pool of a
+    thread per core, would run four busy threads on two cores. None (TensorFlow's
+    default) when the workers cannot be asked.
     """
-    if options.dask_address:
+    try:
+        cores = client.run(usable_cores)
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+    except (OSError, ValueError, KeyError, distributed.TimeoutError):
         return None
-    return max(1, (os.cpu_count() or 1) // options.workers)
+    per_host = Counter(info["host"] for info in workers.values())
+    shares = [max(1, int(cores[address]) // per_host[info["host"]])
+              for address, info in workers.items() if address in cores]
+    return min(shares) if shares else None
 
 
 def _dask_client() -> distributed.Client | None:
@@ -63,11 +79,11 @@ def _dask_client() -> distributed.Client | None:
 def predict_flow(options: PredictOptions) -> PredictSummary:
     """Predict every file of ``options.inputs`` in shards on Dask, then write the one table at ``options.out``."""
     logger = get_run_logger()
+    client = _dask_client()
     files = collect_files(options.inputs)
-    plan = plan_for(options, files, tf_threads_per_worker(options))
+    plan = plan_for(options, files, tf_threads_per_worker(client) if client is not None else None)
     logger.info("predict: %d files in %d shards of up to %d with %s; run %s, shards in %s", plan.files,
                 len(plan.shards), options.shard_size, plan.model.name, plan.run_id, options.work_root)
-    client = _dask_client()
     cache = ClassifierCache(plan.model)
     if client is not None:
         client.register_plugin(cache, name=cache.name)

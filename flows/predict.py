@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from genreflow.flows.config import ConfigError, format_validation_error
+from genreflow.flows.config import ConfigError
 from genreflow.model.files import MODEL_FILE, model_audio
 from genreflow.storage.errors import GenreflowError
 from genreflow.storage.root import DataRoot
@@ -135,8 +135,9 @@ def options_from_args(args: argparse.Namespace, model_dir: Path) -> PredictOptio
                               shard_size=args.shard_size, workers=args.workers, dask_address=args.dask_address,
                               retries=args.retries, local_max=args.local_max)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc).replace("invalid configuration", "invalid predict flag")
-                          .replace("_", "-")) from None
+        problems = [f"--{'.'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']} (got {err['input']!r})"
+                    for err in exc.errors()]
+        raise ConfigError("invalid predict flag: " + "; ".join(problems)) from None
 
 
 def predict_command(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,27 +167,33 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], audio: Au
     """Window probabilities of many files, in the order given, their windows batched across files.
 
     A file of three windows alone would run the model on a batch of three; here
-    decoded windows wait until ``batch_size`` of them are ready, so the model
-    runs on full batches whatever the files' lengths. The batches depend only on
-    the files and their order, so the same list gives the same numbers. A file
-    that is missing or cannot be decoded yields a failure and the rest go on.
+    windows queue up across files and the model runs on full batches of
+    ``batch_size`` (the last one excepted), whatever the files' lengths. A file's
+    result comes once all its windows are done. The batches depend only on the
+    files and their order, so the same list gives the same numbers. A file that
+    is missing or cannot be decoded yields a failure and the rest go on.
     """
     check_audio_settings(classifier, audio)
-    pending: list[tuple[str, float, np.ndarray | None, str]] = []
-    waiting = 0
+    files: deque[tuple[str, float, int, str]] = deque()  # path, seconds, windows (-1: failed), error
+    queued: list[np.ndarray] = []  # decoded windows not yet run, in order
+    done: list[np.ndarray] = []  # probabilities of windows run, not yet handed out
 
-    def flush() -> Iterator[FileWindows]:
-        ready = [mels for _, _, mels, _ in pending if mels is not None]
-        probs = predict_clips(classifier.model, np.concatenate(ready), batch_size) if ready else None
-        start = 0
-        for path, seconds, mels, error in pending:
-            if mels is None:
+    def run(count: int) -> None:
+        windows = np.concatenate(queued)
+        queued[:] = [windows[count:]] if count < len(windows) else []
+        done.append(predict_clips(classifier.model, windows[:count], batch_size))
+
+    def hand_out() -> Iterator[FileWindows]:
+        probs = np.concatenate(done) if done else np.empty((0, len(classifier.genres)), np.float32)
+        used = 0
+        while files and files[0][2] <= len(probs) - used:
+            path, seconds, count, error = files.popleft()
+            if count < 0:
                 yield FileWindows(path, float("nan"), None, error)
                 continue
-            assert probs is not None
-            yield FileWindows(path, seconds, probs[start : start + len(mels)])
-            start += len(mels)
-        pending.clear()
+            yield FileWindows(path, seconds, probs[used : used + count])
+            used += count
+        done[:] = [probs[used:]]
 
     for path in map(str, paths):
         try:
@@ -194,14 +201,17 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], audio: Au
                 raise AudioError("no such file")
             mels, seconds = file_windows(path, audio)
         except (AudioError, OSError) as exc:
-            pending.append((path, float("nan"), None, str(exc) or type(exc).__name__))
-            continue
-        pending.append((path, seconds, mels, ""))
-        waiting += len(mels)
+            files.append((path, float("nan"), -1, str(exc) or type(exc).__name__))
+        else:
+            files.append((path, seconds, len(mels), ""))
+            queued.append(mels)
+        waiting = sum(len(m) for m in queued)
         if waiting >= batch_size:
-            yield from flush()
-            waiting = 0
-    yield from flush()
+            run(waiting - waiting % batch_size)
+        yield from hand_out()
+    if queued:
+        run(sum(len(m) for m in queued))
+    yield from hand_out()
 
 
 def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
