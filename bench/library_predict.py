@@ -175,9 +175,12 @@ def _predict_options(files: Path, model: Path, out: Path, address: str | None) -
 
 
 def _run_flow(options: Any) -> Any:
+    import contextlib
+    import io
+
     from genreflow.flows.library import run_library_predict
 
-    with preprocess.quiet_stderr():
+    with preprocess.quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):
         return run_library_predict(options)
 
 
@@ -232,6 +235,7 @@ def measure(base: inputs.BenchSet, files: int, rounds: int, workdir: Path, log: 
         "model_seconds": model_s, "model_files_per_s": files / model_best,
         "flow": recorder.timing("flow").as_dict(), "flow_files_per_s": files / flow_best,
         "predicted": summaries[-1].predicted, "model_loads": summaries[-1].model_loads,
+        "flow_worker_s": [x.worker_s for x in summaries], "flow_model_load_s": [x.load_s for x in summaries],
         "decode_mel_per_file_s_one_core": decoded["decode_mel_per_file_s"],
         "window_s_one_tf_thread": window_s_one_thread,
     }

@@ -30,6 +30,7 @@ from genreflow.storage.errors import GenreflowError
 from genreflow.tasks.predict import (
     ClassifierCache,
     PredictPlan,
+    PredictShardResult,
     PredictSummary,
     collect_files,
     predict_shard_task,
@@ -89,7 +90,7 @@ def predict_flow(options: PredictOptions) -> PredictSummary:
         client.register_plugin(cache, name=cache.name)
     try:
         with data_root_lock(options.work_root), FileProgress(logger, plan.files, len(plan.shards)) as progress:
-            failures, loads = _run_shards(options, plan, client, progress)
+            failures, results = _run_shards(options, plan, client, progress)
     finally:
         if client is not None:
             try:
@@ -99,7 +100,8 @@ def predict_flow(options: PredictOptions) -> PredictSummary:
     if failures:
         raise PredictFailed(_failure_message(failures, len(plan.shards)))
     summary, _ = write_table(options, plan)
-    summary = replace(summary, model_loads=loads)
+    summary = replace(summary, model_loads=sum(r.model_loaded for r in results),
+                      load_s=sum(r.load_s for r in results), worker_s=sum(r.seconds for r in results))
     logger.info(summary.lines(max_failures=0)[0])
     create_markdown_artifact(markdown=summary.markdown(options.out), key=f"genreflow-{plan.run_id}",
                              description=f"genreflow predictions of {summary.files} files with {summary.model}")
@@ -107,10 +109,10 @@ def predict_flow(options: PredictOptions) -> PredictSummary:
 
 
 def _run_shards(options: PredictOptions, plan: PredictPlan, client: distributed.Client | None,
-                progress: FileProgress) -> tuple[list[tuple[str, str]], int]:
+                progress: FileProgress) -> tuple[list[tuple[str, str]], list[PredictShardResult]]:
     """Submit the shards a few ahead of the workers, advance the progress.
 
-    Returns (shard, reason) of each failed shard, and how many times a worker loaded the model.
+    Returns (shard, reason) of each failed shard, and the results of the others.
     """
     task = predict_shard_task.with_options(retries=options.retries, retry_delay_seconds=RETRY_DELAY_S)
     pending = list(reversed(plan.shards))
@@ -129,14 +131,14 @@ def _run_shards(options: PredictOptions, plan: PredictPlan, client: distributed.
         running[future.wrapped_future] = (future, shard)
         completed.add(future.wrapped_future)
     failures: list[tuple[str, str]] = []
-    loads = 0
+    results: list[PredictShardResult] = []
     for done in completed:
         future, shard = running.pop(done)
         future.wait()
         state = future.state
         if state.is_completed():
             result = future.result()
-            loads += result.model_loaded
+            results.append(result)
             progress.advance(result.shard, result.files, result.failed, result.skipped)
         else:
             failures.append((shard.spec.key, state.message or state.name))
@@ -144,9 +146,11 @@ def _run_shards(options: PredictOptions, plan: PredictPlan, client: distributed.
             future, shard = submit()
             running[future.wrapped_future] = (future, shard)
             completed.add(future.wrapped_future)
-    get_run_logger().info("predict: the model was loaded %d time(s) for %d shard(s) on %d worker(s)", loads,
-                          len(plan.shards), len(client.nthreads()))
-    return failures, loads
+    get_run_logger().info("predict: %d shard(s) on %d worker(s): %.1f worker-seconds, of which %.1f loading the "
+                          "model (%d time(s))", len(plan.shards), len(client.nthreads()),
+                          sum(r.seconds for r in results), sum(r.load_s for r in results),
+                          sum(r.model_loaded for r in results))
+    return failures, results
 
 
 def _failure_message(failures: list[tuple[str, str]], shards: int) -> str:

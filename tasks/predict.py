@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +48,10 @@ logger = logging.getLogger(__name__)
 TABLE = ".parquet"  # a shard's predictions: <work>/<run>/shard-00000.parquet
 WINDOW_PREFIX = "window_prob_"  # with --windows: window_prob_<genre>, one probability a window
 BATCH_SIZE = 64  # windows the model runs at once
+# At least this many shards where there are files enough, whatever --shard-size: a small library in two
+# shards of 50 and 14 files keeps one of two workers idle most of the run. A function of the file count
+# alone, so a rerun with other --workers finds the same shards.
+MIN_SHARDS = 16
 
 
 class PredictInputError(GenreflowError, ValueError):
@@ -293,10 +298,12 @@ class PredictPlan:
 
 def plan_prediction(files: Sequence[str], model: ModelRef, audio: AudioConfig, top_k: int, windows: bool,
                     shard_size: int) -> PredictPlan:
-    """Shards of ``shard_size`` files in the order given, each an output ``predict/<run id>/shard-NNNNN``.
+    """Shards of at most ``shard_size`` files in the order given, each an output ``<run id>/shard-NNNNN``.
 
-    The run id hashes the model, the file list and the parameters; a shard's
-    fingerprint adds its files' sizes and modification times and the stage's code.
+    As many shards as ``shard_size`` needs, and at least MIN_SHARDS (or one a
+    file), of near-equal sizes so that workers finish together. The run id
+    hashes the model, the file list and the parameters; a shard's fingerprint
+    adds its files' sizes and modification times and the stage's code.
     """
     if not files:
         raise PredictInputError("no audio files to predict (folders are searched for "
@@ -307,8 +314,10 @@ def plan_prediction(files: Sequence[str], model: ModelRef, audio: AudioConfig, t
     run_id = "predict-" + fingerprint(model.checksum, list(files), params)[:12]
     code = stage_code("predict")
     shards = []
-    for number, start in enumerate(range(0, len(files), shard_size)):
-        chunk = tuple(files[start : start + shard_size])
+    count = max(-(-len(files) // shard_size), min(MIN_SHARDS, len(files)))
+    bounds = [len(files) * k // count for k in range(count + 1)]
+    for number in range(count):
+        chunk = tuple(files[bounds[number] : bounds[number + 1]])
         spec = OutputSpec("predict", f"{run_id}/shard-{number:05d}", code,
                           inputs=[model.checksum, [[path, file_state(path)] for path in chunk]], params=params)
         shards.append(PredictShard(spec, chunk))
@@ -325,6 +334,8 @@ class PredictShardResult:
     failed: int
     windows: int
     model_loaded: bool = False  # this shard's task loaded the model (the first on its worker), not reused it
+    load_s: float = 0.0  # seconds spent loading the model for this shard (0 when reused or skipped)
+    seconds: float = 0.0  # seconds the shard took, the load included (0 when skipped)
 
 
 def predict_stage(work_url: str, shard: PredictShard, classifier: Callable[[], Classifier], audio: AudioConfig,
@@ -334,15 +345,20 @@ def predict_stage(work_url: str, shard: PredictShard, classifier: Callable[[], C
     ``classifier`` is called only when there is work, so a rerun whose shards
     are all done never loads TensorFlow.
     """
+    start = time.perf_counter()
+    load_s = 0.0
     with open_output(DataRoot(work_url), shard.spec, force) as out:
         if not out.done:
-            table = predict_table(classifier(), shard.files, audio, top_k, windows, model_name)
+            loaded = classifier()
+            load_s = time.perf_counter() - start
+            table = predict_table(loaded, shard.files, audio, top_k, windows, model_name)
             out.write_parquet(TABLE, table)
             out.rows = len(table)
             out.extra = {"files": len(table), "failed": int((table["error"] != "").sum()),
                          "windows": int(table["n_windows"].sum())}
+    seconds = 0.0 if out.done else time.perf_counter() - start
     return PredictShardResult(shard.spec.key, out.done, out.rows, int(out.extra.get("failed", 0)),
-                              int(out.extra.get("windows", 0)))
+                              int(out.extra.get("windows", 0)), load_s=load_s, seconds=seconds)
 
 
 def read_predictions(work_url: str, plan: PredictPlan) -> pd.DataFrame:
@@ -380,6 +396,8 @@ class PredictSummary:
     genres: dict[str, int]  # top-1 genre -> files, most frequent first
     model: str
     model_loads: int = 0  # times a worker loaded the model for this run (once per worker, 0 when all was done)
+    load_s: float = 0.0  # worker seconds spent loading the model
+    worker_s: float = 0.0  # worker seconds spent on shards, the loads included
 
     @classmethod
     def of(cls, table: pd.DataFrame, model: str) -> PredictSummary:

@@ -28,6 +28,7 @@ import soundfile as sf
 from genreflow.flows.library import run_library_predict
 from genreflow.flows.predict import PredictOptions
 from genreflow.tasks.demo import DEMO_GENRES
+from genreflow.tasks.predict import MIN_SHARDS
 from tests.flows.conftest import DEMO_SECONDS, DEMO_TRACKS_PER_GENRE
 from tests.model.test_export import AUDIO, GENRES, save_model
 from tests.reliability.conftest import cli_env
@@ -38,6 +39,8 @@ SHARD_SIZE = 3
 BROKEN = {"broken.mp3": "not decodable audio", "empty.wav": "empty file (0 bytes)",
           "silent.wav": "silent (peak below -80 dBFS)"}
 GOOD = DEMO_TRACKS_PER_GENRE * len(DEMO_GENRES)
+FILES = GOOD + len(BROKEN)
+SHARDS = max(-(-FILES // SHARD_SIZE), min(MIN_SHARDS, FILES))  # tasks/predict.py plan_prediction
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +108,8 @@ def test_every_good_file_gets_a_row_and_every_bad_file_its_reason(reference: tup
     assert (summary.files, summary.predicted, len(summary.failures)) == (len(files), GOOD, len(BROKEN))
     assert sum(summary.genres.values()) == GOOD
     # each worker loaded the model once, not once a shard
-    assert -(-len(files) // SHARD_SIZE) >= 9 and 1 <= summary.model_loads <= 2
+    assert len(list(out.parent.glob("predictions.parts/predict-*/shard-*.manifest.json"))) == SHARDS == 16
+    assert 1 <= summary.model_loads <= 2 and summary.load_s < summary.worker_s
 
 
 def test_the_summary_is_a_prefect_artifact(reference: tuple) -> None:
@@ -138,7 +142,7 @@ def _finished_shards(out: Path) -> dict[str, tuple[bytes, int]]:
 def test_kill_then_rerun_predicts_no_file_twice_and_gives_the_same_table(
         reference: tuple, library: Path, model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "predictions.parquet"
-    shards = -(-(GOOD + len(BROKEN)) // SHARD_SIZE)
+    shards = SHARDS
     env = cli_env(tmp_path)
     with open(tmp_path / "killed.log", "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "genreflow.flows.cli", *cli_args(library, model_dir, out)],

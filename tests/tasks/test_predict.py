@@ -14,6 +14,7 @@ from genreflow.model.predict import FileWindows
 from genreflow.storage.outputs import output_path
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.predict import (
+    MIN_SHARDS,
     ModelRef,
     PredictInputError,
     PredictSummary,
@@ -57,8 +58,9 @@ def test_plan_run_id_and_shard_fingerprints(model_dir: Path, tmp_path: Path) -> 
     files = [str(write_tone(tmp_path / f"{i}.wav", 1.0)) for i in range(5)]
     model = ModelRef.of(model_dir)
     plan = plan_prediction(files, model, AUDIO, top_k=3, windows=False, shard_size=2)
-    assert [s.files for s in plan.shards] == [tuple(files[:2]), tuple(files[2:4]), tuple(files[4:])]
-    assert [s.spec.key for s in plan.shards] == [f"{plan.run_id}/shard-0000{i}" for i in range(3)]
+    # fewer files than MIN_SHARDS: a shard a file, so that every worker gets some
+    assert [s.files for s in plan.shards] == [(f,) for f in files]
+    assert [s.spec.key for s in plan.shards] == [f"{plan.run_id}/shard-0000{i}" for i in range(5)]
     assert plan.run_id.startswith("predict-") and plan.files == 5
     root = DataRoot(str(tmp_path / "work"))
     assert output_path(root, "predict", plan.shards[1].spec.key, ".parquet") == \
@@ -76,9 +78,23 @@ def test_plan_run_id_and_shard_fingerprints(model_dir: Path, tmp_path: Path) -> 
     edited = plan_prediction(files, model, AUDIO, 3, False, 2)
     assert edited.run_id == plan.run_id
     assert [a.spec.fingerprint == b.spec.fingerprint for a, b in zip(plan.shards, edited.shards, strict=True)] == \
-        [True, False, True]
+        [True, True, True, False, True]
     with pytest.raises(PredictInputError, match="no audio files"):
         plan_prediction([], model, AUDIO, 3, False, 2)
+
+
+@pytest.mark.parametrize(("files", "shard_size", "sizes"), [
+    (100, 50, [6] * 12 + [7] * 4),  # MIN_SHARDS near-equal shards, not 50 and 50
+    (2000, 50, [50] * 40),  # a library: --shard-size files a shard
+    (1001, 50, [47] * 7 + [48] * 14),  # 21 shards of at most 50, evened out (not 20 of 50 and 1 of 1)
+])
+def test_shards_are_near_equal_and_at_least_min_shards(model_dir: Path, files: int, shard_size: int,
+                                                       sizes: list[int]) -> None:
+    names = [f"/lib/{i:05d}.mp3" for i in range(files)]
+    plan = plan_prediction(names, ModelRef.of(model_dir), AUDIO, 3, False, shard_size)
+    assert sorted(len(s.files) for s in plan.shards) == sorted(sizes)
+    assert [f for s in plan.shards for f in s.files] == names and max(sizes) <= shard_size
+    assert len(plan.shards) >= min(MIN_SHARDS, files)
 
 
 def test_prediction_table_rows_columns_and_types() -> None:
@@ -110,14 +126,16 @@ def test_stage_writes_once_and_a_rerun_skips_without_loading_the_model(model_dir
         loads.append(1)
         return load_classifier(model_dir)
 
+    assert [len(s.files) for s in plan.shards] == [1, 1, 1, 1]  # fewer files than MIN_SHARDS: one a shard
     first = [predict_stage(work, shard, load, AUDIO, 3, False, "run-test") for shard in plan.shards]
-    assert [(r.skipped, r.files, r.failed) for r in first] == [(False, 3, 0), (False, 1, 1)]
-    assert first[0].windows == 1 + 2 + 3 and len(loads) == 2
+    assert [(r.skipped, r.files, r.failed, r.windows) for r in first] == \
+        [(False, 1, 0, 1), (False, 1, 0, 2), (False, 1, 0, 3), (False, 1, 1, 0)]
+    assert len(loads) == 4 and all(0 < r.load_s < r.seconds for r in first)
     table = read_predictions(work, plan)
     assert table["path"].tolist() == files and table["error"].tolist() == ["", "", "", "no such file"]
     assert table["model"].eq("run-test").all()
     again = [predict_stage(work, shard, load, AUDIO, 3, False, "run-test") for shard in plan.shards]
-    assert [r.skipped for r in again] == [True, True] and len(loads) == 2  # no model load for finished shards
+    assert all(r.skipped and r.seconds == 0 for r in again) and len(loads) == 4  # no load for finished shards
     assert [(r.files, r.failed, r.windows) for r in again] == [(r.files, r.failed, r.windows) for r in first]
     pd.testing.assert_frame_equal(read_predictions(work, plan), table)
 
