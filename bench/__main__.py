@@ -35,11 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="FILE", help="write ratios, figures and machine here")
     parser.add_argument("--workdir", type=Path, metavar="DIR",
                         help="keep the generated demo set here and reuse it next time (default: a temp dir)")
+    parser.add_argument("--only", choices=["library-predict"],
+                        help="run only this comparison (library-predict: issue 15's, about 10 minutes on 2 cores)")
     args = parser.parse_args(argv)
     _environment()
     from genreflow.bench.suite import main as run_suite
 
-    return run_suite(quick=args.quick, json_path=args.json, workdir=args.workdir)
+    return run_suite(quick=args.quick, json_path=args.json, workdir=args.workdir, only=args.only)
 
 
 if __name__ == "__main__":

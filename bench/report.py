@@ -1,4 +1,4 @@
-"""Issues 5 and 13's targets, the pass/miss verdicts, the printed table and the JSON document."""
+"""The targets of issues 5, 12, 13 and 15, the pass/miss verdicts, the printed table and the JSON document."""
 
 from __future__ import annotations
 
@@ -40,6 +40,9 @@ TARGETS: dict[str, Target] = {
     "full_preprocess_vs_seed": Target(">=", 10.0, "seed's loop with its 4 augmentations / genreflow decode+mel+"
                                       "4 spectral copies on 2 workers, same clips"),
     "augment_copy_vs_mel": Target("<=", 0.5, "one spectral augmented copy / one clip's mel, one core"),
+    # issue 15
+    "library_predict_vs_model": Target(">=", 0.8, "files/s of `predict` over a library on 2 workers / "
+                                       "the model's own rate on the same windows, decoded"),
 }
 RATIO_NAMES: tuple[str, ...] = tuple(TARGETS)
 

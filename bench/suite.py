@@ -16,7 +16,9 @@ Order of a run (each step prints a line):
    tracks beside a full preprocessing of the grown set (bench/incremental.py);
 5. one cold flow run and one cold no-op rerun, as ``genreflow preprocess`` starts them (a fresh
    LocalCluster each), for the figures;
-6. children with TensorFlow: input pipeline vs memory, peak RSS on the base and a 4x set, prediction.
+6. children with TensorFlow: input pipeline vs memory, peak RSS on the base and a 4x set, prediction;
+7. issue 15: ``genreflow predict`` over a library of linked copies on a warm 2-worker cluster against the
+   model's own inference rate on the same windows, in alternating rounds (bench/library_predict.py).
 """
 
 from __future__ import annotations
@@ -58,12 +60,16 @@ class Profile:
     recipe_extra_epochs: int  # epochs timed per round beyond the first (tracing) one
     incremental_rounds: int  # rounds of the incremental-rebuild comparison
     augment_rounds: int  # rounds of the augmented seed loop vs the augmented flow (issue 13)
+    library_files: int = 500  # files of the library predict comparison (issue 15)
+    library_rounds: int = 2
+    library_cold: bool = True  # also one predict run on a fresh LocalCluster
 
 
 QUICK = Profile("quick", tracks_per_genre=2, copies=8, shard_size=16, single_rounds=2, flow_rounds=2,
                 pool1=False, full_clips_per_track=1, noop_rounds=2, cold_flow=False, train_steps=3,
                 train_rounds=4, batch_size=64, predict_files=4, memory_contrast=False, stage_tracks=2,
-                recipe_rounds=1, recipe_extra_epochs=2, incremental_rounds=1, augment_rounds=1)
+                recipe_rounds=1, recipe_extra_epochs=2, incremental_rounds=1, augment_rounds=1, library_files=64,
+                library_rounds=1, library_cold=False)
 FULL = Profile("full", tracks_per_genre=8, copies=8, shard_size=preprocess.SHARD_SIZE, single_rounds=3,
                flow_rounds=3, pool1=True, full_clips_per_track=None, noop_rounds=3, cold_flow=True,
                train_steps=4, train_rounds=5, batch_size=64, predict_files=8, memory_contrast=True,
@@ -174,6 +180,7 @@ def run(profile: Profile, workdir: Path, log: Callable[[str], None] | None = Non
         figures["prefect_api_start_s"] = time.perf_counter() - start
         log(f"temporary Prefect API started in {figures['prefect_api_start_s']:.1f} s (excluded from every ratio)")
         full_root = _flows(profile, workdir, base, big, warm_set, figures, ratios, log)
+        _library_predict(profile, workdir, base, figures, ratios, log)
     _training(profile, workdir, base, full_root, figures, ratios, log)
     machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     for key, domain in (("projections", "spectral"), ("projections_waveform", "waveform")):
@@ -402,6 +409,29 @@ def _augmented(profile: Profile, workdir: Path, big: inputs.BenchSet, pools: dic
         f"flow on 2 workers spectral {best['flow2_spectral']:.1f} s "
         f"({ratios['full_preprocess_vs_seed']:.1f}x), waveform {best['flow2_waveform']:.1f} s "
         f"({figures['full_preprocess_vs_seed_waveform']:.2f}x)")
+def _library_predict(profile: Profile, workdir: Path, base: inputs.BenchSet, figures: dict[str, Any],
+                     ratios: dict[str, float | None], log: Callable[[str], None]) -> None:
+    """Issue 15's ratio (bench/library_predict.py); needs the temporary Prefect API up."""
+    from genreflow.bench import library_predict
+
+    found, detail = library_predict.measure(base, profile.library_files, profile.library_rounds,
+                                            workdir / "library-predict", log, cold=profile.library_cold)
+    ratios.update(found)
+    figures["library_predict"] = detail
+
+
+def run_library_only(profile: Profile, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Only issue 15's comparison (``--only library-predict``), on the same generated inputs."""
+    from genreflow.flows.runner import prefect_api
+
+    machine = timing.machine_info()
+    base = inputs.generate_base_set(workdir / "demo", profile.tracks_per_genre)
+    figures: dict[str, Any] = {"profile": asdict(profile)}
+    ratios: dict[str, float | None] = {}
+    with prefect_api():
+        _library_predict(profile, workdir, base, figures, ratios, log)
+    machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return report.document(ratios, figures, machine)
 
 
 def _count_clips(root: Path) -> dict[str, int]:
@@ -458,7 +488,7 @@ def _training(profile: Profile, workdir: Path, base: inputs.BenchSet, full_root:
     log(f"predict: {result['mean_s']:.3f} s per 30 s track ({result['windows_per_file']:.0f} windows)")
 
 
-def main(quick: bool, json_path: Path | None, workdir: Path | None) -> int:
+def main(quick: bool, json_path: Path | None, workdir: Path | None, only: str | None = None) -> int:
     """Run, print the table, write the JSON; the exit status is 0 even when targets are missed."""
     profile = QUICK if quick else FULL
     owned = workdir is None
@@ -467,13 +497,14 @@ def main(quick: bool, json_path: Path | None, workdir: Path | None) -> int:
     log = Log()
     log(f"genreflow benchmark, {profile.name} profile, in {folder}")
     try:
-        doc = run(profile, folder, log)
+        doc = run_library_only(profile, folder, log) if only == "library-predict" else run(profile, folder, log)
     finally:
         if owned:
             shutil.rmtree(folder, ignore_errors=True)
         else:
             shutil.rmtree(folder / "roots", ignore_errors=True)
             shutil.rmtree(folder / "train-x4", ignore_errors=True)
+            shutil.rmtree(folder / "library-predict", ignore_errors=True)
     doc["figures"]["total_s"] = time.perf_counter() - log.start
     print()
     print(report.format_table(doc["ratios"]))

@@ -135,11 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--to", type=Path, default=Path("raw"), help="target folder (default: raw)")
     download.add_argument("--base-url", default=None, help="mirror to download from")
 
-    predict = commands.add_parser("predict", help="genre of audio files of any length")
-    predict.add_argument("paths", nargs="+", type=Path, metavar="FILE_OR_FOLDER")
-    predict.add_argument("--model", type=Path, help="model folder or model.keras (default: latest)")
-    predict.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    predict.add_argument("--data-root", default="genreflow-data", help="where to find the latest model")
+    from genreflow.flows.export import add_export_arguments
+    from genreflow.flows.predict import add_predict_arguments
+
+    add_predict_arguments(commands.add_parser("predict", help="genre of audio files, a handful or a whole library"))
+    add_export_arguments(commands.add_parser("export", help="a trained model as SavedModel, TFLite or ONNX"))
 
     promote = commands.add_parser("promote", help="promote a trained run by hand, or list the promotion decisions",
                                   description="Make RUN the model that predict and evaluate use, whatever it "
@@ -198,7 +198,14 @@ def _run_download(args: argparse.Namespace) -> int:
 def _run_predict(args: argparse.Namespace) -> int:
     from genreflow.flows.predict import predict_command
 
-    return predict_command(args.paths, args.model, args.format, args.data_root)
+    _quiet_user_error_tracebacks()
+    return predict_command(args)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from genreflow.flows.export import export_command
+
+    return export_command(args)
 
 
 def _run_promote(args: argparse.Namespace) -> int:
@@ -269,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_predict(args)
         if args.command == "promote":
             return _run_promote(args)
+        if args.command == "export":
+            return _run_export(args)
     except KeyboardInterrupt:
         print("genreflow: interrupted; finished shards are kept, rerun to continue", file=sys.stderr)
         return 130

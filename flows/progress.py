@@ -57,3 +57,45 @@ class StageProgress:
         else:
             self.logger.info("%s: shard %s %s (%d/%d shards, %d/%d tracks)", stage, result.shard, status,
                              done_shards + 1, shards, done_tracks + result.tracks, tracks)
+
+
+class FileProgress:
+    """Files done of total for ``genreflow predict``: one bar counting files, advanced a shard at a time.
+
+    On a terminal a rich bar; elsewhere one log line per finished shard.
+    """
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter, files: int, shards: int,
+                 live: bool | None = None) -> None:
+        self.logger = logger
+        self.live = sys.stderr.isatty() if live is None else live
+        self.files, self.shards = files, shards
+        self.done_files = self.done_shards = self.failed = 0
+        self._bars: Progress | None = None
+        self._bar = -1
+
+    def __enter__(self) -> FileProgress:
+        if self.live:
+            self._bars = Progress(
+                TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TextColumn("files  {task.fields[note]}"),
+                TimeElapsedColumn(), console=Console(stderr=True), transient=False,
+            )
+            self._bars.start()
+            self._bar = self._bars.add_task("predict", total=self.files, note="")
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+
+    def advance(self, shard: str, files: int, failed: int, skipped: bool) -> None:
+        self.done_files += files
+        self.done_shards += 1
+        self.failed += failed
+        if self._bars is not None:
+            self._bars.update(self._bar, advance=files, note=f"{self.failed} failed" if self.failed else "")
+        else:
+            status = "skipped (done)" if skipped else f"{files - failed} predicted, {failed} failed"
+            self.logger.info("predict: shard %s %s (%d/%d shards, %d/%d files)", shard, status, self.done_shards,
+                             self.shards, self.done_files, self.files)

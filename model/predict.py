@@ -5,6 +5,10 @@ window_starts: whole windows from the start and a last one flush with the end,
 so every second is heard), except that a file shorter than one window is
 zero-padded whatever its length; its genre probabilities are the mean over its
 windows, as the evaluation's track-level vote does.
+
+``predict_file`` classifies one file with its own batch (the quick path of a
+handful of files); ``predict_files`` streams many files and batches windows
+across them, so the model runs on full batches (the library path).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import csv
 import io
 import json
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,20 +114,105 @@ def _top(genres: list[str], probs: np.ndarray, k: int = PREDICT_TOP_K) -> list[t
     return [(genres[i], float(probs[i])) for i in order]
 
 
-def predict_file(classifier: Classifier, path: Path, audio: AudioConfig) -> FilePrediction:
-    """Top genres of one audio file; raises AudioError for files that cannot be decoded."""
+def check_audio_settings(classifier: Classifier, audio: AudioConfig) -> None:
+    """Refuse audio settings whose clips the model cannot take (another n_mels or clip length)."""
     n_mels, frames = classifier.clip_shape
     if audio.n_mels != n_mels or frames not in (None, audio.frames):
         raise PredictError(
             f"the audio settings give {audio.n_mels} x {audio.frames} clips, the model takes "
             f"{n_mels} x {frames}: use the settings the model was trained with"
         )
+
+
+def file_windows(path: str | Path, audio: AudioConfig) -> tuple[np.ndarray, float]:
+    """Log-mel windows of a whole file and its decoded duration in seconds.
+
+    Returns (mels [shape=(n_windows, n_mels, frames)] float32, seconds); raises
+    AudioError for a file that cannot be decoded.
+    """
     y = decode_audio(path, audio.sample_rate, max_seconds=None)
     clips = clip_windows(y, audio.clip_samples, clips_per_track=None, pad_short=True,
                          tolerance=pad_tolerance(audio.clip_samples))
     mels = log_mel(clips, audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_mels)
+    return mels, len(y) / audio.sample_rate
+
+
+def predict_file(classifier: Classifier, path: Path, audio: AudioConfig) -> FilePrediction:
+    """Top genres of one audio file; raises AudioError for files that cannot be decoded."""
+    check_audio_settings(classifier, audio)
+    mels, _ = file_windows(path, audio)
     probs = predict_clips(classifier.model, mels).mean(axis=0)
-    return FilePrediction(path=Path(path), genres=_top(classifier.genres, probs), n_windows=len(clips))
+    return FilePrediction(path=Path(path), genres=_top(classifier.genres, probs), n_windows=len(mels))
+
+
+@dataclass(frozen=True)
+class FileWindows:
+    """Every window's genre probabilities of one file, or the reason it could not be read.
+
+    probs : np.ndarray [shape=(n_windows, n_genres)], float32, in label order; None for a failure.
+    """
+
+    path: str
+    duration_s: float
+    probs: np.ndarray | None
+    error: str = ""
+
+    @property
+    def mean(self) -> np.ndarray | None:
+        """The file's probabilities: the mean over its windows, as predict_file and the evaluation vote."""
+        return None if self.probs is None else self.probs.mean(axis=0)
+
+
+def predict_files(classifier: Classifier, paths: Iterable[str | Path], audio: AudioConfig,
+                  batch_size: int = 64) -> Iterator[FileWindows]:
+    """Window probabilities of many files, in the order given, their windows batched across files.
+
+    A file of three windows alone would run the model on a batch of three; here
+    windows queue up across files and the model runs on full batches of
+    ``batch_size`` (the last one excepted), whatever the files' lengths. A file's
+    result comes once all its windows are done. The batches depend only on the
+    files and their order, so the same list gives the same numbers. A file that
+    is missing or cannot be decoded yields a failure and the rest go on.
+    """
+    check_audio_settings(classifier, audio)
+    files: deque[tuple[str, float, int, str]] = deque()  # path, seconds, windows (-1: failed), error
+    queued: list[np.ndarray] = []  # decoded windows not yet run, in order
+    done: list[np.ndarray] = []  # probabilities of windows run, not yet handed out
+
+    def run(count: int) -> None:
+        windows = np.concatenate(queued)
+        queued[:] = [windows[count:]] if count < len(windows) else []
+        done.append(predict_clips(classifier.model, windows[:count], batch_size))
+
+    def hand_out() -> Iterator[FileWindows]:
+        probs = np.concatenate(done) if done else np.empty((0, len(classifier.genres)), np.float32)
+        used = 0
+        while files and files[0][2] <= len(probs) - used:
+            path, seconds, count, error = files.popleft()
+            if count < 0:
+                yield FileWindows(path, float("nan"), None, error)
+                continue
+            yield FileWindows(path, seconds, probs[used : used + count])
+            used += count
+        done[:] = [probs[used:]]
+
+    for path in map(str, paths):
+        try:
+            if not os.path.exists(path):
+                raise AudioError("no such file")
+            mels, seconds = file_windows(path, audio)
+        except (AudioError, OSError) as exc:
+            files.append((path, float("nan"), -1, str(exc) or type(exc).__name__))
+        else:
+            files.append((path, seconds, len(mels), ""))
+            queued.append(mels)
+        waiting = sum(len(m) for m in queued)
+        if waiting >= batch_size:
+            run(waiting - waiting % batch_size)
+        yield from hand_out()
+    if queued:
+        run(sum(len(m) for m in queued))
+    yield from hand_out()
 
 
 def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:

@@ -57,6 +57,9 @@ LAYOUT: dict[str, tuple[str, str]] = {
     "report": ("reports/{key}", "report"),
     "fold": ("reports/{parent}", "{leaf}"),
     "crossval": ("reports/{key}", "crossval"),
+    # Not under the data root: a prediction run's shards, in a work root of their own beside the --out table
+    # (flows/predict.py); the key is "<run id>/<shard>", so each run's shards share one folder.
+    "predict": ("{parent}", "{leaf}"),
 }
 # What each rebuild did (flows/changes.py), for the next one to compare with.
 LAST_REBUILD_FILE = "rebuilds/last.json"

@@ -44,6 +44,11 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "fold": (f"{_T}crossval", f"{_T}folds", f"{_T}evaluate", f"{_T}baseline", f"{_M}metrics", f"{_M}predict",
              f"{_M}audio", f"{_M}mel"),
     "crossval": (f"{_T}crossval:summarize_folds", f"{_T}report"),
+    # Not a DAG stage (no --from-stage): the shards of `genreflow predict` over a library. The model itself is
+    # an input (its files' checksum), not code.
+    "predict": (f"{_M}audio", f"{_M}mel", f"{_M}predict:check_audio_settings", f"{_M}predict:file_windows",
+                f"{_M}predict:predict_clips", f"{_M}predict:FileWindows", f"{_M}predict:predict_files",
+                f"{_T}predict:prediction_table", f"{_T}predict:predict_table"),
 }
 # Non-Python files whose content is part of a stage's code: package -> glob.
 STAGE_FILES: dict[str, tuple[tuple[str, str], ...]] = {

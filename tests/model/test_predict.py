@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from genreflow.model.audio import pad_tolerance, window_starts
 from genreflow.model.cnn import build_seed_cnn
 from genreflow.model.params import AudioConfig
 from genreflow.model.predict import (
@@ -143,3 +145,49 @@ def test_load_classifier_checks_the_directory(tmp_path: Path) -> None:
     (run / "labels.json").write_text(json.dumps(["only", "two"]))
     with pytest.raises(PredictError, match="must list 4 genres"):
         load_classifier(run)
+
+
+def test_predict_files_batches_across_files_with_the_same_numbers(classifier: Classifier, tmp_path: Path) -> None:
+    from genreflow.model.predict import check_audio_settings, file_windows, predict_files
+
+    lengths = [3.5, 0.4, 2.0, 5.0, 1.0]
+    paths = [write_tone(tmp_path / f"t{i}.wav", seconds) for i, seconds in enumerate(lengths)]
+    broken = tmp_path / "broken.mp3"
+    broken.write_text("not audio")
+    order = [paths[0], broken, paths[1], paths[2], tmp_path / "missing.wav", paths[3], paths[4]]
+    # batch_size 4: batches cut across files (3 + 1 + 2 ... windows), as a library shard's are
+    results = list(predict_files(classifier, order, AUDIO, batch_size=4))
+    assert [r.path for r in results] == [str(p) for p in order]
+    assert [r.error == "" for r in results] == [True, False, True, True, False, True, True]
+    assert results[4].error == "no such file" and results[1].error.startswith("not decodable")
+    assert results[1].probs is None and np.isnan(results[1].duration_s) and results[1].mean is None
+    for result, path, seconds in zip([results[i] for i in (0, 2, 3, 5, 6)], paths, lengths, strict=True):
+        mels, duration = file_windows(path, AUDIO)
+        alone = predict_clips(classifier.model, mels)  # the file's windows on their own, as predict_file runs them
+        windows = len(window_starts(round(seconds * AUDIO.sample_rate), AUDIO.clip_samples,
+                                    tolerance=pad_tolerance(AUDIO.clip_samples)))
+        assert windows == max(1, math.ceil(seconds)) and duration == pytest.approx(seconds)  # the last one overlaps
+        assert result.probs.shape == (windows, len(GENRES))
+        np.testing.assert_allclose(result.probs, alone, atol=1e-6)
+        assert result.duration_s == pytest.approx(seconds)
+        top = predict_file(classifier, path, AUDIO).genres
+        assert [g for g, _ in top] == [GENRES[i] for i in np.argsort(-result.mean, kind="stable")[:3]]
+    again = list(predict_files(classifier, order, AUDIO, batch_size=4))
+    for a, b in zip(results, again, strict=True):  # the same list gives the same numbers, bit for bit
+        assert (a.probs is None and b.probs is None) or np.array_equal(a.probs, b.probs)
+    with pytest.raises(PredictError, match="settings"):
+        check_audio_settings(classifier, AudioConfig())
+
+
+def test_model_checksum_changes_with_any_model_file(tmp_path: Path) -> None:
+    from genreflow.model.files import model_audio, model_checksum
+
+    run = save_model_dir(tmp_path / "run")
+    first = model_checksum(run)
+    assert model_checksum(run) == first and len(first) == 32
+    (run / "labels.json").write_text(json.dumps(list(reversed(GENRES))))
+    relabelled = model_checksum(run)
+    assert relabelled != first
+    assert model_audio(run) == AudioConfig()  # no audio.json: the defaults
+    (run / "audio.json").write_text(AUDIO.model_dump_json())
+    assert model_checksum(run) != relabelled and model_audio(run) == AUDIO

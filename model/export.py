@@ -1,0 +1,278 @@
+"""Export a trained model for use without genreflow: a TF SavedModel, a TFLite flatbuffer or an ONNX graph.
+
+Each export is the model file (or folder) and ``genreflow-<format>.json``: the
+labels, the audio settings, the exact log-mel recipe, the normalisation and
+how window probabilities become a file's. The per-band normalisation is a
+layer of the model (model/cnn.py ``band_norm``), so it is inside every exported
+graph: a consumer feeds raw log-mel dB, as genreflow does.
+
+Every graph takes ``log_mel`` float32 [shape=(batch, n_mels, frames, 1)] and
+gives ``probabilities`` float32 [shape=(batch, n_genres)], frames fixed to one
+window of the training settings (431 for 10 s at 22,050 Hz, hop 512).
+
+Converters: Keras' own ExportArchive (SavedModel), TensorFlow's TFLite
+converter (from that SavedModel), and tf2onnx's ``from_keras``. Keras 3.15's
+``model.export(format="onnx")`` (tf2onnx's ``from_function`` underneath)
+turned the normalisation constants into two extra graph inputs that a
+consumer would have to feed, so it is not used. Each export is checked
+before it is kept: its own runtime (tf.saved_model, tf.lite.Interpreter,
+onnxruntime) must reproduce the Keras model's probabilities on test windows
+within VERIFY_TOLERANCE.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from genreflow.model.audio import pad_tolerance
+from genreflow.model.mel import AMIN, TOP_DB
+from genreflow.model.params import AudioConfig
+from genreflow.model.predict import Classifier, predict_clips
+from genreflow.model.quiet_tf import keras, tf
+from genreflow.storage.errors import GenreflowError
+
+ExportFormat = Literal["savedmodel", "tflite", "onnx"]
+FORMATS: tuple[str, ...] = ("savedmodel", "tflite", "onnx")
+MODEL_NAMES: dict[str, str] = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
+INPUT_NAME, OUTPUT_NAME = "log_mel", "probabilities"
+ONNX_OPSET = 17
+VERIFY_TOLERANCE = 1e-4  # largest difference from the Keras model's probabilities an export may have
+VERIFY_WINDOWS = 8
+VERIFY_SEED = 0
+NORM_LAYER = "band_norm"  # model/cnn.py's Normalization layer
+
+
+class ExportError(GenreflowError, RuntimeError):
+    """An export that cannot be made here, or that does not reproduce the model."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where an export went and how closely its runtime matched the Keras model."""
+
+    model_path: Path
+    info_path: Path
+    max_abs_diff: float | None
+
+
+def info_name(fmt: str) -> str:
+    return f"genreflow-{fmt}.json"
+
+
+def input_spec(audio: AudioConfig) -> Any:
+    """The exported graph's input: any batch of whole windows of the training settings."""
+    return tf.TensorSpec((None, audio.n_mels, audio.frames, 1), tf.float32, name=INPUT_NAME)
+
+
+# --------------------------------------------------------------------------- the three formats
+
+
+def write_savedmodel(model: keras.Model, audio: AudioConfig, target: Path) -> None:
+    """A SavedModel whose ``serve`` (and ``serving_default``) signature maps log_mel to probabilities."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serve", fn=lambda log_mel: {OUTPUT_NAME: model(log_mel, training=False)},
+                         input_signature=[input_spec(audio)])
+    archive.write_out(str(target), verbose=False)
+
+
+def write_tflite(model: keras.Model, audio: AudioConfig, target: Path) -> None:
+    """A TFLite flatbuffer converted from the SavedModel, keeping its ``serving_default`` signature."""
+    with tempfile.TemporaryDirectory(prefix="genreflow-export-") as scratch:
+        write_savedmodel(model, audio, Path(scratch) / "saved_model")
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(scratch) / "saved_model"))
+        target.write_bytes(converter.convert())
+
+
+def write_onnx(model: keras.Model, audio: AudioConfig, target: Path) -> None:
+    """An ONNX graph by tf2onnx (opset ONNX_OPSET), its input log_mel and its output renamed probabilities."""
+    try:
+        import tf2onnx
+    except ImportError:
+        raise ExportError("ONNX export needs tf2onnx and onnx: pip install 'genreflow[export]'") from None
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=[input_spec(audio)], opset=ONNX_OPSET)
+    if len(proto.graph.output) != 1 or len(proto.graph.input) != 1:
+        raise ExportError(f"tf2onnx made a graph of {len(proto.graph.input)} inputs and {len(proto.graph.output)} "
+                          "outputs; the model must have one of each")
+    old = proto.graph.output[0].name
+    for node in proto.graph.node:
+        node.output[:] = [OUTPUT_NAME if name == old else name for name in node.output]
+    proto.graph.output[0].name = OUTPUT_NAME
+    target.write_bytes(proto.SerializeToString())
+
+
+WRITERS: dict[str, Callable[[keras.Model, AudioConfig, Path], None]] = {
+    "savedmodel": write_savedmodel, "tflite": write_tflite, "onnx": write_onnx}
+
+
+# --------------------------------------------------------------------------- the runtimes
+
+
+def run_savedmodel(path: Path, windows: np.ndarray) -> np.ndarray:
+    """Probabilities of windows [shape=(n, n_mels, frames, 1)] by TensorFlow's SavedModel loader."""
+    loaded = tf.saved_model.load(str(path))
+    return np.asarray(loaded.serve(tf.constant(windows, tf.float32))[OUTPUT_NAME])
+
+
+def run_tflite(path: Path, windows: np.ndarray) -> np.ndarray:
+    """Probabilities of windows by the TFLite interpreter (tf.lite.Interpreter; LiteRT's has the same API)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TF 2.21 asks to move to ai_edge_litert; it still works
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    runner = interpreter.get_signature_runner("serving_default")
+    return np.asarray(runner(**{INPUT_NAME: windows.astype(np.float32)})[OUTPUT_NAME])
+
+
+def run_onnx(path: Path, windows: np.ndarray) -> np.ndarray:
+    """Probabilities of windows by onnxruntime on the CPU."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError("checking an ONNX export needs onnxruntime: pip install 'genreflow[export]'") from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: windows.astype(np.float32)})[0])
+
+
+RUNNERS: dict[str, Callable[[Path, np.ndarray], np.ndarray]] = {
+    "savedmodel": run_savedmodel, "tflite": run_tflite, "onnx": run_onnx}
+RUNTIMES: dict[str, tuple[str, str]] = {  # format -> (what runs it, the package whose version to record)
+    "savedmodel": ("tf.saved_model", "tensorflow"), "tflite": ("tf.lite.Interpreter", "tensorflow"),
+    "onnx": ("onnxruntime", "onnxruntime")}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+# --------------------------------------------------------------------------- description and export
+
+
+def normalisation(model: keras.Model) -> dict[str, Any]:
+    """The per-band mean and std the model applies to its input itself (its band_norm layer)."""
+    try:
+        layer = model.get_layer(NORM_LAYER)
+    except ValueError:
+        return {"in_graph": False, "note": "no band_norm layer: the model takes its input as it is"}
+    mean = np.asarray(layer.mean, dtype=np.float64).ravel()
+    std = np.sqrt(np.asarray(layer.variance, dtype=np.float64).ravel())
+    return {"in_graph": True, "layer": NORM_LAYER, "axis": "mel band",
+            "band_mean_db": [round(float(v), 6) for v in mean], "band_std_db": [round(float(v), 6) for v in std],
+            "note": "applied inside the exported graph: feed raw log-mel dB, do not normalise again"}
+
+
+def describe(classifier: Classifier, audio: AudioConfig, fmt: str, model_file: str) -> dict[str, Any]:
+    """The JSON beside an export: everything a consumer needs to go from 22,050 Hz mono audio to genres."""
+    sr = audio.sample_rate
+    return {
+        "format": fmt,
+        "model_file": model_file,
+        "genreflow_run": classifier.model_dir.name,
+        "labels": list(classifier.genres),
+        "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [None, audio.n_mels, audio.frames, 1],
+                  "what": "log-mel power of one window, dB relative to the window's own peak, floored at "
+                          f"-{TOP_DB:g} dB (values in [-{TOP_DB:g}, 0]); layout (batch, mel band, frame, 1)"},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None, len(classifier.genres)],
+                   "what": "softmax probability of each genre, in the order of labels"},
+        "audio": audio.model_dump(mode="json"),
+        "features": {
+            "decode": f"mono (mean of the channels), resampled to {sr} Hz (soxr HQ)",
+            "windows": f"windows of {audio.clip_samples} samples ({audio.clip_seconds:g} s) one after the other "
+                       "from the start; when more than tolerance_samples are left after the last whole one, one "
+                       "more window ending with the file (it overlaps the one before); a file shorter than one "
+                       "window is zero-padded to one",
+            "tolerance_samples": pad_tolerance(audio.clip_samples),
+            "mel": {"sr": sr, "n_fft": audio.n_fft, "hop_length": audio.hop_length, "n_mels": audio.n_mels,
+                    "window": "hann", "center": True, "pad_mode": "constant", "power": 2.0, "htk": False,
+                    "norm": "slaney", "fmin": 0.0, "fmax": sr / 2},
+            "db": {"ref": "max of the window's mel power", "amin": AMIN, "top_db": TOP_DB},
+            "librosa": (f"librosa.power_to_db(librosa.feature.melspectrogram(y=window, sr={sr}, "
+                        f"n_fft={audio.n_fft}, hop_length={audio.hop_length}, n_mels={audio.n_mels}), "
+                        f"ref=np.max, amin={AMIN:g}, top_db={TOP_DB:g})"),
+        },
+        "normalisation": normalisation(classifier.model),
+        "file_probabilities": "the mean of the file's window probabilities; its top genre is genreflow's prediction",
+    }
+
+
+def verify_windows(audio: AudioConfig, n: int = VERIFY_WINDOWS) -> np.ndarray:
+    """Seeded test windows in the input's range: smooth random log-mel images, not flat noise."""
+    rng = np.random.default_rng(VERIFY_SEED)
+    base = rng.uniform(-80.0, 0.0, (n, audio.n_mels, 1, 1))
+    wiggle = rng.normal(0.0, 8.0, (n, audio.n_mels, audio.frames, 1))
+    return np.clip(base + wiggle, -80.0, 0.0).astype(np.float32)
+
+
+def export_model(classifier: Classifier, audio: AudioConfig, fmt: str, to: Path,
+                 windows: np.ndarray | None = None, verify: bool = True) -> ExportResult:
+    """Write ``fmt``'s model and its JSON into ``to``; check the export against the Keras model first.
+
+    The model is written under a temporary name in ``to`` and moved into place
+    only after its runtime reproduced the model's probabilities on ``windows``
+    (default: :func:`verify_windows`) within VERIFY_TOLERANCE, so a failed or
+    killed export never leaves a model that looks finished.
+    """
+    if fmt not in WRITERS:
+        raise ExportError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
+    n_mels, frames = classifier.clip_shape
+    if n_mels != audio.n_mels or frames not in (None, audio.frames):
+        raise ExportError(f"the model takes {n_mels} x {frames} windows, its audio settings give "
+                          f"{audio.n_mels} x {audio.frames}")
+    to = Path(to)
+    to.mkdir(parents=True, exist_ok=True)
+    name = MODEL_NAMES[fmt]
+    final, info_path = to / name, to / info_name(fmt)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=to))
+    try:
+        staged = scratch / name
+        try:
+            WRITERS[fmt](classifier.model, audio, staged)
+        except ExportError:
+            raise
+        except Exception as exc:  # a converter's own failure: say which and why, in one line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ExportError(f"{fmt} export of {classifier.model_dir} failed: {type(exc).__name__}: "
+                              f"{first[:300]}") from exc
+        info = describe(classifier, audio, fmt, name)
+        diff = None
+        if verify:
+            test = verify_windows(audio) if windows is None else np.asarray(windows, np.float32)
+            if test.ndim == 3:
+                test = test[..., np.newaxis]
+            expected = predict_clips(classifier.model, test[..., 0])
+            diff = float(np.max(np.abs(RUNNERS[fmt](staged, test) - expected)))
+            runtime, package = RUNTIMES[fmt]
+            info["verified"] = {"runtime": runtime, "version": _version(package), "windows": len(test),
+                                "max_abs_diff": diff, "tolerance": VERIFY_TOLERANCE}
+            if not diff <= VERIFY_TOLERANCE:
+                raise ExportError(f"the {fmt} export differs from the model by {diff:.3g} on {len(test)} test "
+                                  f"windows (at most {VERIFY_TOLERANCE:g} allowed); nothing was written")
+        info.update({"tensorflow": _version("tensorflow"), "keras": _version("keras"),
+                     "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        if fmt == "onnx":
+            info["onnx_opset"] = ONNX_OPSET
+        if final.is_dir():
+            shutil.rmtree(final)
+        elif final.exists():
+            final.unlink()
+        os.replace(staged, final)
+        tmp_info = scratch / info_path.name
+        tmp_info.write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp_info, info_path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return ExportResult(final, info_path, diff)
