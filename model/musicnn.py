@@ -313,6 +313,16 @@ class MusicnnEmbedder:
         load_checkpoint(self.network, checkpoint)
         self._forward = None
 
+    @classmethod
+    def from_cache(cls, model: str = "MTT_musicnn", weights_dir: str | Path | None = None,
+                   feature: str = "max_pool", fetch: bool = True) -> MusicnnEmbedder:
+        """The embedder with ``model``'s weights from the cache, fetched there on first use (model/weights.py)."""
+        from genreflow.model.weights import checkpoint_prefix
+
+        if model not in LABELS:
+            raise MusicnnError(f"unknown musicnn model {model!r}; choose one of {', '.join(LABELS)}")
+        return cls(checkpoint_prefix(model, weights_dir, fetch=fetch), LABELS[model], feature=feature)
+
     @property
     def dims(self) -> int:
         return self.arch.feature_dims(self.feature)
