@@ -76,6 +76,10 @@ LABELS: dict[str, tuple[str, ...]] = {"MTT_musicnn": MTT_LABELS, "MSD_musicnn": 
 
 # The layers musicnn's extractor exposes that genreflow can use as a clip's embedding.
 FEATURES: tuple[str, ...] = ("max_pool", "mean_pool", "penultimate", "taggram")
+# The default embedding. A logistic regression on gtzan-mini (5 folds, C chosen on each fold's
+# validation tracks) scored MTT_musicnn's penultimate 0.81, max_pool 0.78, mean_pool 0.78, taggram
+# 0.75; MSD_musicnn's penultimate 0.88, mean_pool 0.88, taggram 0.85: the best or tied, in 200 dims.
+DEFAULT_FEATURE = "penultimate"
 
 
 class MusicnnError(GenreflowError, ValueError):
@@ -302,7 +306,7 @@ class MusicnnEmbedder:
     """
 
     def __init__(self, checkpoint: str | Path, labels: Sequence[str] = MTT_LABELS,
-                 arch: MusicnnArch | None = None, feature: str = "max_pool", batch_size: int = 32) -> None:
+                 arch: MusicnnArch | None = None, feature: str = DEFAULT_FEATURE, batch_size: int = 32) -> None:
         if feature not in FEATURES:
             raise MusicnnError(f"unknown musicnn feature {feature!r}; choose one of {', '.join(FEATURES)}")
         self.arch = arch or MusicnnArch(n_classes=len(labels))
@@ -315,7 +319,7 @@ class MusicnnEmbedder:
 
     @classmethod
     def from_cache(cls, model: str = "MTT_musicnn", weights_dir: str | Path | None = None,
-                   feature: str = "max_pool", fetch: bool = True) -> MusicnnEmbedder:
+                   feature: str = DEFAULT_FEATURE, fetch: bool = True) -> MusicnnEmbedder:
         """The embedder with ``model``'s weights from the cache, fetched there on first use (model/weights.py)."""
         from genreflow.model.weights import checkpoint_prefix
 

@@ -124,10 +124,11 @@ def test_embed_clips_averages_each_clips_patches(tiny_embedder: MusicnnEmbedder)
     rng = np.random.default_rng(3)
     clips = (rng.normal(0, 0.2, (2, 10 * sr)) * 32767).astype(np.int16)
     out = tiny_embedder.embed_clips(clips, sr)
-    assert out.vectors.shape == (2, TINY.pool_dims) and out.tags.shape == (2, TINY.n_classes)
+    assert tiny_embedder.feature == "penultimate"  # the default embedding
+    assert out.vectors.shape == (2, TINY.backend_units) and out.tags.shape == (2, TINY.n_classes)
     assert out.patches_per_clip.tolist() == [3, 3]
     per_patch = tiny_embedder.features(patches(log_mel(clips[1].astype(np.float32) / 32768.0, sr)))
-    np.testing.assert_allclose(out.vectors[1], per_patch["max_pool"].mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.vectors[1], per_patch["penultimate"].mean(axis=0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out.tags[1], per_patch["taggram"].mean(axis=0), rtol=1e-5, atol=1e-5)
     assert not np.allclose(out.vectors[0], out.vectors[1])
     one = tiny_embedder.embed_audio(clips[0].astype(np.float32) / 32768.0, sr)
@@ -183,3 +184,12 @@ def test_real_mtt_musicnn_hears_a_loud_synthetic_tone_without_overflow(mtt: Musi
     assert np.isfinite(out.vectors).all() and np.isfinite(out.tags).all()
     assert out.tags.max() - out.tags.min() > 0.3  # tags are not flat
     assert len(MTT_LABELS) == out.tags.shape[1]
+
+
+def test_real_msd_musicnn_names_the_genre_of_blues_and_jazz() -> None:
+    """MSD_musicnn, the same network with the Million Song Dataset's tags, on two unambiguous excerpts."""
+    if find_weights(MUSICNN) is None:
+        pytest.skip("musicnn weights not in the user cache (genreflow weights fetch musicnn)")
+    msd = MusicnnEmbedder.from_cache("MSD_musicnn", fetch=False)
+    for genre in ("blues", "jazz"):
+        assert msd.top_tags(_gtzan(genre, 1)[0], 22_050, n=1)[0][0] == genre
