@@ -273,10 +273,11 @@ def load_checkpoint(network: keras.Model, prefix: str | Path) -> None:
             raise MusicnnError(f"checkpoint {prefix} has no variable {name}: not a musicnn checkpoint "
                                "of this architecture")
         value = reader.get_tensor(name)
-        if value.size != int(np.prod(shape)):
+        # Only axes of length 1 may differ: Conv1D's (7, in, out) is TF1's (7, in, 1, out).
+        if [d for d in value.shape if d != 1] != [d for d in shape if d != 1]:
             raise MusicnnError(f"checkpoint variable {name} has shape {list(value.shape)}, "
                                f"the network needs {list(shape)}")
-        return value.reshape(shape)  # Conv1D's (7, in, out) is TF1's (7, in, 1, out)
+        return value.reshape(shape)
 
     for layer_name, scope in CHECKPOINT_SCOPES.items():
         layer = network.get_layer(layer_name)
