@@ -124,11 +124,11 @@ def test_embed_clips_averages_each_clips_patches(tiny_embedder: MusicnnEmbedder)
     rng = np.random.default_rng(3)
     clips = (rng.normal(0, 0.2, (2, 10 * sr)) * 32767).astype(np.int16)
     out = tiny_embedder.embed_clips(clips, sr)
-    assert tiny_embedder.feature == "penultimate"  # the default embedding
-    assert out.vectors.shape == (2, TINY.backend_units) and out.tags.shape == (2, TINY.n_classes)
+    assert tiny_embedder.feature == "max_pool"  # the default embedding
+    assert out.vectors.shape == (2, TINY.pool_dims) and out.tags.shape == (2, TINY.n_classes)
     assert out.patches_per_clip.tolist() == [3, 3]
     per_patch = tiny_embedder.features(patches(log_mel(clips[1].astype(np.float32) / 32768.0, sr)))
-    np.testing.assert_allclose(out.vectors[1], per_patch["penultimate"].mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.vectors[1], per_patch["max_pool"].mean(axis=0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out.tags[1], per_patch["taggram"].mean(axis=0), rtol=1e-5, atol=1e-5)
     assert not np.allclose(out.vectors[0], out.vectors[1])
     one = tiny_embedder.embed_audio(clips[0].astype(np.float32) / 32768.0, sr)
