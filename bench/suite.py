@@ -196,142 +196,13 @@ def run(profile: Profile, workdir: Path, log: Callable[[str], None] | None = Non
 def _flows(profile: Profile, workdir: Path, base: inputs.BenchSet, big: inputs.BenchSet,
            warm_set: inputs.BenchSet, figures: dict[str, Any], ratios: dict[str, float | None],
            log: Callable[[str], None]) -> Path:
-    """The flow comparisons; returns the data root of the full preprocessing, for training."""
+    """The flow comparisons (steps 3 to 5); returns the data root of the full preprocessing, for training."""
     roots = workdir / "roots"
-    warm_path = base.paths[0]
-    pools: dict[str, Any] = {}
+    pools = _warm_pools(profile, base.paths[0], figures, log)
     try:
-        # ---- 3. warm pools, then interleaved rounds on the same set ---------------------------
-        makers: dict[str, Callable[[], Any]] = {
-            "flow2": lambda: preprocess.WarmCluster(2, warm_path),
-            "flow1": lambda: preprocess.WarmCluster(1, warm_path),
-            "pool2": lambda: preprocess.PlainPool(2, warm_path),
-        }
-        if profile.pool1:
-            makers["pool1"] = lambda: preprocess.PlainPool(1, warm_path)
-        for name, make in makers.items():
-            pools[name] = make()
-        figures["warm_pool_start_s"] = {name: p.start_s for name, p in pools.items()}
-        log("warm pools started: " + ", ".join(f"{k} {v.start_s:.1f} s" for k, v in pools.items()))
-
-        def config(name: str, source: Path, root: Path, shard_size: int = profile.shard_size, **kw: Any) -> Any:
-            pool = pools[name]
-            address = pool.address if isinstance(pool, preprocess.WarmCluster) else None
-            return preprocess.bench_config(source, root, pool.workers, dask_address=address,
-                                           shard_size=shard_size, **kw)
-
-        # Shards are whole tasks: 11 equal shards can go at most 11 / 6 = 1.83 times faster on
-        # 2 workers than on 1, whatever runs them. The comparisons use the shard size nearest
-        # the profile's whose shards 2 workers can share evenly, and report both bounds.
-        flow_shard_size = preprocess.balanced_shard_size(big.root, 2, profile.shard_size)
-        sizes = preprocess.shard_sizes(big.root, flow_shard_size)
-        figures["flow_set_shards"] = {
-            "shard_size": flow_shard_size, "shards": len(sizes),
-            "granularity_bound": preprocess.granularity_bound(sizes, 2),
-            "profile_shard_size": profile.shard_size, "profile_granularity_bound": preprocess.granularity_bound(
-                preprocess.shard_sizes(big.root, profile.shard_size), 2)}
-        log("flow comparisons: {shards} shards of about {shard_size} tracks (2-worker bound {granularity_bound:.2f}; "
-            "{profile_shard_size} a shard would bound it at {profile_granularity_bound:.2f})".format(
-                **figures["flow_set_shards"]))
-
-        def side(name: str, source: Path, clips_per_track: int | None) -> Callable[[], float]:
-            def go() -> float:
-                root = preprocess.fresh_root(roots, name)
-                try:
-                    cfg = config(name, source, root, shard_size=flow_shard_size, clips_per_track=clips_per_track)
-                    pool = pools[name]
-                    return pool.timed(cfg) if isinstance(pool, preprocess.PlainPool) else preprocess.timed_flow(cfg)
-                finally:
-                    preprocess.remove_root(root)
-            return go
-
-        for name in pools:  # first use: Prefect's task machinery in the workers, the flow engine here
-            side(name, warm_set.root, None)()
-        big_paths = list(big.paths)
-        # The seed's single 10 s clip for the comparison with the seed; the default (every 10 s
-        # window of a track) for the orchestration and scaling comparisons.
-        sides: dict[str, Callable[[], Any]] = {"seed": lambda: methods.seed_loop(big_paths),
-                                               "flow2_1clip": side("flow2", big.root, 1)}
-        sides.update({name: side(name, big.root, None) for name in pools})
-        # The machine's own scaling for this work: the decode and mel functions alone (no shard
-        # writes, no orchestration) in one process of the plain pool, then in both at once.
-        machine_shards = [methods.track_table(chunk)
-                          for chunk in _chunks(big_paths[:MACHINE_TRACKS], preprocess.SHARD_SIZE)]
-        every_window = preprocess.bench_config(big.root, workdir / "unused", 2, clips_per_track=None).audio
-
-        def machine(processes: int) -> Callable[[], int]:
-            def go() -> int:
-                jobs = [pools["pool2"].pool.submit(methods.genreflow_loop, machine_shards, every_window)
-                        for _ in range(processes)]
-                return sum(job.result() for job in jobs)
-            return go
-
-        sides.update(machine1=machine(1), machine2=machine(2))
-        recorder = timing.Recorder(cpu={})
-        loads = []
-        for r in range(profile.flow_rounds):
-            for name, fn in sides.items():
-                recorder.time(name, fn)
-            loads.append(os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
-            log(f"round {r + 1}/{profile.flow_rounds}: " + ", ".join(
-                f"{k} {v[-1]:.1f} s" for k, v in recorder.times.items()) + f" (load {loads[-1]:.1f})")
-        figures["set_load_average_1min"] = loads
-        cpu = {name: {k: min(run[k] for run in runs) for k in runs[0]} for name, runs in (recorder.cpu or {}).items()}
-        figures["set_cpu_s"] = cpu  # least CPU seconds of any round, by process role
-        figures["orchestration_cpu_overhead"] = sum(cpu["flow2"].values()) / sum(cpu["pool2"].values())
-        log("CPU seconds, least of the rounds: " + "; ".join(
-            f"{k} " + ", ".join(f"{role} {v:.1f}" for role, v in c.items()) for k, c in cpu.items()))
-        best = {name: recorder.timing(name).best for name in sides}
-        figures["set_timings"] = {name: recorder.timing(name).as_dict() for name in sides}
-        figures["set_per_track_s"] = {name: t / len(big) for name, t in best.items() if not name.startswith("machine")}
-        ratios["preprocess_vs_seed"] = best["seed"] / best["flow2_1clip"]
-        ratios["orchestration_overhead"] = best["flow2"] / best["pool2"]
-        ratios["worker_scaling"] = best["flow1"] / best["flow2"]
-        if "pool1" in best:
-            figures["pool_scaling"] = best["pool1"] / best["pool2"]
-        figures["machine_scaling"] = 2 * best["machine1"] / best["machine2"]
-        # This machine's speed drifts by 15 % within minutes, and the same work then costs more
-        # CPU seconds: scaling with each side's time per CPU second of its workers separates
-        # what the software loses from what the machine did meanwhile.
-        figures["worker_scaling_at_equal_cpu"] = (ratios["worker_scaling"]
-                                                  * cpu["flow2"]["workers"] / cpu["flow1"]["workers"])
-        if "pool1" in best:
-            figures["pool_scaling_at_equal_cpu"] = (figures["pool_scaling"]
-                                                    * cpu["pool2"]["workers"] / cpu["pool1"]["workers"])
-        log(f"scaling from 1 to 2: flow {ratios['worker_scaling']:.2f}, plain pool "
-            f"{figures.get('pool_scaling', float('nan')):.2f}, the stage functions alone (the machine) "
-            f"{figures['machine_scaling']:.2f}; at equal CPU seconds: flow "
-            f"{figures['worker_scaling_at_equal_cpu']:.2f}, "
-            f"pool {figures.get('pool_scaling_at_equal_cpu', float('nan')):.2f}")
-        # The most worker_scaling can be on this machine: the 2-worker flow cannot take less wall time
-        # than all its processes' CPU time spread over the cores, while the 1-worker flow has a core
-        # to spare for the flow process and the API.
-        cores = os.cpu_count() or 2
-        figures["worker_scaling_cpu_bound"] = best["flow1"] / (sum(cpu["flow2"].values()) / cores)
-        figures["flow2_1clip_per_core_vs_floor"] = ((best["flow2_1clip"] * 2 / len(big))
-                                                    / figures["one_core_per_track_s"]["floor"])
-        figures["seed_vs_one_core_genreflow"] = (figures["one_core_per_track_s"]["seed"]
-                                                 / figures["one_core_per_track_s"]["genreflow"])
-
-        # ---- 3b. the whole of preprocessing, augmentation included (issue 13) ----------------
+        _flow_rounds(profile, workdir, big, warm_set, pools, figures, ratios, log)
         _augmented(profile, workdir, big, pools, figures, ratios, log)
-
-        # ---- 4. full default preprocessing, then no-op reruns ---------------------------------
-        full_root = preprocess.fresh_root(roots, "full")
-        full_cfg = config("flow2", base.root, full_root, augment=True,
-                          clips_per_track=profile.full_clips_per_track)
-        start = time.perf_counter()
-        summary = preprocess.run_flow(full_cfg)
-        full_s = time.perf_counter() - start
-        noop = timing.repeat_timed(lambda: preprocess.run_flow(full_cfg), repeats=profile.noop_rounds, warmup=0)
-        ratios["noop_rerun_fraction"] = noop.median / full_s
-        figures["full_preprocess"] = {"tracks": len(base), "seconds": full_s, "per_track_s": full_s / len(base),
-                                      "shards_computed": summary, "noop_rerun": noop.as_dict(),
-                                      "clips": _count_clips(full_root)}
-        log(f"full preprocessing of {len(base)} tracks (augmented): {full_s:.1f} s; "
-            f"no-op rerun {noop.median:.1f} s")
-
-        # ---- 4b. a rebuild after 5 % new tracks, beside a full preprocessing of the grown set ---
+        full_root, full_s = _full_preprocess(profile, base, roots, pools, figures, ratios, log)
         grown = incremental.measure(big, roots, 2, pools["flow2"].address, profile.shard_size,
                                     profile.full_clips_per_track, profile.incremental_rounds, log)
         ratios["incremental_rebuild_fraction"] = grown.pop("ratio")
@@ -339,8 +210,167 @@ def _flows(profile: Profile, workdir: Path, base: inputs.BenchSet, big: inputs.B
     finally:
         for pool in pools.values():
             pool.close()
+    _cold_runs(profile, base, big, roots, full_root, full_s, figures, log)
+    return full_root
 
-    # ---- 5. cold runs, as the CLI starts them ------------------------------------------------
+
+def _warm_pools(profile: Profile, warm_path: Path, figures: dict[str, Any], log: Callable[[str], None]
+                ) -> dict[str, Any]:
+    """Dask LocalClusters of 2 and 1 workers (the flow's) and process pools of 2 (and 1), each warmed."""
+    makers: dict[str, Callable[[], Any]] = {
+        "flow2": lambda: preprocess.WarmCluster(2, warm_path),
+        "flow1": lambda: preprocess.WarmCluster(1, warm_path),
+        "pool2": lambda: preprocess.PlainPool(2, warm_path),
+    }
+    if profile.pool1:
+        makers["pool1"] = lambda: preprocess.PlainPool(1, warm_path)
+    pools: dict[str, Any] = {}
+    try:
+        for name, make in makers.items():
+            pools[name] = make()
+    except BaseException:
+        for pool in pools.values():
+            pool.close()
+        raise
+    figures["warm_pool_start_s"] = {name: p.start_s for name, p in pools.items()}
+    log("warm pools started: " + ", ".join(f"{k} {v.start_s:.1f} s" for k, v in pools.items()))
+    return pools
+
+
+def _pool_config(pools: dict[str, Any], name: str, source: Path, root: Path, shard_size: int, **kw: Any) -> Any:
+    """A preprocessing configuration that runs on pool ``name`` (a warm cluster's address, or none)."""
+    pool = pools[name]
+    address = pool.address if isinstance(pool, preprocess.WarmCluster) else None
+    return preprocess.bench_config(source, root, pool.workers, dask_address=address, shard_size=shard_size, **kw)
+
+
+def _flow_rounds(profile: Profile, workdir: Path, big: inputs.BenchSet, warm_set: inputs.BenchSet,
+                 pools: dict[str, Any], figures: dict[str, Any], ratios: dict[str, float | None],
+                 log: Callable[[str], None]) -> None:
+    """Step 3: interleaved rounds of the seed's loop, the flows and the pools on the same set, to the mel stage."""
+    roots = workdir / "roots"
+    # Shards are whole tasks: 11 equal shards can go at most 11 / 6 = 1.83 times faster on
+    # 2 workers than on 1, whatever runs them. The comparisons use the shard size nearest
+    # the profile's whose shards 2 workers can share evenly, and report both bounds.
+    flow_shard_size = preprocess.balanced_shard_size(big.root, 2, profile.shard_size)
+    sizes = preprocess.shard_sizes(big.root, flow_shard_size)
+    figures["flow_set_shards"] = {
+        "shard_size": flow_shard_size, "shards": len(sizes),
+        "granularity_bound": preprocess.granularity_bound(sizes, 2),
+        "profile_shard_size": profile.shard_size, "profile_granularity_bound": preprocess.granularity_bound(
+            preprocess.shard_sizes(big.root, profile.shard_size), 2)}
+    log("flow comparisons: {shards} shards of about {shard_size} tracks (2-worker bound {granularity_bound:.2f}; "
+        "{profile_shard_size} a shard would bound it at {profile_granularity_bound:.2f})".format(
+            **figures["flow_set_shards"]))
+
+    def side(name: str, source: Path, clips_per_track: int | None) -> Callable[[], float]:
+        def go() -> float:
+            root = preprocess.fresh_root(roots, name)
+            try:
+                cfg = _pool_config(pools, name, source, root, flow_shard_size, clips_per_track=clips_per_track)
+                pool = pools[name]
+                return pool.timed(cfg) if isinstance(pool, preprocess.PlainPool) else preprocess.timed_flow(cfg)
+            finally:
+                preprocess.remove_root(root)
+        return go
+
+    for name in pools:  # first use: Prefect's task machinery in the workers, the flow engine here
+        side(name, warm_set.root, None)()
+    big_paths = list(big.paths)
+    # The seed's single 10 s clip for the comparison with the seed; the default (every 10 s
+    # window of a track) for the orchestration and scaling comparisons.
+    sides: dict[str, Callable[[], Any]] = {"seed": lambda: methods.seed_loop(big_paths),
+                                           "flow2_1clip": side("flow2", big.root, 1)}
+    sides.update({name: side(name, big.root, None) for name in pools})
+    # The machine's own scaling for this work: the decode and mel functions alone (no shard
+    # writes, no orchestration) in one process of the plain pool, then in both at once.
+    machine_shards = [methods.track_table(chunk)
+                      for chunk in _chunks(big_paths[:MACHINE_TRACKS], preprocess.SHARD_SIZE)]
+    every_window = preprocess.bench_config(big.root, workdir / "unused", 2, clips_per_track=None).audio
+
+    def machine(processes: int) -> Callable[[], int]:
+        def go() -> int:
+            jobs = [pools["pool2"].pool.submit(methods.genreflow_loop, machine_shards, every_window)
+                    for _ in range(processes)]
+            return sum(job.result() for job in jobs)
+        return go
+
+    sides.update(machine1=machine(1), machine2=machine(2))
+    recorder = timing.Recorder(cpu={})
+    loads = []
+    for r in range(profile.flow_rounds):
+        for name, fn in sides.items():
+            recorder.time(name, fn)
+        loads.append(os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
+        log(f"round {r + 1}/{profile.flow_rounds}: " + ", ".join(
+            f"{k} {v[-1]:.1f} s" for k, v in recorder.times.items()) + f" (load {loads[-1]:.1f})")
+    figures["set_load_average_1min"] = loads
+    _round_figures(recorder, list(sides), len(big), figures, ratios, log)
+
+
+def _round_figures(recorder: timing.Recorder, sides: list[str], tracks: int, figures: dict[str, Any],
+                   ratios: dict[str, float | None], log: Callable[[str], None]) -> None:
+    """The ratios and figures of step 3's rounds: against the seed, orchestration, scaling."""
+    cpu = {name: {k: min(run[k] for run in runs) for k in runs[0]} for name, runs in (recorder.cpu or {}).items()}
+    figures["set_cpu_s"] = cpu  # least CPU seconds of any round, by process role
+    figures["orchestration_cpu_overhead"] = sum(cpu["flow2"].values()) / sum(cpu["pool2"].values())
+    log("CPU seconds, least of the rounds: " + "; ".join(
+        f"{k} " + ", ".join(f"{role} {v:.1f}" for role, v in c.items()) for k, c in cpu.items()))
+    best = {name: recorder.timing(name).best for name in sides}
+    figures["set_timings"] = {name: recorder.timing(name).as_dict() for name in sides}
+    figures["set_per_track_s"] = {name: t / tracks for name, t in best.items() if not name.startswith("machine")}
+    ratios["preprocess_vs_seed"] = best["seed"] / best["flow2_1clip"]
+    ratios["orchestration_overhead"] = best["flow2"] / best["pool2"]
+    ratios["worker_scaling"] = best["flow1"] / best["flow2"]
+    if "pool1" in best:
+        figures["pool_scaling"] = best["pool1"] / best["pool2"]
+    figures["machine_scaling"] = 2 * best["machine1"] / best["machine2"]
+    # This machine's speed drifts by 15 % within minutes, and the same work then costs more
+    # CPU seconds: scaling with each side's time per CPU second of its workers separates
+    # what the software loses from what the machine did meanwhile.
+    figures["worker_scaling_at_equal_cpu"] = (ratios["worker_scaling"]
+                                              * cpu["flow2"]["workers"] / cpu["flow1"]["workers"])
+    if "pool1" in best:
+        figures["pool_scaling_at_equal_cpu"] = (figures["pool_scaling"]
+                                                * cpu["pool2"]["workers"] / cpu["pool1"]["workers"])
+    log(f"scaling from 1 to 2: flow {ratios['worker_scaling']:.2f}, plain pool "
+        f"{figures.get('pool_scaling', float('nan')):.2f}, the stage functions alone (the machine) "
+        f"{figures['machine_scaling']:.2f}; at equal CPU seconds: flow "
+        f"{figures['worker_scaling_at_equal_cpu']:.2f}, "
+        f"pool {figures.get('pool_scaling_at_equal_cpu', float('nan')):.2f}")
+    # The most worker_scaling can be on this machine: the 2-worker flow cannot take less wall time
+    # than all its processes' CPU time spread over the cores, while the 1-worker flow has a core
+    # to spare for the flow process and the API.
+    cores = os.cpu_count() or 2
+    figures["worker_scaling_cpu_bound"] = best["flow1"] / (sum(cpu["flow2"].values()) / cores)
+    figures["flow2_1clip_per_core_vs_floor"] = ((best["flow2_1clip"] * 2 / tracks)
+                                                / figures["one_core_per_track_s"]["floor"])
+    figures["seed_vs_one_core_genreflow"] = (figures["one_core_per_track_s"]["seed"]
+                                             / figures["one_core_per_track_s"]["genreflow"])
+
+
+def _full_preprocess(profile: Profile, base: inputs.BenchSet, roots: Path, pools: dict[str, Any],
+                     figures: dict[str, Any], ratios: dict[str, float | None], log: Callable[[str], None]
+                     ) -> tuple[Path, float]:
+    """Step 4: the full default preprocessing (augmentation on), then no-op reruns; (its root, its seconds)."""
+    full_root = preprocess.fresh_root(roots, "full")
+    full_cfg = _pool_config(pools, "flow2", base.root, full_root, profile.shard_size, augment=True,
+                            clips_per_track=profile.full_clips_per_track)
+    start = time.perf_counter()
+    summary = preprocess.run_flow(full_cfg)
+    full_s = time.perf_counter() - start
+    noop = timing.repeat_timed(lambda: preprocess.run_flow(full_cfg), repeats=profile.noop_rounds, warmup=0)
+    ratios["noop_rerun_fraction"] = noop.median / full_s
+    figures["full_preprocess"] = {"tracks": len(base), "seconds": full_s, "per_track_s": full_s / len(base),
+                                  "shards_computed": summary, "noop_rerun": noop.as_dict(),
+                                  "clips": _count_clips(full_root)}
+    log(f"full preprocessing of {len(base)} tracks (augmented): {full_s:.1f} s; no-op rerun {noop.median:.1f} s")
+    return full_root, full_s
+
+
+def _cold_runs(profile: Profile, base: inputs.BenchSet, big: inputs.BenchSet, roots: Path, full_root: Path,
+               full_s: float, figures: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Step 5: a cold no-op rerun and (full profile) a cold flow, as ``genreflow preprocess`` starts them."""
     cold_cfg = preprocess.bench_config(base.root, full_root, 2, augment=True, shard_size=profile.shard_size,
                                        clips_per_track=profile.full_clips_per_track)
     start = time.perf_counter()
@@ -359,7 +389,6 @@ def _flows(profile: Profile, workdir: Path, base: inputs.BenchSet, big: inputs.B
         figures["flow2_cold_s"] = cold
         figures["preprocess_vs_seed_cold"] = figures["set_timings"]["seed"]["best_s"] / cold
         log(f"cold flow on 2 workers (fresh LocalCluster): {cold:.1f} s")
-    return full_root
 
 
 def _augmented(profile: Profile, workdir: Path, big: inputs.BenchSet, pools: dict[str, Any],

@@ -22,6 +22,10 @@ State = Literal["done", "stale", "missing", "corrupt"]
 class FileEntry(BaseModel):
     size: int
     checksum: str
+    # Local files: the modification time it was sealed with. A file whose size and mtime still agree is
+    # trusted without being read again (as make and rsync do): any write changes the mtime, and re-hashing
+    # every output on every rerun cost more than the work a rerun skips. None: always checksummed.
+    mtime_ns: int | None = None
 
 
 class Manifest(BaseModel):
@@ -49,7 +53,8 @@ def write_manifest(
 ) -> Manifest:
     """Record ``files`` (paths beside the manifest) as one complete output."""
     entries = {
-        posixpath.basename(path): FileEntry(size=root.size(path), checksum=root.checksum(path))
+        posixpath.basename(path): FileEntry(size=root.size(path), checksum=root.checksum(path),
+                                            mtime_ns=root.mtime_ns(path))
         for path in files
     }
     manifest = Manifest(
@@ -78,7 +83,11 @@ def read_manifest(root: DataRoot, manifest_path: str) -> Manifest | None:
 def output_state(
     root: DataRoot, manifest_path: str, fingerprint: str, verify_checksums: bool = True
 ) -> State:
-    """done, stale (made from other inputs), missing, or corrupt (files altered)."""
+    """done, stale (made from other inputs), missing, or corrupt (files altered).
+
+    ``verify_checksums``: re-hash every file whose modification time changed since it was sealed (all of
+    them where the filesystem has none); without it, sizes alone are compared.
+    """
     manifest = read_manifest(root, manifest_path)
     if manifest is None:
         return "missing"
@@ -88,7 +97,8 @@ def output_state(
         path = root.sibling(manifest_path, filename)
         if not root.exists(path) or root.size(path) != entry.size:
             return "corrupt"
-        if verify_checksums and root.checksum(path) != entry.checksum:
+        unchanged = entry.mtime_ns is not None and root.mtime_ns(path) == entry.mtime_ns
+        if verify_checksums and not unchanged and root.checksum(path) != entry.checksum:
             return "corrupt"
     return "done"
 

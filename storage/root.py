@@ -97,6 +97,10 @@ class DataRoot:
     def size(self, path: str) -> int:
         return int(self.fs.size(path))
 
+    def mtime_ns(self, path: str) -> int | None:
+        """A local file's modification time in ns; None on other filesystems (their mtimes vary in kind)."""
+        return os.stat(path).st_mtime_ns if self.is_local else None
+
     def listdir(self, stage: str) -> list[str]:
         directory = self.join(stage)
         if not self.fs.exists(directory):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +164,18 @@ def test_frame_fingerprint_sees_content_row_order_and_column_names() -> None:
     assert frame_fingerprint(frame.rename(columns={"genre": "style"})) != base
     assert frame_fingerprint(frame.iloc[::-1]) != base
     assert frame_fingerprint(frame.iloc[:2]) != base
+
+
+def test_an_unchanged_local_file_is_not_read_again_and_a_touched_one_is(
+        sealed: tuple[DataRoot, str, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    root, manifest_path, files = sealed
+    if not root.is_local:
+        assert read_manifest(root, manifest_path).files["s0.npy"].mtime_ns is None  # type: ignore[union-attr]
+        return
+    hashed: list[str] = []
+    checksum = DataRoot.checksum
+    monkeypatch.setattr(DataRoot, "checksum", lambda self, path: hashed.append(path) or checksum(self, path))
+    assert output_state(root, manifest_path, "fp-1") == "done" and hashed == []
+    stat = os.stat(files[0])
+    os.utime(files[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # same bytes, touched
+    assert output_state(root, manifest_path, "fp-1") == "done" and hashed == [files[0]]
