@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from genreflow.model.audio import AUDIO_EXTENSIONS, clip_windows, decode_audio
+from genreflow.model.audio import AUDIO_EXTENSIONS, clip_windows, decode_audio, pad_tolerance
 from genreflow.model.musicnn import FEATURES, MusicnnEmbedder, log_mel, patches
 from genreflow.tasks.folds import make_folds
 
@@ -49,7 +49,8 @@ def embed_collection(folder: Path, embedders: Mapping[str, MusicnnEmbedder]) -> 
     wall = cpu = 0.0
     clips_done = 0
     for number, path in enumerate(paths):
-        clips = clip_windows(decode_audio(path, SAMPLE_RATE), round(CLIP_SECONDS * SAMPLE_RATE), pad_short=True)
+        clip = round(CLIP_SECONDS * SAMPLE_RATE)
+        clips = clip_windows(decode_audio(path, SAMPLE_RATE), clip, pad_short=True, tolerance=pad_tolerance(clip))
         tracks.append(path.stem)
         genres.append(path.parent.name)
         clip_track += [number] * len(clips)

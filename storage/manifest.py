@@ -93,12 +93,17 @@ def output_state(
         return "missing"
     if manifest.fingerprint != fingerprint:
         return "stale"
+    return "done" if files_intact(root, manifest_path, manifest, verify_checksums) else "corrupt"
+
+
+def files_intact(root: DataRoot, manifest_path: str, manifest: Manifest, verify_checksums: bool = True) -> bool:
+    """Whether every file ``manifest`` sealed is still there as it was sealed (see output_state)."""
     for filename, entry in manifest.files.items():
         path = root.sibling(manifest_path, filename)
         if not root.exists(path) or root.size(path) != entry.size:
-            return "corrupt"
+            return False
         unchanged = entry.mtime_ns is not None and root.mtime_ns(path) == entry.mtime_ns
         if verify_checksums and not unchanged and root.checksum(path) != entry.checksum:
-            return "corrupt"
-    return "done"
+            return False
+    return True
 

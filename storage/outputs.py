@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from genreflow.storage.fingerprint import fingerprint
-from genreflow.storage.manifest import Manifest, output_state, read_manifest, write_manifest
+from genreflow.storage.manifest import Manifest, files_intact, output_state, read_manifest, write_manifest
 from genreflow.storage.root import DataRoot, StorageError
 
 # stage -> (folder, stem) templates. {key} is the output's key; {parent} and {leaf} are the key split at
@@ -242,6 +242,19 @@ def open_output(root: DataRoot, spec: OutputSpec, force: bool = False) -> Iterat
     out.clear()
     yield out
     out.seal()
+
+
+def read_sealed_parquet(root: DataRoot, stage: str, key: str, name: str) -> pd.DataFrame | None:
+    """A table of an earlier output, whatever it was made from, or None unless its files are intact as sealed.
+
+    For what a stage carries over from its last run (ingest's splits and shards): a file a killed or
+    damaged write left behind is never read as if it were complete.
+    """
+    manifest_file = manifest_path(root, stage, key)
+    manifest = read_manifest(root, manifest_file)
+    if manifest is None or not files_intact(root, manifest_file, manifest):
+        return None
+    return root.read_parquet(output_path(root, stage, key, name))
 
 
 def state_of(root: DataRoot, spec: OutputSpec, verify: bool = True) -> str:

@@ -19,7 +19,14 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from genreflow.storage.fingerprint import frame_fingerprint
-from genreflow.storage.outputs import SKIPPED_TABLE, TRACKS_TABLE, OutputSpec, open_output, tracks_path
+from genreflow.storage.outputs import (
+    SKIPPED_TABLE,
+    TRACKS_TABLE,
+    OutputSpec,
+    open_output,
+    read_sealed_parquet,
+    tracks_path,
+)
 from genreflow.storage.root import QUARANTINE_COLUMNS, SPLITS, DataRoot
 from genreflow.tasks.sources import (
     TRACK_COLUMNS,
@@ -126,7 +133,10 @@ def ingest_stage(root_url: str, source_cfg: SourceConfig, split: SplitConfig, sh
     """
     root = DataRoot(root_url)
     root.ensure_writable()
-    previous = root.read_parquet(tracks_path(root)) if root.exists(tracks_path(root)) else None
+    previous = read_sealed_parquet(root, "ingest", "", TRACKS_TABLE)
+    if previous is None and root.exists(tracks_path(root)):
+        log("ingest: %s is not as the last ingest sealed it (a killed or damaged write); splits and shards are "
+            "assigned afresh", tracks_path(root))
     source = source_of(source_cfg, Path(root.local_path(root.join("raw", "demo"))), workers)
     if isinstance(source, DemoSource) and source.needs_writing():
         log("ingest: writing a demo set of %d tracks per genre to %s", source.tracks_per_genre, source.root)

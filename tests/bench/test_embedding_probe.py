@@ -38,8 +38,9 @@ def test_embed_collection_gives_one_row_per_clip_for_each_model_and_layer(tmp_pa
     embedder = MusicnnEmbedder(prefix, [str(i) for i in range(TINY.n_classes)], arch=TINY)
     data = embedding_probe.embed_collection(tmp_path, {"tiny": embedder})
     assert data["tracks"] == ["jazz0", "rock0", "rock1"]
-    assert data["clip_track"].tolist() == [0, 1, 1, 2]  # 5 s is padded to one clip, 21 s gives two
+    # 5 s is padded to one clip; 21 s gives two whole clips and a third flush with its end, 12 s two
+    assert data["clip_track"].tolist() == [0, 1, 1, 1, 2, 2]
     assert set(data["features"]) == {f"tiny:{f}" for f in FEATURES}
-    assert data["features"]["tiny:penultimate"].shape == (4, TINY.backend_units)
+    assert data["features"]["tiny:penultimate"].shape == (6, TINY.backend_units)
     assert data["cpu_s_per_clip"] > 0
 

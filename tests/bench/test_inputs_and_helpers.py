@@ -72,13 +72,16 @@ def test_granularity_bound_is_the_busiest_workers_share() -> None:
 
 
 def test_balanced_shard_size_makes_shards_two_workers_share_evenly(tmp_path: Path) -> None:
-    source = _fake_set(tmp_path / "base", per_genre=30).root  # 60 tracks: 48 train, 6 val, 6 test
-    sizes_at_10 = preprocess.shard_sizes(source, 10)
-    assert sum(sizes_at_10) == 60
-    size = preprocess.balanced_shard_size(source, 2, 10)
-    assert size > 10  # 10 a shard cuts 7 shards of 6 to 10 tracks
+    source = _fake_set(tmp_path / "base", per_genre=30).root  # 60 tracks, split by hash of track
+    sizes_at_5 = preprocess.shard_sizes(source, 5)
+    assert sum(sizes_at_5) == 60 and max(sizes_at_5) <= 5
+    assert preprocess.granularity_bound(sizes_at_5, 2) < 0.99 * 2  # 13 shards of up to 5: one worker gets 7
+    size = preprocess.balanced_shard_size(source, 2, 5)
+    assert size > 5
     assert preprocess.granularity_bound(preprocess.shard_sizes(source, size), 2) >= 0.99 * 2
-    assert all(preprocess.granularity_bound(preprocess.shard_sizes(source, s), 2) < 0.99 * 2 for s in range(10, size))
+    assert all(preprocess.granularity_bound(preprocess.shard_sizes(source, s), 2) < 0.99 * 2 for s in range(5, size))
+    # No size up to twice the asked one balances 10-track shards of this set: the asked size is kept.
+    assert preprocess.balanced_shard_size(source, 2, 10) == 10
 
 
 def test_steady_rate_excludes_the_first_batch() -> None:

@@ -23,7 +23,7 @@ from genreflow.storage.manifest import read_manifest
 from genreflow.storage.outputs import manifest_path, tracks_path
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import read_shard_index
-from tests.flows.conftest import small_config
+from tests.flows.conftest import DEMO_SECONDS, small_config
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -78,7 +78,7 @@ def extra_tracks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from genreflow.tasks.demo import generate_demo_set
 
     folder = tmp_path_factory.mktemp("extra")
-    generate_demo_set(folder, tracks_per_genre=1, seed=123, seconds=12.0, genres=["Rock", "Pop", "Folk"])
+    generate_demo_set(folder, tracks_per_genre=1, seed=123, seconds=DEMO_SECONDS, genres=["Rock", "Pop", "Folk"])
     return folder
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from genreflow.flows.config import Config
 from genreflow.flows.rebuild import run_command
-from tests.flows.conftest import small_config
+from tests.flows.conftest import DEMO_SECONDS, small_config
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
@@ -22,14 +22,15 @@ def learnable_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from genreflow.tasks.demo import generate_demo_set
 
     folder = tmp_path_factory.mktemp("demo-learn")
-    generate_demo_set(folder, tracks_per_genre=TRACKS_PER_GENRE, seed=11, seconds=12.0)
+    generate_demo_set(folder, tracks_per_genre=TRACKS_PER_GENRE, seed=11, seconds=DEMO_SECONDS)
     return folder
 
 
 def rebuild_config(root: Path, demo: Path, **overrides: object) -> Config:
     # A quarter of the tracks is held out for test (by hash: about 16), so accuracy is measured on enough tracks.
-    return small_config(root, demo, shard_size=16, test_fraction=0.25, val_fraction=0.125, epochs=12,
-                        patience=4, **overrides)
+    values: dict[str, object] = {"shard_size": 16, "test_fraction": 0.25, "val_fraction": 0.125, "epochs": 12,
+                                 "patience": 4}
+    return small_config(root, demo, **{**values, **overrides})
 
 
 @pytest.fixture(scope="module")

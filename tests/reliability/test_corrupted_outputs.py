@@ -116,7 +116,8 @@ def test_a_damaged_shard_is_never_fed_to_training_even_if_its_manifest_is_gone(
 ) -> None:
     """No manifest means missing, whatever the array holds: training refuses rather than trusting the file."""
     root = copy_root(preprocessed_root, tmp_path / "root")
-    (root / "mel" / "val-0001.manifest.json").unlink()
-    np.save(root / "mel" / "val-0001.npy", np.full((1, 128, 431), np.nan, np.float16))
+    shard = sorted(p.name.split(".")[0] for p in (root / "mel").glob("val-*.manifest.json"))[-1]
+    (root / "mel" / f"{shard}.manifest.json").unlink()
+    np.save(root / "mel" / f"{shard}.npy", np.full((1, 128, 431), np.nan, np.float16))
     code, err = run(["train", *cli_flags(root, demo_dir), "--to-stage", "stats"], capsys)
-    assert code == 1 and "mel/val-0001 (missing)" in err.strip().splitlines()[-1]
+    assert code == 1 and f"mel/{shard} (missing)" in err.strip().splitlines()[-1]

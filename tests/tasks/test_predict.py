@@ -129,7 +129,7 @@ def test_stage_writes_once_and_a_rerun_skips_without_loading_the_model(model_dir
     assert [len(s.files) for s in plan.shards] == [1, 1, 1, 1]  # fewer files than MIN_SHARDS: one a shard
     first = [predict_stage(work, shard, load, AUDIO, 3, False, "run-test") for shard in plan.shards]
     assert [(r.skipped, r.files, r.failed, r.windows) for r in first] == \
-        [(False, 1, 0, 1), (False, 1, 0, 2), (False, 1, 0, 3), (False, 1, 1, 0)]
+        [(False, 1, 0, 2), (False, 1, 0, 3), (False, 1, 0, 4), (False, 1, 1, 0)]  # whole 1 s windows, the last flush
     assert len(loads) == 4 and all(0 < r.load_s < r.seconds for r in first)
     table = read_predictions(work, plan)
     assert table["path"].tolist() == files and table["error"].tolist() == ["", "", "", "no such file"]
