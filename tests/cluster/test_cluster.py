@@ -141,7 +141,7 @@ def test_rebuild_on_the_cluster_completes_in_prefect_and_matches_a_local_cluster
     assert {t.state.type for t in task_runs if t.state} == {StateType.COMPLETED}
     kinds = Counter(task_kind(t) for t in task_runs)
     expected = expected_task_runs(root, config) + Counter({"stats": 1, "baseline": 1, "train": 1, "evaluate": 1,
-                                                                "report": 1})
+                                                                "promote": 1, "report": 1})
     assert kinds == expected, "every stage ran each shard once"
     ran = scheduler_ran(cluster)
     assert all(ran[stage] >= expected[stage] for stage in ("preprocess_shard", "train")), \
