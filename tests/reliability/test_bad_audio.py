@@ -65,7 +65,7 @@ def write_bad_collection(folder: Path, good_mp3: Path) -> None:
     (rock / "empty.mp3").write_bytes(b"")
     (rock / "truncated.mp3").write_bytes(good_mp3.read_bytes()[:4000])
     data = good_mp3.read_bytes()
-    (rock / "cut-late.mp3").write_bytes(data[: len(data) * 24 // 25])  # cut in its last half second
+    (rock / "cut-late.mp3").write_bytes(data[: len(data) * 49 // 50])  # cut in its last fifth of a second
     (rock / "notes.mp3").write_text("this is not audio\n" * 200)
     good_wav = rock / "tmp.wav"
     sf.write(good_wav, tone(440, 2, SR), SR)
