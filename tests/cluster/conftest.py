@@ -202,11 +202,29 @@ class Cluster:
         return {**self.processes.env, "PREFECT_API_URL": self.api_url}
 
     def start_worker(self, name: str) -> None:
+        # PYTHONFAULTHANDLER: a worker stopped with SIGABRT (dump_hung_workers) writes every thread's stack
+        # to its log first.
         process, _ = self.processes.start(
             f"dask-worker-{name}", [executable("dask"), "worker", self.scheduler_address, "--name", name,
                                     "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
-            PREFECT_API_URL=self.api_url)
+            PREFECT_API_URL=self.api_url, PYTHONFAULTHANDLER="1")
         self.workers[name] = process
+
+    def dump_hung_workers(self) -> str:
+        """Abort every worker process (not its nanny) so that it logs its threads' stacks; the logs' tails.
+
+        For a test that timed out waiting on the cluster: says where a worker hung.
+        """
+        import psutil
+
+        tails = []
+        for name, nanny in self.workers.items():
+            with contextlib.suppress(psutil.Error):
+                for child in psutil.Process(nanny.pid).children(recursive=True):
+                    child.send_signal(signal.SIGABRT)
+            time.sleep(2)
+            tails.append(f"--- dask-worker-{name}.log\n{log_tail(self.processes.logs / f'dask-worker-{name}.log')}")
+        return "\n".join(tails)
 
     def kill_worker(self, name: str) -> None:
         """SIGKILL the worker's whole process group: its nanny and the worker process it runs."""

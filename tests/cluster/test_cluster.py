@@ -175,7 +175,11 @@ def test_a_worker_killed_mid_stage_loses_and_duplicates_nothing(
         cluster.kill_worker("worker-a")
         killed_at = manifests(root)
         assert run.poll() is None and len(killed_at) < len(manifests(reference)), "the kill must land mid-stage"
-        run.wait(timeout=300)
+        try:
+            run.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the run did not finish after the kill:\n{log.read_text()[-3000:]}\n"
+                        f"{cluster.dump_hung_workers()}")
     finally:
         stop(run)
         cluster.start_worker("worker-c")  # later tests want two workers again
