@@ -23,6 +23,8 @@ Order of a run (each step prints a line):
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -124,9 +126,6 @@ def _replicate_shards(shards: list[str], folder: Path, copies: int) -> list[str]
 def run(profile: Profile, workdir: Path, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every comparison; returns the JSON document (ratios, figures, machine)."""
     log = log or Log()
-    # The demo's small genres make ingest warn that val/test may lack a genre: true, and beside the point here.
-    for name in ("genreflow.tasks.ingest", "genreflow.tasks.sources", "genreflow.tasks.split"):
-        logging.getLogger(name).setLevel(logging.ERROR)
     machine = timing.machine_info()
     figures: dict[str, Any] = {"profile": asdict(profile)}
     ratios: dict[str, float | None] = {}
@@ -160,18 +159,7 @@ def run(profile: Profile, workdir: Path, log: Callable[[str], None] | None = Non
     figures["one_core_timings"] = {name: t.as_dict() for name, t in single.items()}
     ratios["preprocess_vs_floor"] = per_track["genreflow"] / per_track["floor"]
     log("one core, per track: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in per_track.items()))
-    default = preprocess.bench_config(base.root, workdir / "unused", 1, augment=True, clips_per_track=None)
-    few = inputs.first_per_genre(base, 1)[: profile.stage_tracks]
-    stages = methods.stage_costs(few, default.audio, default.augment, rounds=profile.single_rounds)
-    figures["one_core_stage_costs"] = stages
-    figures["checksum_bytes_per_s"] = methods.checksum_bytes_per_s()
-    ratios["augment_copy_vs_mel"] = stages["copy_vs_mel_spectral"]
-    figures["augment_copy_vs_mel_waveform"] = stages["copy_vs_mel_waveform"]
-    log(f"one core, default stages: decode {stages['decode_per_track_s'] * 1000:.0f} ms/track, "
-        f"mel {stages['mel_per_clip_s'] * 1000:.1f} ms/clip, 4 copies "
-        f"{stages['augment_spectral_per_clip_s'] * 1000:.1f} ms/clip spectral, "
-        f"{stages['augment_waveform_per_clip_s'] * 1000:.0f} ms/clip waveform; one copy / one mel: spectral "
-        f"{stages['copy_vs_mel_spectral']:.3f}, waveform {stages['copy_vs_mel_waveform']:.2f}")
+    _stage_costs(profile, workdir, base, figures, ratios, log)
 
     from genreflow.flows.runner import prefect_api
 
@@ -191,6 +179,23 @@ def run(profile: Profile, workdir: Path, log: Callable[[str], None] | None = Non
                                     train_clips_per_s=figures["train_input"]["shards_samples_per_s"])
             for c in (project.FMA_SMALL, project.FMA_FULL)}
     return report.document(ratios, figures, machine)
+
+
+def _stage_costs(profile: Profile, workdir: Path, base: inputs.BenchSet, figures: dict[str, Any],
+                 ratios: dict[str, float | None], log: Callable[[str], None]) -> None:
+    """One core, the default stages (decode, mel, four copies in either domain) per track and per clip."""
+    default = preprocess.bench_config(base.root, workdir / "unused", 1, augment=True, clips_per_track=None)
+    few = inputs.first_per_genre(base, 1)[: profile.stage_tracks]
+    stages = methods.stage_costs(few, default.audio, default.augment, rounds=profile.single_rounds)
+    figures["one_core_stage_costs"] = stages
+    figures["checksum_bytes_per_s"] = methods.checksum_bytes_per_s()
+    ratios["augment_copy_vs_mel"] = stages["copy_vs_mel_spectral"]
+    figures["augment_copy_vs_mel_waveform"] = stages["copy_vs_mel_waveform"]
+    log(f"one core, default stages: decode {stages['decode_per_track_s'] * 1000:.0f} ms/track, "
+        f"mel {stages['mel_per_clip_s'] * 1000:.1f} ms/clip, 4 copies "
+        f"{stages['augment_spectral_per_clip_s'] * 1000:.1f} ms/clip spectral, "
+        f"{stages['augment_waveform_per_clip_s'] * 1000:.0f} ms/clip waveform; one copy / one mel: spectral "
+        f"{stages['copy_vs_mel_spectral']:.3f}, waveform {stages['copy_vs_mel_waveform']:.2f}")
 
 
 def _flows(profile: Profile, workdir: Path, base: inputs.BenchSet, big: inputs.BenchSet,
@@ -463,6 +468,37 @@ def run_library_only(profile: Profile, workdir: Path, log: Callable[[str], None]
     return report.document(ratios, figures, machine)
 
 
+def run_flow_only(profile: Profile, workdir: Path, log: Callable[[str], None], which: str) -> dict[str, Any]:
+    """Only issue 12's comparison (``--only incremental``) or issue 13's (``--only augmented``: the one-core
+    stage costs and the whole preprocessing against the seed's), on the same inputs and a warm 2-worker cluster."""
+    from genreflow.flows.runner import prefect_api
+
+    machine = timing.machine_info()
+    base = inputs.generate_base_set(workdir / "demo", profile.tracks_per_genre)
+    big = inputs.replicate_set(base, workdir / "demo-x", profile.copies)
+    figures: dict[str, Any] = {"profile": asdict(profile)}
+    ratios: dict[str, float | None] = {}
+    if which == "augmented":
+        _stage_costs(profile, workdir, base, figures, ratios, log)
+    with prefect_api(), contextlib.closing(preprocess.WarmCluster(2, base.paths[0])) as pool:
+        if which == "augmented":
+            _augmented(profile, workdir, big, {"flow2": pool}, figures, ratios, log)
+        else:
+            grown = incremental.measure(big, workdir / "roots", 2, pool.address, profile.shard_size,
+                                        profile.full_clips_per_track, profile.incremental_rounds, log)
+            ratios["incremental_rebuild_fraction"] = grown.pop("ratio")
+            figures["incremental_rebuild"] = grown
+    machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return report.document(ratios, figures, machine)
+
+
+ONLY: dict[str, Callable[[Profile, Path, Callable[[str], None]], dict[str, Any]]] = {
+    "library-predict": run_library_only,
+    "incremental": functools.partial(run_flow_only, which="incremental"),
+    "augmented": functools.partial(run_flow_only, which="augmented"),
+}
+
+
 def _count_clips(root: Path) -> dict[str, int]:
     import numpy as np
 
@@ -525,8 +561,11 @@ def main(quick: bool, json_path: Path | None, workdir: Path | None, only: str | 
     folder.mkdir(parents=True, exist_ok=True)
     log = Log()
     log(f"genreflow benchmark, {profile.name} profile, in {folder}")
+    # The demo's small genres make ingest warn that val/test may lack a genre: true, and beside the point here.
+    for name in ("genreflow.tasks.ingest", "genreflow.tasks.sources", "genreflow.tasks.split"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        doc = run_library_only(profile, folder, log) if only == "library-predict" else run(profile, folder, log)
+        doc = ONLY[only](profile, folder, log) if only else run(profile, folder, log)
     finally:
         if owned:
             shutil.rmtree(folder, ignore_errors=True)
