@@ -24,7 +24,7 @@ from genreflow.storage.root import DataRoot
 from genreflow.tasks.common import ShardPlan, ShardResult
 from genreflow.tasks.decode import write_quarantine
 from genreflow.tasks.ingest import ingest_task
-from genreflow.tasks.shard import preprocess_shard_task
+from genreflow.tasks.shard import finished_shard, preprocess_shard_task
 
 RETRY_DELAY_S = 2  # before a shard task's retry of a transient error
 
@@ -63,10 +63,15 @@ def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
             progress.add_stage(stage, len(planned), sum(len(p.tracks) for p in planned))
     forced = [stage for stage in SHARD_STAGES if config.forced(stage)]
     shard_task = preprocess_shard_task.with_options(retries=config.run.retries, retry_delay_seconds=RETRY_DELAY_S)
-    futures: dict[PrefectFuture, str] = {
-        shard_task.submit(root.url, plan, config.audio, config.augment, stages, forced): plan.shard
-        for plan in longest_first(plans, augment="augment" in stages)
-    }
+    futures: dict[PrefectFuture, str] = {}
+    for plan in longest_first(plans, augment="augment" in stages):
+        finished = finished_shard(root.url, plan, stages, forced)
+        if finished is None:
+            futures[shard_task.submit(root.url, plan, config.audio, config.augment, stages, forced)] = plan.shard
+            continue
+        for result in finished:
+            outcome.results.append(result)
+            progress.advance(result)
     failures = []
     for future in as_completed(list(futures)):
         future.wait()

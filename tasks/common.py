@@ -42,8 +42,12 @@ class ShardResult:
     @classmethod
     def of(cls, out: Output) -> ShardResult:
         """The result of a shard output just written or found done (its counts are in the manifest)."""
-        return cls(out.spec.stage, out.spec.key, out.done, int(out.extra.get("tracks", 0)), out.rows,
-                   int(out.extra.get("quarantined", 0)))
+        return cls.counted(out.spec, out.done, out.rows, out.extra)
+
+    @classmethod
+    def counted(cls, spec: OutputSpec, skipped: bool, rows: int, extra: dict[str, Any]) -> ShardResult:
+        """The result of ``spec``'s output from the counts its manifest keeps (rows, tracks, quarantined)."""
+        return cls(spec.stage, spec.key, skipped, int(extra.get("tracks", 0)), rows, int(extra.get("quarantined", 0)))
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -20,6 +20,9 @@ from collections.abc import Collection, Sequence
 from prefect import task
 
 from genreflow.model.params import AudioConfig, AugmentConfig
+from genreflow.storage.manifest import read_manifest
+from genreflow.storage.outputs import manifest_path, state_of
+from genreflow.storage.root import DataRoot
 from genreflow.tasks.augment import augment_stage
 from genreflow.tasks.common import ShardPlan, ShardResult, retry_transient
 from genreflow.tasks.decode import decode_stage
@@ -38,4 +41,30 @@ def preprocess_shard_task(root_url: str, plan: ShardPlan, audio: AudioConfig, au
         results.append(mel_stage(root_url, plan.mel, audio, "mel" in forced))
     if "augment" in stages and plan.augment is not None:
         results.append(augment_stage(root_url, plan.augment, audio, augment, "augment" in forced))
+    return results
+
+
+def finished_shard(root_url: str, plan: ShardPlan, stages: Sequence[str],
+                   forced: Collection[str] = ()) -> list[ShardResult] | None:
+    """The results :func:`preprocess_shard_task` would return for a shard whose every output is done, or None.
+
+    The flow asks before it submits: a task for a finished shard would only
+    find its manifests matching, and its submission alone costs the flow
+    process about 0.2 s (Prefect serialises its settings and the plan), which
+    made most of a rebuild after a few new tracks (docs/benchmarks.md). The
+    decision is the task's own: the same fingerprints, the same check of
+    every file (state_of), and ``forced`` stages never count as done.
+    """
+    root = DataRoot(root_url)
+    results = []
+    for stage in ("decode", "mel", "augment"):
+        spec = plan.output(stage)
+        if spec is None or (stage != "decode" and stage not in stages):
+            continue
+        if stage in forced or state_of(root, spec) != "done":
+            return None
+        manifest = read_manifest(root, manifest_path(root, spec.stage, spec.key))
+        if manifest is None:  # removed since the check: let the task decide
+            return None
+        results.append(ShardResult.counted(spec, True, manifest.rows, manifest.extra))
     return results

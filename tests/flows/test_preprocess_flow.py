@@ -161,3 +161,33 @@ def test_shards_are_submitted_longest_first(tmp_path: Path, demo_dir: Path) -> N
         assert sizes == sorted(sizes, reverse=True)
     sizes = [len(p.tracks) for p in longest_first(plans, augment=False)]
     assert sizes == sorted(sizes, reverse=True), "without augmentation, by size alone"
+
+
+def test_a_finished_shard_is_known_without_submitting_its_task(
+    tmp_path: Path, preprocessed: tuple[Path, object]
+) -> None:
+    """The flow's check before submitting returns what the task itself would, and only for finished shards."""
+    from genreflow.tasks.shard import finished_shard, preprocess_shard_task
+
+    root_path, (config, _, _) = preprocessed
+    copy = tmp_path / "root"
+    shutil.copytree(root_path, copy)
+    root = DataRoot(str(copy))
+    plans = plan_shards(root.read_parquet(tracks_path(root)), config)
+    stages = config.stages_to_run()
+    train = next(p for p in plans if p.augment is not None)
+    found = finished_shard(root.url, train, stages)
+    assert found is not None and [r.stage for r in found] == ["decode", "mel", "augment"]
+    assert all(r.skipped and r.clips > 0 for r in found)
+    assert found == preprocess_shard_task.fn(root.url, train, config.audio, config.augment, stages)
+    held_out = next(p for p in plans if p.augment is None)
+    assert [r.stage for r in finished_shard(root.url, held_out, stages) or []] == ["decode", "mel"]
+    assert [r.stage for r in finished_shard(root.url, train, ["ingest", "decode"]) or []] == ["decode"]
+    assert finished_shard(root.url, train, stages, forced=["augment"]) is None  # --from-stage augment
+
+    mel = copy / "mel" / f"{train.shard}.npy"
+    data = bytearray(mel.read_bytes())
+    data[-1] ^= 0xFF  # same size, another byte
+    mel.write_bytes(bytes(data))
+    assert finished_shard(root.url, train, stages) is None
+    assert finished_shard(root.url, held_out, stages) is not None
