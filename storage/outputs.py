@@ -257,6 +257,15 @@ def read_sealed_parquet(root: DataRoot, stage: str, key: str, name: str) -> pd.D
     return root.read_parquet(output_path(root, stage, key, name))
 
 
+def done_manifest(root: DataRoot, spec: OutputSpec) -> Manifest | None:
+    """The manifest of ``spec``'s output when that output is done (state_of), else None: one read for both."""
+    manifest_file = manifest_path(root, spec.stage, spec.key)
+    manifest = read_manifest(root, manifest_file)
+    if manifest is None or manifest.fingerprint != spec.fingerprint or not files_intact(root, manifest_file, manifest):
+        return None
+    return manifest
+
+
 def state_of(root: DataRoot, spec: OutputSpec, verify: bool = True) -> str:
     """done, stale, missing or corrupt (storage.manifest.output_state) of the output ``spec`` plans."""
     return output_state(root, manifest_path(root, spec.stage, spec.key), spec.fingerprint, verify)

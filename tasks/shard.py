@@ -20,8 +20,7 @@ from collections.abc import Collection, Sequence
 from prefect import task
 
 from genreflow.model.params import AudioConfig, AugmentConfig
-from genreflow.storage.manifest import read_manifest
-from genreflow.storage.outputs import manifest_path, state_of
+from genreflow.storage.outputs import done_manifest
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.augment import augment_stage
 from genreflow.tasks.common import ShardPlan, ShardResult, retry_transient
@@ -53,7 +52,7 @@ def finished_shard(root_url: str, plan: ShardPlan, stages: Sequence[str],
     process about 0.2 s (Prefect serialises its settings and the plan), which
     made most of a rebuild after a few new tracks (docs/benchmarks.md). The
     decision is the task's own: the same fingerprints, the same check of
-    every file (state_of), and ``forced`` stages never count as done.
+    every file (done_manifest), and ``forced`` stages never count as done.
     """
     root = DataRoot(root_url)
     results = []
@@ -61,10 +60,8 @@ def finished_shard(root_url: str, plan: ShardPlan, stages: Sequence[str],
         spec = plan.output(stage)
         if spec is None or (stage != "decode" and stage not in stages):
             continue
-        if stage in forced or state_of(root, spec) != "done":
-            return None
-        manifest = read_manifest(root, manifest_path(root, spec.stage, spec.key))
-        if manifest is None:  # removed since the check: let the task decide
+        manifest = None if stage in forced else done_manifest(root, spec)
+        if manifest is None:
             return None
         results.append(ShardResult.counted(spec, True, manifest.rows, manifest.extra))
     return results
