@@ -12,6 +12,7 @@ from genreflow.storage.manifest import read_manifest
 from genreflow.storage.outputs import (
     LAYOUT,
     OutputSpec,
+    done_manifest,
     manifest_path,
     open_output,
     output_location,
@@ -130,6 +131,26 @@ def test_a_file_left_out_of_the_manifest_is_not_trusted(root: DataRoot) -> None:
     assert set(out.manifest().files) == {"model.keras"}  # type: ignore[union-attr]
     root.write_bytes(out.path("model.keras"), b"altered")
     assert state_of(root, OutputSpec("train", "run-2", inputs="a")) == "corrupt"
+
+
+def test_done_manifest_and_read_sealed_parquet_trust_only_what_is_intact(root: DataRoot) -> None:
+    import pandas as pd
+
+    from genreflow.storage.outputs import read_sealed_parquet
+
+    assert done_manifest(root, stats()) is None and read_sealed_parquet(root, "ingest", "", ".parquet") is None
+    with open_output(root, stats()) as out:
+        out.write_json(".json", {"clips": 3})
+        out.rows = 3
+    found = done_manifest(root, stats())
+    assert found is not None and found.rows == 3 and found == read_manifest(root, out.manifest_path)
+    assert done_manifest(root, stats(inputs="b")) is None  # stale
+    with open_output(root, OutputSpec("ingest", inputs="t")) as tracks:
+        tracks.write_parquet(".parquet", pd.DataFrame({"track_id": ["a", "b"]}))
+    assert read_sealed_parquet(root, "ingest", "", ".parquet")["track_id"].tolist() == ["a", "b"]
+    root.write_json(out.path(".json"), {"clips": 4})  # altered after sealing
+    root.write_bytes(tracks.path(".parquet"), b"PAR1 cut short")
+    assert done_manifest(root, stats()) is None and read_sealed_parquet(root, "ingest", "", ".parquet") is None
 
 
 def test_staleness_tells_code_from_inputs(root: DataRoot) -> None:
