@@ -244,26 +244,33 @@ def open_output(root: DataRoot, spec: OutputSpec, force: bool = False) -> Iterat
     out.seal()
 
 
+def sealed_manifest(root: DataRoot, stage: str, key: str = "", fingerprint: str | None = None) -> Manifest | None:
+    """The manifest of an output whose files are intact as sealed, else None; with ``fingerprint``, only
+    if it also records that one (the output is done, as state_of says, in one read of the manifest).
+
+    The fingerprint is compared before any file is checked, so a stale output costs no hashing.
+    """
+    manifest_file = manifest_path(root, stage, key)
+    manifest = read_manifest(root, manifest_file)
+    if manifest is None or (fingerprint is not None and manifest.fingerprint != fingerprint):
+        return None
+    return manifest if files_intact(root, manifest_file, manifest) else None
+
+
 def read_sealed_parquet(root: DataRoot, stage: str, key: str, name: str) -> pd.DataFrame | None:
     """A table of an earlier output, whatever it was made from, or None unless its files are intact as sealed.
 
     For what a stage carries over from its last run (ingest's splits and shards): a file a killed or
     damaged write left behind is never read as if it were complete.
     """
-    manifest_file = manifest_path(root, stage, key)
-    manifest = read_manifest(root, manifest_file)
-    if manifest is None or not files_intact(root, manifest_file, manifest):
+    if sealed_manifest(root, stage, key) is None:
         return None
     return root.read_parquet(output_path(root, stage, key, name))
 
 
 def done_manifest(root: DataRoot, spec: OutputSpec) -> Manifest | None:
-    """The manifest of ``spec``'s output when that output is done (state_of), else None: one read for both."""
-    manifest_file = manifest_path(root, spec.stage, spec.key)
-    manifest = read_manifest(root, manifest_file)
-    if manifest is None or manifest.fingerprint != spec.fingerprint or not files_intact(root, manifest_file, manifest):
-        return None
-    return manifest
+    """The manifest of ``spec``'s output when that output is done (state_of), else None."""
+    return sealed_manifest(root, spec.stage, spec.key, spec.fingerprint)
 
 
 def state_of(root: DataRoot, spec: OutputSpec, verify: bool = True) -> str:
