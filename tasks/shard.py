@@ -20,7 +20,7 @@ from collections.abc import Collection, Sequence
 from prefect import task
 
 from genreflow.model.params import AudioConfig, AugmentConfig
-from genreflow.storage.outputs import done_manifest
+from genreflow.storage.outputs import OutputSpec, done_manifest
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.augment import augment_stage
 from genreflow.tasks.common import ShardPlan, ShardResult, retry_transient
@@ -35,12 +35,20 @@ def preprocess_shard_task(root_url: str, plan: ShardPlan, audio: AudioConfig, au
 
     ``forced``: the stages to recompute even where their manifest matches (--from-stage).
     """
+    runs = {output.stage for output in shard_outputs(plan, stages)}
     results = [decode_stage(root_url, plan.decode, plan.tracks, audio, "decode" in forced)]
-    if "mel" in stages:
+    if "mel" in runs:
         results.append(mel_stage(root_url, plan.mel, audio, "mel" in forced))
-    if "augment" in stages and plan.augment is not None:
+    if "augment" in runs and plan.augment is not None:
         results.append(augment_stage(root_url, plan.augment, audio, augment, "augment" in forced))
     return results
+
+
+def shard_outputs(plan: ShardPlan, stages: Sequence[str]) -> list[OutputSpec]:
+    """The outputs a shard's task makes: decode always, then mel and (training shards) augment as far as
+    ``stages`` goes."""
+    wanted = [plan.output(stage) for stage in ("mel", "augment") if stage in stages]
+    return [plan.decode, *(output for output in wanted if output is not None)]
 
 
 def finished_shard(root_url: str, plan: ShardPlan, stages: Sequence[str],
@@ -56,12 +64,9 @@ def finished_shard(root_url: str, plan: ShardPlan, stages: Sequence[str],
     """
     root = DataRoot(root_url)
     results = []
-    for stage in ("decode", "mel", "augment"):
-        spec = plan.output(stage)
-        if spec is None or (stage != "decode" and stage not in stages):
-            continue
-        manifest = None if stage in forced else done_manifest(root, spec)
+    for output in shard_outputs(plan, stages):
+        manifest = None if output.stage in forced else done_manifest(root, output)
         if manifest is None:
             return None
-        results.append(ShardResult.counted(spec, True, manifest.rows, manifest.extra))
+        results.append(ShardResult.counted(output, True, manifest.rows, manifest.extra))
     return results
