@@ -34,6 +34,13 @@ def preprocessed(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> tu
     return root, (config, summary, tf_in_workers)
 
 
+def copied_root(root_path: Path, tmp_path: Path) -> tuple[Path, DataRoot]:
+    """A copy of the shared preprocessed root, for a test that changes it."""
+    copy = tmp_path / "root"
+    shutil.copytree(root_path, copy)
+    return copy, DataRoot(str(copy))
+
+
 def test_every_shard_is_written_with_the_seed_shapes(preprocessed: tuple[Path, object]) -> None:
     root_path, (config, summary, _) = preprocessed
     root = DataRoot(str(root_path))
@@ -92,11 +99,9 @@ def test_rerun_skips_finished_shards_and_rebuilds_a_corrupted_one(
     tmp_path: Path, preprocessed: tuple[Path, object]
 ) -> None:
     root_path, (config, _, _) = preprocessed
-    copy = tmp_path / "root"
-    shutil.copytree(root_path, copy)
+    copy, root = copied_root(root_path, tmp_path)
     config = config.model_copy(update={"run": config.run.model_copy(update={"data_root": str(copy),
                                                                             "dask_address": None})})
-    root = DataRoot(str(copy))
     victim = "train-0000"
     before = read_manifest(root, manifest_path(root, "mel", victim))
     mel_path = copy / "mel" / f"{victim}.npy"
@@ -170,9 +175,7 @@ def test_a_finished_shard_is_known_without_submitting_its_task(
     from genreflow.tasks.shard import finished_shard, preprocess_shard_task
 
     root_path, (config, _, _) = preprocessed
-    copy = tmp_path / "root"
-    shutil.copytree(root_path, copy)
-    root = DataRoot(str(copy))
+    copy, root = copied_root(root_path, tmp_path)
     plans = plan_shards(root.read_parquet(tracks_path(root)), config)
     stages = config.stages_to_run()
     train = next(p for p in plans if p.augment is not None)
