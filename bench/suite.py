@@ -24,7 +24,6 @@ Order of a run (each step prints a line):
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import shutil
@@ -454,49 +453,60 @@ def _library_predict(profile: Profile, workdir: Path, base: inputs.BenchSet, fig
     figures["library_predict"] = detail
 
 
-def run_library_only(profile: Profile, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """Only issue 15's comparison (``--only library-predict``), on the same generated inputs."""
-    from genreflow.flows.runner import prefect_api
-
+def _run_only(profile: Profile, workdir: Path, measure: Callable[[inputs.BenchSet, dict[str, Any],
+                                                                  dict[str, float | None]], None]) -> dict[str, Any]:
+    """One comparison alone (``--only``) on the same generated inputs as a full run: its JSON document."""
     machine = timing.machine_info()
     base = inputs.generate_base_set(workdir / "demo", profile.tracks_per_genre)
     figures: dict[str, Any] = {"profile": asdict(profile)}
     ratios: dict[str, float | None] = {}
-    with prefect_api():
-        _library_predict(profile, workdir, base, figures, ratios, log)
+    measure(base, figures, ratios)
     machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return report.document(ratios, figures, machine)
 
 
-def run_flow_only(profile: Profile, workdir: Path, log: Callable[[str], None], which: str) -> dict[str, Any]:
-    """Only issue 12's comparison (``--only incremental``) or issue 13's (``--only augmented``: the one-core
-    stage costs and the whole preprocessing against the seed's), on the same inputs and a warm 2-worker cluster."""
+def run_library_only(profile: Profile, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Only issue 15's comparison (``--only library-predict``)."""
     from genreflow.flows.runner import prefect_api
 
-    machine = timing.machine_info()
-    base = inputs.generate_base_set(workdir / "demo", profile.tracks_per_genre)
-    big = inputs.replicate_set(base, workdir / "demo-x", profile.copies)
-    figures: dict[str, Any] = {"profile": asdict(profile)}
-    ratios: dict[str, float | None] = {}
-    if which == "augmented":
-        _stage_costs(profile, workdir, base, figures, ratios, log)
-    with prefect_api(), contextlib.closing(preprocess.WarmCluster(2, base.paths[0])) as pool:
-        if which == "augmented":
-            _augmented(profile, workdir, big, {"flow2": pool}, figures, ratios, log)
-        else:
+    def measure(base: inputs.BenchSet, figures: dict[str, Any], ratios: dict[str, float | None]) -> None:
+        with prefect_api():
+            _library_predict(profile, workdir, base, figures, ratios, log)
+
+    return _run_only(profile, workdir, measure)
+
+
+def run_incremental_only(profile: Profile, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Only issue 12's comparison (``--only incremental``), on a warm 2-worker cluster."""
+    from genreflow.flows.runner import prefect_api
+
+    def measure(base: inputs.BenchSet, figures: dict[str, Any], ratios: dict[str, float | None]) -> None:
+        big = inputs.replicate_set(base, workdir / "demo-x", profile.copies)
+        with prefect_api(), contextlib.closing(preprocess.WarmCluster(2, base.paths[0])) as pool:
             grown = incremental.measure(big, workdir / "roots", 2, pool.address, profile.shard_size,
                                         profile.full_clips_per_track, profile.incremental_rounds, log)
-            ratios["incremental_rebuild_fraction"] = grown.pop("ratio")
-            figures["incremental_rebuild"] = grown
-    machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    return report.document(ratios, figures, machine)
+        ratios["incremental_rebuild_fraction"] = grown.pop("ratio")
+        figures["incremental_rebuild"] = grown
+
+    return _run_only(profile, workdir, measure)
+
+
+def run_augmented_only(profile: Profile, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Only issue 13's comparisons (``--only augmented``): the one-core stage costs, then the whole
+    preprocessing against the seed's on a warm 2-worker cluster."""
+    from genreflow.flows.runner import prefect_api
+
+    def measure(base: inputs.BenchSet, figures: dict[str, Any], ratios: dict[str, float | None]) -> None:
+        _stage_costs(profile, workdir, base, figures, ratios, log)
+        big = inputs.replicate_set(base, workdir / "demo-x", profile.copies)
+        with prefect_api(), contextlib.closing(preprocess.WarmCluster(2, base.paths[0])) as pool:
+            _augmented(profile, workdir, big, {"flow2": pool}, figures, ratios, log)
+
+    return _run_only(profile, workdir, measure)
 
 
 ONLY: dict[str, Callable[[Profile, Path, Callable[[str], None]], dict[str, Any]]] = {
-    "library-predict": run_library_only,
-    "incremental": functools.partial(run_flow_only, which="incremental"),
-    "augmented": functools.partial(run_flow_only, which="augmented"),
-}
+    "library-predict": run_library_only, "incremental": run_incremental_only, "augmented": run_augmented_only}
 
 
 def _count_clips(root: Path) -> dict[str, int]:
