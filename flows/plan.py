@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from genreflow.flows.config import Config
-from genreflow.model.params import RECIPE_KNOBS, TrainConfig
+from genreflow.model.params import MODEL_FAMILY_FIELDS, RECIPE_KNOBS, TrainConfig
 from genreflow.storage.outputs import OutputSpec
 from genreflow.tasks.common import ShardPlan
 from genreflow.tasks.stages import stage_code
@@ -85,7 +85,7 @@ def training_params(train: TrainConfig) -> dict[str, Any]:
     or set to the recipe's own value) train the same run; ``folds`` and
     ``baseline`` change which runs there are, not what one learns.
     """
-    fields = train.model_dump(exclude={"folds", "baseline", "recipe", *RECIPE_KNOBS})
+    fields = train.model_dump(exclude={"folds", "baseline", "recipe", *RECIPE_KNOBS, *MODEL_FAMILY_FIELDS})
     return {**fields, **train.knobs()}
 
 

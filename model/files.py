@@ -15,11 +15,12 @@ MODEL_FILE = "model.keras"  # the Keras model, loaded in safe mode
 LABELS_FILE = "labels.json"  # the genres, in the order of the model's outputs
 HISTORY_FILE = "history.csv"  # one row an epoch: the metrics Keras logged
 AUDIO_FILE = "audio.json"  # the AudioConfig the training clips were cut and transformed with
+EMBEDDING_FILE = "embedding.json"  # the embedding family's musicnn weights, layer and head (model/embedding.py)
 BACKUP_DIR = "backup"  # Keras BackupAndRestore's checkpoints while training runs
 TRAINED_FILES: tuple[str, ...] = (MODEL_FILE, HISTORY_FILE, LABELS_FILE)  # what model.train writes
 
 # What a model is, for prediction and export: these files' bytes identify it (audio.json may be absent).
-IDENTITY_FILES: tuple[str, ...] = (MODEL_FILE, LABELS_FILE, AUDIO_FILE)
+IDENTITY_FILES: tuple[str, ...] = (MODEL_FILE, LABELS_FILE, AUDIO_FILE, EMBEDDING_FILE)
 
 
 def model_checksum(folder: str | os.PathLike[str]) -> str:

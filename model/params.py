@@ -14,6 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from genreflow.storage.errors import GenreflowError
 
 Recipe = Literal["genreflow", "seed"]
+# Which model families a rebuild trains: "best" trains every family it can (the CNN, and the embedding model
+# where musicnn's weights are in the cache) and promotes the best on the validation split; "cnn" or
+# "embedding" trains that one alone ("embedding" fetches the weights on first use).
+ModelChoice = Literal["best", "cnn", "embedding"]
+MODEL_CHOICES: tuple[str, ...] = ("best", "cnn", "embedding")
+# TrainConfig fields that say which families train and from which weights: none of them changes the CNN.
+MODEL_FAMILY_FIELDS: tuple[str, ...] = ("model", "embedding_model", "embedding_feature", "weights_dir")
+EmbeddingModel = Literal["MSD_musicnn", "MTT_musicnn"]
+EmbeddingFeature = Literal["max_pool", "mean_pool", "penultimate"]
 # Where the time-stretch and pitch-shift copies are made: "spectral" derives them from one STFT of the
 # clip (resampled along time or frequency, folded into the mel projection); "waveform" is librosa's
 # phase vocoder and resampler on the audio, then a fresh mel, as the seed did (docs/model.md compares).
@@ -163,6 +172,12 @@ class TrainConfig(Section):
                                        "(needs time pooling; 0 = whole clips); evaluation takes whole clips")
     folds: int | None = Field(None, ge=2, le=20, description="evaluate by K-fold cross-validation over all tracks")
     baseline: bool = Field(True, description="also train and report the MFCC + SVM baseline")
+    model: ModelChoice = Field("best", description="best (every family available, the best on validation "
+                               "promoted), cnn, or embedding (pretrained musicnn embeddings + logistic regression)")
+    embedding_model: EmbeddingModel = Field("MSD_musicnn", description="musicnn weights the embedding model uses")
+    embedding_feature: EmbeddingFeature = Field("max_pool", description="musicnn layer used as a clip's embedding")
+    weights_dir: str | None = Field(None, description="pretrained weights cache (default: the user's cache, or "
+                                    "$GENREFLOW_WEIGHTS_DIR)")
 
     def knobs(self) -> dict[str, Any]:
         """The recipe knobs with the recipe's values filled in where unset."""

@@ -85,7 +85,16 @@ _CHECKPOINT_FILES = {
 }
 
 
+WEIGHTS_DIR_ENV = "GENREFLOW_WEIGHTS_DIR"  # overrides the user's cache (a shared cache on a cluster, or tests)
+
+
 def default_weights_dir() -> Path:
+    """$GENREFLOW_WEIGHTS_DIR where set, else the user's cache (:func:`user_weights_dir`)."""
+    override = os.environ.get(WEIGHTS_DIR_ENV, "")
+    return Path(override) if override else user_weights_dir()
+
+
+def user_weights_dir() -> Path:
     """The user's cache: platformdirs' user cache dir where installed, else $XDG_CACHE_HOME or ~/.cache."""
     try:
         import platformdirs

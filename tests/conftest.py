@@ -1,4 +1,4 @@
-"""Test-wide settings: Prefect offline with a throwaway home, TensorFlow quiet."""
+"""Test-wide settings: Prefect offline with a throwaway home, TensorFlow quiet, an empty weights cache."""
 
 from __future__ import annotations
 
@@ -10,3 +10,6 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="genreflow-prefect
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# No test sees the user's pretrained weights unless it asks for them (model.weights.user_weights_dir): a flow
+# would otherwise train the embedding model wherever `genreflow weights fetch musicnn` has run.
+os.environ["GENREFLOW_WEIGHTS_DIR"] = tempfile.mkdtemp(prefix="genreflow-weights-")

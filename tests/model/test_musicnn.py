@@ -29,7 +29,7 @@ from genreflow.model.musicnn import (
     log_mel,
     patches,
 )
-from genreflow.model.weights import MUSICNN, find_weights
+from genreflow.model.weights import MUSICNN, find_weights, user_weights_dir
 from tests.model.musicnn_tiny import TINY, reference_forward, save_tf1_checkpoint, tiny_variables
 
 GTZAN = Path(__file__).resolve().parents[3] / "shared" / "data" / "gtzan-mini"
@@ -150,9 +150,9 @@ def test_unknown_feature_and_bad_audio_are_refused(tiny_checkpoint: tuple[Path, 
 
 @pytest.fixture(scope="module")
 def mtt() -> MusicnnEmbedder:
-    if find_weights(MUSICNN) is None:
+    if find_weights(MUSICNN, user_weights_dir()) is None:
         pytest.skip("musicnn weights not in the user cache (genreflow weights fetch musicnn)")
-    return MusicnnEmbedder.from_cache("MTT_musicnn", fetch=False)
+    return MusicnnEmbedder.from_cache("MTT_musicnn", user_weights_dir(), fetch=False)
 
 
 def _gtzan(genre: str, n: int) -> list[np.ndarray]:
@@ -188,8 +188,8 @@ def test_real_mtt_musicnn_hears_a_loud_synthetic_tone_without_overflow(mtt: Musi
 
 def test_real_msd_musicnn_names_the_genre_of_blues_and_jazz() -> None:
     """MSD_musicnn, the same network with the Million Song Dataset's tags, on two unambiguous excerpts."""
-    if find_weights(MUSICNN) is None:
+    if find_weights(MUSICNN, user_weights_dir()) is None:
         pytest.skip("musicnn weights not in the user cache (genreflow weights fetch musicnn)")
-    msd = MusicnnEmbedder.from_cache("MSD_musicnn", fetch=False)
+    msd = MusicnnEmbedder.from_cache("MSD_musicnn", user_weights_dir(), fetch=False)
     for genre in ("blues", "jazz"):
         assert msd.top_tags(_gtzan(genre, 1)[0], 22_050, n=1)[0][0] == genre

@@ -219,8 +219,16 @@ def test_an_unwritable_cache_is_one_clear_error(source: weights.WeightsSource, t
 
 
 def test_default_cache_honours_xdg_cache_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(weights.WEIGHTS_DIR_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_weights_dir() == tmp_path / "genreflow" / "weights"
+
+
+def test_genreflow_weights_dir_overrides_the_user_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path / "shared"))
+    assert default_weights_dir() == tmp_path / "shared"
+    assert weights.user_weights_dir() == tmp_path / "xdg" / "genreflow" / "weights"
 
 
 def test_cli_fetch_prints_the_checkpoints(index: Index, source: weights.WeightsSource, tmp_path: Path,
