@@ -9,12 +9,14 @@ the stage's code version, its inputs and its parameters).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from genreflow.flows.config import Config
 from genreflow.model.params import MODEL_FAMILY_FIELDS, RECIPE_KNOBS, TrainConfig
+from genreflow.model.weights import MUSICNN, find_weights, weights_checksum
 from genreflow.storage.outputs import OutputSpec
 from genreflow.tasks.common import ShardPlan
 from genreflow.tasks.stages import stage_code
@@ -29,13 +31,28 @@ def _file_identity(path: str) -> tuple[int, int]:
     return (stat.st_size, stat.st_mtime_ns)
 
 
+def embedding_weights(train: TrainConfig) -> Path | None:
+    """The musicnn weights the embedding family uses, or None when this configuration trains no embedding model.
+
+    ``--model best`` trains it where the weights are in the cache; ``--model
+    embedding`` fetches them first (flows/preprocess.py); ``--model cnn`` never.
+    """
+    return None if train.model == "cnn" else find_weights(MUSICNN, train.weights_dir)
+
+
+def embed_params(train: TrainConfig) -> dict[str, str]:
+    """What an embed shard holds besides its audio: which musicnn weights and which layer."""
+    return {"model": train.embedding_model, "feature": train.embedding_feature}
+
+
 def plan_shards(tracks: pd.DataFrame, config: Config) -> list[ShardPlan]:
     """A ShardPlan per shard of ``tracks`` (the ingest table)."""
     audio = config.audio
     decode_params = {"sr": audio.sample_rate, "clip_seconds": audio.clip_seconds,
                      "clips_per_track": audio.clips_per_track}
     mel_params = {"n_fft": audio.n_fft, "hop_length": audio.hop_length, "n_mels": audio.n_mels}
-    codes = {stage: stage_code(stage) for stage in ("decode", "mel", "augment")}
+    codes = {stage: stage_code(stage) for stage in ("decode", "mel", "augment", "embed")}
+    embedding = embedding_weights(config.train) is not None
     plans = []
     for shard, group in tracks.groupby("shard", sort=True):
         group = group.reset_index(drop=True)
@@ -46,7 +63,9 @@ def plan_shards(tracks: pd.DataFrame, config: Config) -> list[ShardPlan]:
         augment = (OutputSpec("augment", shard, codes["augment"], [decode.fingerprint], [mel_params, config.augment])
                    if split == "train" and config.augment.names() else None)
         mel = OutputSpec("mel", shard, codes["mel"], [decode.fingerprint], mel_params)
-        plans.append(ShardPlan(shard, split, group, decode, mel, augment))
+        embed = (OutputSpec("embed", shard, codes["embed"], [decode.fingerprint, weights_checksum()],
+                            embed_params(config.train)) if embedding else None)
+        plans.append(ShardPlan(shard, split, group, decode, mel, augment, embed))
     return plans
 
 
@@ -59,6 +78,11 @@ def training_inputs(plans: list[ShardPlan]) -> list[tuple[str, str]]:
 def split_shards(plans: list[ShardPlan], split: str) -> list[tuple[str, str]]:
     """(stage, shard) of the original mel clips of one split."""
     return [("mel", p.shard) for p in plans if p.split == split]
+
+
+def shard_names(plans: list[ShardPlan], split: str) -> list[str]:
+    """The shards of one split, by name: each model family reads its own stage of them (tasks/evaluate.py)."""
+    return [p.shard for p in plans if p.split == split]
 
 
 def _training_specs(plans: list[ShardPlan]) -> list[OutputSpec]:
@@ -98,10 +122,25 @@ def train_spec(plans: list[ShardPlan], config: Config) -> OutputSpec:
     return spec.with_key("run-" + spec.fingerprint[:12])
 
 
-def evaluate_spec(plans: list[ShardPlan], run: str, model_fingerprint: str) -> OutputSpec:
-    """The predictions of the model ``run`` (of that fingerprint) on the test split: reports/<run>/."""
-    test = [p.mel.fingerprint for p in plans if p.split == "test"]
-    return OutputSpec("evaluate", run, stage_code("evaluate"), [model_fingerprint, test])
+def evaluate_spec(plans: list[ShardPlan], run: str, model_fingerprint: str, family: str = "cnn") -> OutputSpec:
+    """The predictions of the model ``run`` (of that fingerprint and family) on the test split, and its scores on
+    the validation split: reports/<run>/."""
+    def shards(split: str) -> list[str | None]:
+        outputs = [p.embed if family == "embedding" else p.mel for p in plans if p.split == split]
+        return [output.fingerprint if output else None for output in outputs]
+
+    return OutputSpec("evaluate", run, stage_code("evaluate"), [model_fingerprint, shards("test"), shards("val")])
+
+
+def embedding_model_spec(plans: list[ShardPlan], config: Config) -> OutputSpec | None:
+    """The embedding model: its head's fit on the train and validation embed shards; ``emb-`` plus its fingerprint.
+    None when the plan has no embed shards."""
+    shards = [(p.shard, p.split, p.embed.fingerprint) for p in plans if p.embed and p.split in ("train", "val")]
+    if not shards:
+        return None
+    spec = OutputSpec("train", code=stage_code("head"), inputs=shards,
+                      params=[embed_params(config.train), config.train.seed, config.audio])
+    return spec.with_key("emb-" + spec.fingerprint[:12])
 
 
 def promote_spec(evaluate: OutputSpec, config: Config) -> OutputSpec:

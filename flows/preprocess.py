@@ -1,4 +1,4 @@
-"""The preprocessing half of the DAG: ingest -> decode -> mel, and decode -> augment (train only).
+"""The preprocessing half of the DAG: ingest -> decode -> mel, decode -> augment (train only), decode -> embed.
 
 One Prefect task per shard, fanned out on Dask, runs that shard's stages in
 order (tasks/shard.py, which says why not one task per stage), so stages
@@ -7,6 +7,7 @@ overlap across shards. Every stage skips work whose manifest matches its plan.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,13 +17,15 @@ from prefect.futures import PrefectFuture, as_completed
 
 from genreflow.flows.config import Config
 from genreflow.flows.lock import data_root_lock
-from genreflow.flows.plan import plan_shards
+from genreflow.flows.plan import embedding_weights, plan_shards
 from genreflow.flows.progress import StageProgress
+from genreflow.flows.runner import plugin_on_workers
 from genreflow.storage.errors import GenreflowError
 from genreflow.storage.outputs import SHARD_STAGES, remove_legacy_outputs
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.common import ShardPlan, ShardResult
 from genreflow.tasks.decode import write_quarantine
+from genreflow.tasks.embed import embedder_cache
 from genreflow.tasks.ingest import ingest_task
 from genreflow.tasks.shard import finished_shard, preprocess_shard_task
 
@@ -51,27 +54,41 @@ def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
     if removed := remove_legacy_outputs(root):
         get_run_logger().info("removed %s: written by genreflow 0.1, rebuilt as decode/ and augment/ (see README, "
                               "Upgrading)", ", ".join(removed))
+    ensure_embedding_weights(config)
     ingested = ingest_task(config.run.data_root, config.source, config.split, config.run.shard_size,
                            config.run.workers, force=config.forced("ingest"))
     plans = plan_shards(ingested.tracks, config)
     outcome = PreprocessResult(ingested.tracks, plans, changes=ingested.changes)
     if "decode" not in stages:
         return outcome
-    for stage, planned in (("decode", plans), ("mel", plans if "mel" in stages else []),
-                           ("augment", [p for p in plans if p.augment] if "augment" in stages else [])):
+    for stage in SHARD_STAGES:
+        planned = [p for p in plans if p.output(stage) is not None] if stage in stages else []
         if planned:
             progress.add_stage(stage, len(planned), sum(len(p.tracks) for p in planned))
     forced = [stage for stage in SHARD_STAGES if config.forced(stage)]
     shard_task = preprocess_shard_task.with_options(retries=config.run.retries, retry_delay_seconds=RETRY_DELAY_S)
     futures: dict[PrefectFuture, str] = {}
-    for plan in longest_first(plans, augment="augment" in stages):
-        finished = finished_shard(root.url, plan, stages, forced)
-        if finished is None:
-            futures[shard_task.submit(root.url, plan, config.audio, config.augment, stages, forced)] = plan.shard
-            continue
-        for result in finished:
-            outcome.results.append(result)
-            progress.advance(result)
+    embedding = any(p.embed for p in plans) and "embed" in stages
+    with plugin_on_workers(embedder_cache(config.train)) if embedding else nullcontext():
+        for plan in longest_first(plans, augment="augment" in stages):
+            finished = finished_shard(root.url, plan, stages, forced)
+            if finished is None:
+                futures[shard_task.submit(root.url, plan, config.audio, config.augment, config.train, stages,
+                                          forced)] = plan.shard
+                continue
+            for result in finished:
+                outcome.results.append(result)
+                progress.advance(result)
+        failures = _wait(futures, outcome, progress)
+    write_quarantine(root, plans)
+    if failures:
+        raise StageFailed(f"{len(failures)} shard task(s) failed (finished shards are kept; rerun to "
+                          "redo only these): " + "; ".join(sorted(failures)))
+    return outcome
+
+
+def _wait(futures: dict[PrefectFuture, str], outcome: PreprocessResult, progress: StageProgress) -> list[str]:
+    """Collect the shard tasks' results as they finish; the failures, one line each."""
     failures = []
     for future in as_completed(list(futures)):
         future.wait()
@@ -82,11 +99,22 @@ def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
                 progress.advance(result)
         else:
             failures.append(f"shard {futures[future]}: {state.message or state.name}")
-    write_quarantine(root, plans)
-    if failures:
-        raise StageFailed(f"{len(failures)} shard task(s) failed (finished shards are kept; rerun to "
-                          "redo only these): " + "; ".join(sorted(failures)))
-    return outcome
+    return failures
+
+
+def ensure_embedding_weights(config: Config) -> None:
+    """``--model embedding`` fetches musicnn's weights on first use; ``best`` goes on without them, saying how."""
+    from genreflow.model.weights import MUSICNN, fetch_weights
+
+    if embedding_weights(config.train) is not None or config.train.model == "cnn":
+        return
+    logger = get_run_logger()
+    if config.train.model == "embedding":
+        logger.info("embed: fetching musicnn's weights (first use; `genreflow weights fetch musicnn` does it ahead)")
+        fetch_weights(MUSICNN, config.train.weights_dir)
+    else:
+        logger.info("embedding model skipped: musicnn's weights are not in the cache (`genreflow weights fetch "
+                    "musicnn` adds them; --model cnn silences this)")
 
 
 def longest_first(plans: list[ShardPlan], augment: bool) -> list[ShardPlan]:

@@ -116,7 +116,7 @@ def _check_input_kind(kind: str, value: str | None) -> None:
 def run_command(command: str, config: Config) -> dict[str, Any]:
     """Run ``rebuild``, ``preprocess``, ``train`` or ``evaluate`` on the configured task runner."""
     if command == "preprocess":
-        config = _with_stage_bounds(config, None, "augment")
+        config = _with_stage_bounds(config, None, PREPROCESS_STAGES[-1])
     elif command == "evaluate":
         config = _with_stage_bounds(config, "evaluate", None)
         if config.run.evaluate_run is None and (promoted := read_registry(DataRoot(config.run.data_root)).promoted):

@@ -112,3 +112,32 @@ def prefect_api() -> Iterator[str]:
         if server is not None:
             APILogWorker.drain_all(timeout=5)  # ship the last log lines before the API goes away
             server.stop()
+
+
+def dask_client() -> Any:
+    """The Dask client of the running flow's task runner, or None (no flow, or another task runner)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    runner = getattr(context, "task_runner", None) if context else None
+    return getattr(runner, "client", None)
+
+
+@contextmanager
+def plugin_on_workers(plugin: Any) -> Iterator[None]:
+    """``plugin`` (a Dask WorkerPlugin with a ``name``) on every worker of the flow's cluster while the block
+    runs, then dropped with what it holds; nothing outside Dask (tasks then load what they need themselves)."""
+    import logging
+
+    client = dask_client()
+    if client is None:
+        yield
+        return
+    client.register_plugin(plugin, name=plugin.name)
+    try:
+        yield
+    finally:
+        try:
+            client.unregister_worker_plugin(plugin.name)
+        except (ValueError, KeyError, OSError) as exc:  # a worker that left: nothing to drop there
+            logging.getLogger(__name__).debug("unregistering %s: %s", plugin.name, exc)

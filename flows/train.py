@@ -1,4 +1,9 @@
-"""The second half of the DAG: stats -> baseline -> train -> evaluate -> report, on finished shards.
+"""The second half of the DAG: stats -> baseline -> train -> evaluate -> promote -> report, on finished shards.
+
+train fits each model family the configuration asks for (the CNN; the
+embedding model where there are embed shards), evaluate scores each on the
+validation and test splits, and the best on validation (tasks/select.py) is
+the one promoted and reported, the others beside it.
 
 With ``--folds K`` the training part is K-fold cross-validation instead
 (tasks/crossval.py): one task per fold, then one report of mean and std.
@@ -19,10 +24,12 @@ from genreflow.flows.lock import data_root_lock
 from genreflow.flows.plan import (
     baseline_spec,
     crossval_specs,
+    embedding_model_spec,
     evaluate_spec,
     plan_shards,
     promote_spec,
     report_spec,
+    shard_names,
     split_shards,
     stats_spec,
     train_spec,
@@ -35,11 +42,13 @@ from genreflow.storage.root import SPLITS, DataRoot
 from genreflow.tasks.baseline import baseline_task
 from genreflow.tasks.common import ShardPlan
 from genreflow.tasks.crossval import crossval_report_task, fold_task
-from genreflow.tasks.evaluate import evaluate_task
+from genreflow.tasks.evaluate import evaluate_task, model_family
 from genreflow.tasks.folds import make_folds
+from genreflow.tasks.head import train_embedding_task
 from genreflow.tasks.ingest import evaluation_set_id
 from genreflow.tasks.promote import is_finished_model, promote_task
 from genreflow.tasks.report import report_task
+from genreflow.tasks.select import choose_model
 from genreflow.tasks.stats import stats_task
 from genreflow.tasks.train import train_task
 
@@ -58,7 +67,8 @@ def load_plans(config: Config) -> list[ShardPlan]:
 
 def check_shards_ready(root: DataRoot, plans: list[ShardPlan]) -> None:
     """Refuse to train on shards that are missing, stale or corrupt, naming them."""
-    needed = [p.mel for p in plans] + [p.augment for p in plans if p.augment is not None]
+    needed = [p.mel for p in plans] + [p.output(stage) for p in plans for stage in ("augment", "embed")
+                                       if p.output(stage) is not None]
     bad = [f"{spec.name} ({state})" for spec in needed if (state := state_of(root, spec)) != "done"]
     if bad:
         raise TrainingError(f"{len(bad)} shard(s) not ready: {', '.join(bad[:8])}"
@@ -99,49 +109,71 @@ def run_training(config: Config, plans: list[ShardPlan], changes: dict[str, Any]
         outcome["baseline"] = baseline
     if "train" not in stages:
         return outcome
-    run, model_fingerprint = trained_model(root, plans, config, genres, stats, outcome)
+    runs = trained_models(root, plans, config, genres, stats, outcome)
     if "evaluate" not in stages:
         return outcome
-    evaluation = evaluate_spec(plans, run, model_fingerprint)
+    evaluations = {family: evaluate_spec(plans, run, fingerprint, family)
+                   for family, (run, fingerprint) in runs.items()}
+    test, val = shard_names(plans, "test"), shard_names(plans, "val")
     with gpu_annotation():
-        metrics = evaluate_task.submit(root.url, split_shards(plans, "test"), evaluation,
-                                       config.forced("evaluate")).result()
-    outcome["metrics"] = metrics
+        scored = {family: evaluate_task.submit(root.url, test, val, spec, config.forced("evaluate")).result()
+                  for family, spec in evaluations.items()}
+    selection = choose_model(scored, {family: run for family, (run, _) in runs.items()}, baseline)
+    chosen = selection["chosen"]
+    get_run_logger().info("model chosen on the validation split: %s (%s)", selection["run"], selection["reason"])
+    evaluation, outcome["metrics"] = evaluations[chosen], scored[chosen]
+    outcome["train"], outcome["selection"] = outcome["trained"][chosen], selection
     promotion = None
     if "promote" in stages:
         promotion = promote_spec(evaluation, config)
         with gpu_annotation():
             outcome["promotion"] = promote_task.submit(
-                root.url, promotion, metrics, split_shards(plans, "test"), config.run.promote,
-                config.run.promote_tolerance, evaluation_set_id(tracks), config.forced("promote")).result()
+                root.url, promotion, scored[chosen], test, config.run.promote, config.run.promote_tolerance,
+                evaluation_set_id(tracks), config.forced("promote")).result()
     if "report" in stages:
         shards = [("mel", p.shard) for p in plans] + [("augment", p.shard) for p in plans if p.augment]
-        outcome["report"] = report_task(root.url, report_spec(evaluation, [baseline_out, promotion], config, changes),
-                                        config.model_dump(mode="json"), shards, baseline, outcome.get("promotion"),
-                                        changes)
+        others = [spec for family, spec in evaluations.items() if family != chosen]
+        outcome["report"] = report_task(
+            root.url, report_spec(evaluation, [baseline_out, promotion, *others], config, changes),
+            config.model_dump(mode="json"), shards, baseline, outcome.get("promotion"), changes, selection)
     return outcome
 
 
-def trained_model(root: DataRoot, plans: list[ShardPlan], config: Config, genres: list[str], stats: dict,
-                  outcome: dict[str, Any]) -> tuple[str, str]:
-    """(run, fingerprint) of the model to evaluate: ``--evaluate-run``'s, or the one this configuration trains
-    (trained, resumed or found finished here)."""
+def trained_models(root: DataRoot, plans: list[ShardPlan], config: Config, genres: list[str], stats: dict,
+                   outcome: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """family -> (run, fingerprint) of the models to evaluate: ``--evaluate-run``'s, or those this configuration
+    trains (trained, resumed or found finished here): the CNN unless ``--model embedding``, the embedding
+    model where the plan has embed shards. Their summaries go to ``outcome["trained"]``."""
+    trained: dict[str, dict[str, Any]] = {}
+    outcome["trained"] = trained
     if config.run.evaluate_run:
-        manifest = read_manifest(root, manifest_path(root, "train", config.run.evaluate_run))
-        if manifest is None or not is_finished_model(root, config.run.evaluate_run):
-            raise TrainingError(f"no finished model {config.run.evaluate_run} under {root.url}")
-        outcome["train"] = {**manifest.extra, "run": config.run.evaluate_run, "skipped": True}
-        return config.run.evaluate_run, manifest.fingerprint
-    model = train_spec(plans, config)
-    if not config.forced("train") and config.run.from_stage in ("evaluate", "promote", "report") and state_of(
-            root, model) != "done":
-        raise TrainingError(f"no finished model {model.key} for these shards and settings; "
+        run = config.run.evaluate_run
+        manifest = read_manifest(root, manifest_path(root, "train", run))
+        if manifest is None or not is_finished_model(root, run):
+            raise TrainingError(f"no finished model {run} under {root.url}")
+        family = model_family(root, run)
+        trained[family] = {**manifest.extra, "run": run, "skipped": True}
+        return {family: (run, manifest.fingerprint)}
+    models = {"cnn": train_spec(plans, config) if config.train.model != "embedding" else None,
+              "embedding": embedding_model_spec(plans, config)}
+    if config.train.model == "embedding" and models["embedding"] is None:
+        raise TrainingError("--model embedding: no embed shards planned; run `genreflow preprocess --model "
+                            "embedding` first (it fetches musicnn's weights)")
+    runs = {family: (model.key, model.fingerprint) for family, model in models.items() if model is not None}
+    missing = [model.key for model in models.values() if model is not None and state_of(root, model) != "done"]
+    if missing and not config.forced("train") and config.run.from_stage in ("evaluate", "promote", "report"):
+        raise TrainingError(f"no finished model {', '.join(missing)} for these shards and settings; "
                             "run `genreflow train` first")
     with gpu_annotation():
-        outcome["train"] = train_task.submit(root.url, model, genres, stats, training_inputs(plans),
-                                             split_shards(plans, "val"), config.train, config.audio,
-                                             config.forced("train")).result()
-    return model.key, model.fingerprint
+        if models["cnn"] is not None:
+            trained["cnn"] = train_task.submit(root.url, models["cnn"], genres, stats, training_inputs(plans),
+                                               split_shards(plans, "val"), config.train, config.audio,
+                                               config.forced("train")).result()
+        if models["embedding"] is not None:
+            trained["embedding"] = train_embedding_task.submit(
+                root.url, models["embedding"], genres, shard_names(plans, "train"), shard_names(plans, "val"),
+                config.train, config.audio, config.forced("train")).result()
+    return runs
 
 
 def run_crossval(config: Config, plans: list[ShardPlan], tracks: pd.DataFrame, genres: list[str]) -> dict[str, Any]:

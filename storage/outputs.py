@@ -49,6 +49,7 @@ LAYOUT: dict[str, tuple[str, str]] = {
     "decode": ("decode", "{key}"),
     "mel": ("mel", "{key}"),
     "augment": ("augment", "{key}"),
+    "embed": ("embed", "{key}"),
     "stats": ("", "stats"),
     "baseline": ("baseline/{key}", ""),
     "train": ("models/{key}", ""),
@@ -66,7 +67,7 @@ LAST_REBUILD_FILE = "rebuilds/last.json"
 # File names of the ingest output: tracks.parquet, and the listed tracks it left out, with the reason.
 TRACKS_TABLE, SKIPPED_TABLE = ".parquet", ".skipped.parquet"
 # Shard stages: one output per shard, their files side by side in the stage's folder.
-SHARD_STAGES: tuple[str, ...] = ("decode", "mel", "augment")
+SHARD_STAGES: tuple[str, ...] = ("decode", "mel", "augment", "embed")
 
 Staleness = Literal["code", "inputs"]
 

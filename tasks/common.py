@@ -1,11 +1,15 @@
-"""What every shard task shares: its plan, its result record, the retry rule."""
+"""What every shard task shares: its plan, its result record, the retry rule, the worker's loaded model."""
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from genreflow.storage.outputs import Output, OutputSpec
 
@@ -23,9 +27,10 @@ class ShardPlan:
     decode: OutputSpec
     mel: OutputSpec
     augment: OutputSpec | None  # None for validation and test shards: they are never augmented
+    embed: OutputSpec | None = None  # None when no embedding model is trained (flows/plan.py embedding_weights)
 
     def output(self, stage: str) -> OutputSpec | None:
-        return {"decode": self.decode, "mel": self.mel, "augment": self.augment}[stage]
+        return {"decode": self.decode, "mel": self.mel, "augment": self.augment, "embed": self.embed}[stage]
 
 
 @dataclass(frozen=True)
@@ -61,3 +66,56 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:
         return False
     return False
+
+
+class WorkerCache(WorkerPlugin):
+    """A Dask worker plugin that holds one object per worker process (a loaded network), loaded on first use.
+
+    Loading TensorFlow and a model costs seconds; a shard's task takes a few
+    times that. The flow registers the plugin under ``name`` for its run, each
+    worker keeps it in its own plugin registry (no module-level state) and the
+    first task that asks loads the object with ``load`` (picklable: a
+    module-level function or a partial of one); unregistering drops it.
+    """
+
+    def __init__(self, name: str, load: Callable[[], Any]) -> None:
+        self.name = name
+        self.load = load
+        self._value: Any = None
+        self._lock: threading.Lock | None = None
+
+    def setup(self, worker: Any) -> None:
+        self._value = None
+        self._lock = threading.Lock()
+
+    def teardown(self, worker: Any) -> None:
+        self._value = None
+
+    def get(self) -> tuple[Any, bool]:
+        """The worker's object, and whether this call loaded it."""
+        if self._lock is None:
+            self._lock = threading.Lock()
+        with self._lock:
+            if self._value is None:
+                self._value = self.load()
+                return self._value, True
+            return self._value, False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"name": self.name, "load": self.load, "_value": None, "_lock": None}
+
+
+def worker_cached(name: str, load: Callable[[], Any]) -> tuple[Any, bool]:
+    """The object of the worker's ``name`` plugin (loaded on first use), or a fresh ``load()`` where the
+    task runs outside Dask or the flow registered no plugin; and whether it was loaded for this call."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:  # not on a Dask worker (a test, or another task runner)
+        return load(), True
+    plugin = worker.plugins.get(name)
+    if not isinstance(plugin, WorkerCache):
+        logging.getLogger(__name__).warning("no %s plugin on this worker: loading it for this task only", name)
+        return load(), True
+    return plugin.get()

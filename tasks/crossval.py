@@ -73,7 +73,7 @@ def fold_task(root_url: str, fold: Fold, genres: list[str], train_shards: list[t
         val_sources = clip_sources(root, mel_shards, tracks=fold.val, original_only=True)
         training = fit_model(root, model, genres, fold_stats(train_sources), train_sources, val_sources, train, audio,
                              force_train, logger.info)
-        _, cnn = score_model(root, model.key, original_clips(root, mel_shards, fold.test))
+        _, cnn = score_model(root, model.key, [shard for _, shard in mel_shards], fold.test)
         summary: dict[str, Any] = {
             "fold": fold.number, "run": model.key, "training": training, "cnn": cnn, "baseline": None,
             "tracks": {"train": len(fold.train), "val": len(fold.val), "test": len(fold.test)},

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from prefect import task
 
+from genreflow.model.files import EMBEDDING_FILE
 from genreflow.model.metrics import evaluate_predictions
-from genreflow.storage.outputs import OutputSpec, open_output, output_location
+from genreflow.storage.outputs import OutputSpec, open_output, output_location, output_path
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import open_shard_array, read_shard_index
 
 PREDICTIONS_FILE = "predictions.parquet"  # one row a test clip: its probabilities and the prediction
 EVALUATION_FILE = "evaluation.json"  # the metrics
+ModelFamily = Literal["cnn", "embedding"]
+INPUT_STAGES: dict[str, str] = {"cnn": "mel", "embedding": "embed"}
+VALIDATION_METRICS = ("track_accuracy", "clip_accuracy", "macro_f1", "n_tracks")
 
 
 # ---- Prefect task ---------------------------------------------------------------------------
@@ -40,28 +44,58 @@ def original_clips(root: DataRoot, shards: list[tuple[str, str]], tracks: Collec
     return selected
 
 
-def score_model(root: DataRoot, name: str, clips: list[tuple[pd.DataFrame, np.ndarray]]
+def model_family(root: DataRoot, name: str) -> ModelFamily:
+    """"embedding" for a run of the embedding family (its folder has embedding.json), else "cnn"."""
+    return "embedding" if root.exists(output_path(root, "train", name, EMBEDDING_FILE)) else "cnn"
+
+
+def input_stage(family: ModelFamily) -> str:
+    """The shard stage a family's model reads: the CNN log-mel clips, the embedding model clip embeddings."""
+    return INPUT_STAGES[family]
+
+
+def score_model(root: DataRoot, name: str, shards: list[str], tracks: Collection[str] | None = None
                 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Predictions and metrics of the model models/<name>/ on ``clips`` (see :func:`original_clips`)."""
+    """Predictions and metrics of the model models/<name>/ on the original clips of ``shards`` (of ``tracks``).
+
+    Each family reads its own shards of the same clips: the CNN the mel
+    shards, the embedding model the embed shards, through its head only.
+    """
     from genreflow.model.predict import load_classifier, predict_clips
 
+    family = model_family(root, name)
+    clips = original_clips(root, [(input_stage(family), shard) for shard in shards], tracks)
     if not clips:
-        raise ValueError("no test clips to evaluate: the split left no test tracks")
+        raise ValueError("no clips to evaluate: the split left no tracks")
     classifier = load_classifier(Path(root.local_path(output_location(root, "train", name)[0])))
-    probs = [predict_clips(classifier.model, mel[index["row"].to_numpy()]) for index, mel in clips]
+    if family == "embedding":
+        from genreflow.model.embedding import head_model
+
+        head = head_model(classifier.model)
+        probs = [np.asarray(head.predict_on_batch(np.asarray(array[index["row"].to_numpy()], np.float32)))
+                 for index, array in clips]
+    else:
+        probs = [predict_clips(classifier.model, mel[index["row"].to_numpy()]) for index, mel in clips]
     return evaluate_predictions(pd.concat([index for index, _ in clips], ignore_index=True), np.concatenate(probs),
                                 list(classifier.genres))
 
 
 @task(name="evaluate")
-def evaluate_task(root_url: str, test_shards: list[tuple[str, str]], spec: OutputSpec, force: bool
+def evaluate_task(root_url: str, test_shards: list[str], val_shards: list[str], spec: OutputSpec, force: bool
                   ) -> dict[str, Any]:
-    """Predict every test clip with the model ``spec.key``: reports/<run>/predictions.parquet and evaluation.json."""
+    """Predict every test clip with the model ``spec.key``: reports/<run>/predictions.parquet and evaluation.json.
+
+    The validation tracks are scored too (``validation`` in the metrics): the
+    model families are compared there, so the test split stays unseen by the choice.
+    """
     root = DataRoot(root_url)
     with open_output(root, spec, force) as out:
         if out.done:
             return out.read_json(EVALUATION_FILE)
-        predictions, metrics = score_model(root, spec.key, original_clips(root, test_shards))
+        predictions, metrics = score_model(root, spec.key, test_shards)
+        metrics["family"] = model_family(root, spec.key)
+        metrics["validation"] = ({key: value for key, value in score_model(root, spec.key, val_shards)[1].items()
+                                  if key in VALIDATION_METRICS} if val_shards else None)
         out.write_parquet(PREDICTIONS_FILE, predictions)
         out.write_json(EVALUATION_FILE, metrics)
         out.rows = len(predictions)

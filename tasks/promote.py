@@ -23,7 +23,7 @@ from genreflow.storage.manifest import output_state, read_manifest
 from genreflow.storage.outputs import OutputSpec, manifest_path, open_output
 from genreflow.storage.registry import Decision, PromotionRecord, read_registry, record_decision
 from genreflow.storage.root import DataRoot, StorageError
-from genreflow.tasks.evaluate import original_clips, score_model
+from genreflow.tasks.evaluate import score_model
 
 Policy = Literal["if-better", "always", "never"]
 PROMOTION_FILE = ".json"  # reports/<run>/promotion.json
@@ -54,7 +54,7 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return {key: metrics.get(key) for key in (*COMPARED, "n_tracks")}
 
 
-def decide(root: DataRoot, candidate: str, candidate_metrics: dict[str, Any], test_shards: list[tuple[str, str]],
+def decide(root: DataRoot, candidate: str, candidate_metrics: dict[str, Any], test_shards: list[str],
            policy: Policy, tolerance: float, test_set: str | None) -> dict[str, Any]:
     """Compare ``candidate`` with the promoted run on the current test split, record the decision; its summary."""
     registry = read_registry(root)
@@ -69,7 +69,7 @@ def decide(root: DataRoot, candidate: str, candidate_metrics: dict[str, Any], te
         promoted_accuracy = None
         if previous is not None and policy != "never":
             try:
-                _, rescored = score_model(root, previous, original_clips(root, test_shards))
+                _, rescored = score_model(root, previous, test_shards)
             except (ValueError, OSError) as exc:  # a genre it does not know, or a model gone from the data root
                 summary["previous_error"] = str(exc)
             else:
@@ -111,7 +111,7 @@ def promote_by_hand(root: DataRoot, run: str) -> PromotionRecord:
 
 @task(name="promote")
 def promote_task(root_url: str, spec: OutputSpec, candidate_metrics: dict[str, Any],
-                 test_shards: list[tuple[str, str]], policy: Policy, tolerance: float, test_set: str | None,
+                 test_shards: list[str], policy: Policy, tolerance: float, test_set: str | None,
                  force: bool) -> dict[str, Any]:
     """The gate's decision on run ``spec.key`` (reports/<run>/promotion.json); decided once per evaluation."""
     root = DataRoot(root_url)

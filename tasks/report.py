@@ -22,13 +22,14 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from prefect import task
 
-from genreflow.model.files import HISTORY_FILE
+from genreflow.model.files import EMBEDDING_FILE, HISTORY_FILE
 from genreflow.model.params import AugmentConfig
 from genreflow.storage.outputs import OutputSpec, open_output, output_path, tracks_path
 from genreflow.storage.root import QUARANTINE_COLUMNS, DataRoot
 from genreflow.tasks.changes import changes_lines
 from genreflow.tasks.evaluate import EVALUATION_FILE
 from genreflow.tasks.promote import COMPARED
+from genreflow.tasks.select import FAMILY_NAMES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DPI = 110  # sharp enough to read 10 genre names, small enough to embed in HTML
@@ -350,9 +351,9 @@ def training_summary(history: pd.DataFrame) -> dict[str, Any]:
     return result
 
 
-def _headline_table(metrics: dict[str, Any], baseline: dict[str, Any] | None) -> Table:
-    """The headline metrics, the baseline (when given) in a column beside the CNN for comparison."""
-    header = ["Metric", "CNN"]
+def _headline_table(metrics: dict[str, Any], baseline: dict[str, Any] | None, name: str = "CNN") -> Table:
+    """The headline metrics of the model ``name``, the baseline (when given) in a column beside it."""
+    header = ["Metric", name]
     if baseline is not None:
         header.append(str(baseline.get("name", "baseline")))
     rows = []
@@ -414,6 +415,26 @@ def _promotion_context(promotion: dict[str, Any] | None) -> dict[str, Any] | Non
             "promoted": str(promotion.get("promoted") or "none"), "policy": str(promotion.get("policy", ""))}
 
 
+def _selection_context(selection: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Every candidate model on the validation and test splits side by side, and which was chosen and why."""
+    if not selection:
+        return None
+    rows = [[row["name"] + (" (chosen)" if row["chosen"] else ""), row["run"] or MISSING,
+             row["val_track_accuracy"], row["test_track_accuracy"], row["test_macro_f1"], row["test_clip_accuracy"]]
+            for row in selection["candidates"]]
+    header = ["Model", "Run", "Validation track acc.", "Test track acc.", "Test macro-F1", "Test clip acc."]
+    chosen = next(row for row in selection["candidates"] if row["chosen"])
+    return {"table": _table(header, rows), "chosen": str(chosen["name"]), "reason": str(selection["reason"])}
+
+
+def _embedding_context(model: dict[str, Any] | None) -> dict[str, str] | None:
+    """What an embedding model stands on and what its fit chose, for the training section."""
+    if not model:
+        return None
+    return {"embedder": f"{model.get('embedder')} ({model.get('feature')})", "c": _cell(model.get("C")),
+            "val": _cell(model.get("val_track_accuracy")), "dims": _cell(model.get("dims"))}
+
+
 def _config_text(config: dict[str, Any]) -> str:
     """The run's configuration as JSON, so a report says how it was made."""
     return json.dumps(_plain(config), indent=2, default=str)
@@ -428,6 +449,8 @@ def render_report(
     baseline: dict[str, Any] | None = None,
     promotion: dict[str, Any] | None = None,
     changes: dict[str, Any] | None = None,
+    selection: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
 ) -> dict[str, bytes]:
     """Every file of reports/<run>/ as bytes, keyed by file name.
 
@@ -436,7 +459,10 @@ def render_report(
     (track_accuracy, macro_f1, ...) and a name; it is shown beside the CNN.
     promotion (tasks.promote.decide) shows the run beside the promoted one and
     the gate's decision; changes (tasks.changes.rebuild_changes) what this
-    rebuild changed since the previous one.
+    rebuild changed since the previous one. selection (tasks.select.choose_model)
+    lists every model family trained, on validation and test, and why this run
+    was chosen; model (embedding.json) describes an embedding model, which has
+    no epochs to plot.
     """
     images = {
         "confusion.png": render_confusion_png(metrics["confusion"]),
@@ -445,7 +471,7 @@ def render_report(
     training = training_summary(history)
     context: dict[str, Any] = {
         "title": f"genreflow report: {run}",
-        "headline": _headline_table(metrics, baseline),
+        "headline": _headline_table(metrics, baseline, FAMILY_NAMES[metrics.get("family", "cnn")]),
         "n_tracks": _cell(metrics.get("n_tracks")),
         "n_clips": _cell(metrics.get("n_clips")),
         "per_genre": _per_genre_table(metrics),
@@ -456,6 +482,8 @@ def render_report(
         "config": _config_text(config),
         "promotion": _promotion_context(promotion),
         "changes": changes_lines(changes) if changes else [],
+        "selection": _selection_context(selection),
+        "embedding": _embedding_context(model),
     }
     # The HTML embeds the PNGs as data URIs, so the page needs no file beside it.
     embedded = {name: base64.b64encode(data).decode("ascii") for name, data in images.items()}
@@ -473,6 +501,10 @@ def render_report(
         document["promotion"] = promotion
     if changes is not None:
         document["changes"] = changes
+    if selection is not None:
+        document["selection"] = selection
+    if model is not None:
+        document["model"] = model
     metrics_json = json.dumps(_plain(document), indent=2, allow_nan=False, default=str) + "\n"
 
     return {
@@ -546,7 +578,7 @@ def clip_counts(root: DataRoot, shards: list[tuple[str, str]]) -> pd.DataFrame:
 def report_task(
     root_url: str, spec: OutputSpec, config: dict[str, Any], shards: list[tuple[str, str]],
     baseline: dict[str, Any] | None = None, promotion: dict[str, Any] | None = None,
-    changes: dict[str, Any] | None = None,
+    changes: dict[str, Any] | None = None, selection: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write reports/<run>/ (unless done for ``spec``) and publish the summaries as Prefect artifacts."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -561,9 +593,13 @@ def report_task(
     with open_output(root, spec) as out:
         if not out.done:
             metrics = root.read_json(output_path(root, "evaluate", run, EVALUATION_FILE))
-            history = pd.read_csv(root.fs.open(output_path(root, "train", run, HISTORY_FILE)))
+            history_file, model_file = (output_path(root, "train", run, name) for name in (HISTORY_FILE,
+                                                                                          EMBEDDING_FILE))
+            history = pd.read_csv(root.fs.open(history_file)) if root.exists(history_file) else pd.DataFrame()
+            model = root.read_json(model_file) if root.exists(model_file) else None
             for name, payload in render_report(run, metrics, history, summary, config, baseline=baseline,
-                                               promotion=promotion, changes=changes).items():
+                                               promotion=promotion, changes=changes, selection=selection,
+                                               model=model).items():
                 out.write_bytes(name.removeprefix("report") if name.startswith("report.") else name, payload)
     report_md = root.read_bytes(out.path(".md")).decode()
     key = "".join(c if c.isalnum() else "-" for c in run.lower())

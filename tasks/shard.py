@@ -1,4 +1,4 @@
-"""The preprocessing task: one Prefect task per shard runs its decode, mel and augment stages in order.
+"""The preprocessing task: one Prefect task per shard runs its decode, mel, augment and embed stages in order.
 
 Why one task and not one per stage: a Prefect task submitted to a Dask worker
 costs about 0.1 s of the worker's time (it rebuilds Prefect's settings and API
@@ -19,19 +19,22 @@ from collections.abc import Collection, Sequence
 
 from prefect import task
 
-from genreflow.model.params import AudioConfig, AugmentConfig
+from genreflow.model.params import AudioConfig, AugmentConfig, TrainConfig
 from genreflow.storage.outputs import OutputSpec, done_manifest
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.augment import augment_stage
 from genreflow.tasks.common import ShardPlan, ShardResult, retry_transient
 from genreflow.tasks.decode import decode_stage
+from genreflow.tasks.embed import embed_stage
 from genreflow.tasks.mel import mel_stage
 
 
 @task(name="shard", retry_condition_fn=retry_transient)
 def preprocess_shard_task(root_url: str, plan: ShardPlan, audio: AudioConfig, augment: AugmentConfig,
-                          stages: Sequence[str], forced: Collection[str] = ()) -> list[ShardResult]:
-    """decode, then mel and (training shards) augment of ``plan``'s shard, as far as ``stages`` goes.
+                          train: TrainConfig, stages: Sequence[str], forced: Collection[str] = ()
+                          ) -> list[ShardResult]:
+    """decode, then mel, (training shards) augment and (with an embedding model) embed of ``plan``'s shard,
+    as far as ``stages`` goes.
 
     ``forced``: the stages to recompute even where their manifest matches (--from-stage).
     """
@@ -41,13 +44,15 @@ def preprocess_shard_task(root_url: str, plan: ShardPlan, audio: AudioConfig, au
         results.append(mel_stage(root_url, plan.mel, audio, "mel" in forced))
     if "augment" in runs and plan.augment is not None:
         results.append(augment_stage(root_url, plan.augment, audio, augment, "augment" in forced))
+    if "embed" in runs and plan.embed is not None:
+        results.append(embed_stage(root_url, plan.embed, audio, train, "embed" in forced))
     return results
 
 
 def shard_outputs(plan: ShardPlan, stages: Sequence[str]) -> list[OutputSpec]:
-    """The outputs a shard's task makes: decode always, then mel and (training shards) augment as far as
-    ``stages`` goes."""
-    wanted = [plan.output(stage) for stage in ("mel", "augment") if stage in stages]
+    """The outputs a shard's task makes: decode always, then mel, (training shards) augment and (with an
+    embedding model) embed as far as ``stages`` goes."""
+    wanted = [plan.output(stage) for stage in ("mel", "augment", "embed") if stage in stages]
     return [plan.decode, *(output for output in wanted if output is not None)]
 
 

@@ -18,10 +18,10 @@ from typing import Literal
 
 from genreflow.storage.fingerprint import code_version, fingerprint
 
-STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment", "stats", "baseline", "train", "evaluate",
+STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment", "embed", "stats", "baseline", "train", "evaluate",
                            "promote", "report")
-PREPROCESS_STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment")
-Stage = Literal["ingest", "decode", "mel", "augment", "stats", "baseline", "train", "evaluate", "promote",
+PREPROCESS_STAGES: tuple[str, ...] = ("ingest", "decode", "mel", "augment", "embed")
+Stage = Literal["ingest", "decode", "mel", "augment", "embed", "stats", "baseline", "train", "evaluate", "promote",
                 "report"]
 
 # What each output's code is: "module" (all of it) or "module:function" (one top-level definition).
@@ -34,11 +34,15 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "decode": (f"{_M}audio", f"{_T}decode:decode_shard", f"{_T}decode:to_pcm16"),
     "mel": (f"{_M}mel", f"{_T}mel:mel_stage"),
     "augment": (f"{_M}audio_augment", f"{_M}mel", f"{_T}augment:augment_stage"),
+    # The weights are an input (their checksum), not code; musicnn's network and front end are code.
+    "embed": (f"{_M}musicnn", f"{_M}embedding:embed_pcm", f"{_T}embed:embed_stage"),
     "stats": (f"{_T}stats:band_stats",),
     "baseline": (f"{_T}baseline", f"{_M}metrics"),
     "train": (f"{_M}cnn", f"{_M}train", f"{_M}dataset", f"{_M}augment", f"{_T}train:fit_model",
               f"{_T}train:model_knobs"),
     "evaluate": (f"{_T}evaluate", f"{_M}metrics", f"{_M}predict", f"{_M}audio", f"{_M}mel"),
+    # The embedding family's head: fitted on the embed shards, saved as one Keras model with musicnn.
+    "head": (f"{_M}embedding", f"{_M}musicnn", f"{_M}metrics", f"{_T}head:fit_embedding_model", f"{_T}head:stacked"),
     "promote": (f"{_T}promote",),
     "report": (f"{_T}report",),
     "fold": (f"{_T}crossval", f"{_T}folds", f"{_T}evaluate", f"{_T}baseline", f"{_M}metrics", f"{_M}predict",

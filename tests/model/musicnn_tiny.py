@@ -115,3 +115,28 @@ def reference_forward(v: dict[str, np.ndarray], batch: np.ndarray) -> dict[str, 
     logits = penultimate @ v["dense_1/kernel"] + v["dense_1/bias"]
     return {"taggram": 1 / (1 + np.exp(-logits)), "max_pool": max_pool[..., 0], "mean_pool": mean_pool[..., 0],
             "penultimate": penultimate}
+
+
+def stand_in_weights_cache(weights_dir: Path, seed: int = 0) -> Path:
+    """A cache laid out as `genreflow weights fetch musicnn` leaves it, holding random full-size checkpoints.
+
+    The real network's names and shapes, none of its knowledge: for tests of the
+    embedding family's plumbing where the real weights may be absent.
+    """
+    import hashlib
+    import json
+
+    from genreflow.model.weights import CHECKPOINT_PREFIX, MANIFEST, MUSICNN
+
+    folder = weights_dir / MUSICNN.folder
+    files = {}
+    for number, model in enumerate(MUSICNN.models):
+        (folder / model).mkdir(parents=True, exist_ok=True)
+        variables = tiny_variables(MusicnnArch(n_classes=50), seed + number)
+        save_tf1_checkpoint(variables, folder / model / CHECKPOINT_PREFIX)
+        for path in sorted((folder / model).iterdir()):
+            files[f"{model}/{path.name}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest = {"source": MUSICNN.requirement, "wheel": "stand-in", "wheel_sha256": MUSICNN.sha256,
+                "models": list(MUSICNN.models), "files": files}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return weights_dir
