@@ -43,9 +43,6 @@ class PreprocessResult:
     results: list[ShardResult] = field(default_factory=list)
     changes: dict[str, Any] = field(default_factory=dict)  # tasks.ingest.track_changes
 
-    def computed(self, stage: str) -> int:
-        return sum(1 for r in self.results if r.stage == stage and not r.skipped)
-
 
 def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
     """Submit one task per shard (its decode, mel and augment in order) and wait for them all."""
@@ -131,7 +128,7 @@ def longest_first(plans: list[ShardPlan], augment: bool) -> list[ShardPlan]:
 @flow(name="preprocess", log_prints=True)
 def preprocess_flow(config: Config) -> dict[str, int]:
     """ingest, decode, mel and augment into shards under the data root."""
-    from genreflow.tasks.changes import read_last_rebuild, rebuild_changes, write_last_rebuild
+    from genreflow.tasks.changes import read_last_rebuild, rebuild_changes, shard_counts, write_last_rebuild
 
     logger = get_run_logger()
     root = DataRoot(config.run.data_root)
@@ -140,7 +137,7 @@ def preprocess_flow(config: Config) -> dict[str, int]:
         with StageProgress(logger) as progress:
             outcome = run_preprocess(config, progress)
         write_last_rebuild(root, rebuild_changes(outcome.changes, outcome.results, previous), {})
-    summary = {stage: outcome.computed(stage) for stage in SHARD_STAGES}
+    summary = {stage: counts["computed"] for stage, counts in shard_counts(outcome.results).items()}
     logger.info("preprocessing done: %d tracks in %d shards; shards computed: %s",
                 len(outcome.tracks), len(outcome.plans), summary)
     return summary

@@ -40,14 +40,19 @@ def code_changes(previous: dict[str, Any] | None) -> list[str]:
     return [stage for stage, version in code_versions().items() if stage in before and before[stage] != version]
 
 
+def shard_counts(results: list[ShardResult]) -> dict[str, dict[str, int]]:
+    """Shards computed and reused per shard stage; embed only where it ran (it needs an embedding model)."""
+    return {stage: {"computed": sum(1 for r in results if r.stage == stage and not r.skipped),
+                    "reused": sum(1 for r in results if r.stage == stage and r.skipped)}
+            for stage in SHARD_STAGES if stage != "embed" or any(r.stage == stage for r in results)}
+
+
 def rebuild_changes(tracks: dict[str, Any], results: list[ShardResult], previous: dict[str, Any] | None
                     ) -> dict[str, Any]:
     """The summary of one rebuild's preprocessing: tracks (tasks.ingest.track_changes), shards computed and
-    reused per stage, stages whose code changed, and whether the test set is the previous rebuild's."""
-    shards = {stage: {"computed": sum(1 for r in results if r.stage == stage and not r.skipped),
-                      "reused": sum(1 for r in results if r.stage == stage and r.skipped)}
-              for stage in SHARD_STAGES}
-    return {"tracks": tracks, "shards": shards, "code_changed": code_changes(previous),
+    reused per stage (:func:`shard_counts`), stages whose code changed, and whether the test set is the
+    previous rebuild's."""
+    return {"tracks": tracks, "shards": shard_counts(results), "code_changed": code_changes(previous),
             "test_set_same": bool(tracks.get("test_set_same")), "previous_rebuild": (previous or {}).get("finished_at")}
 
 

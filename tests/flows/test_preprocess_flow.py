@@ -182,7 +182,7 @@ def test_a_finished_shard_is_known_without_submitting_its_task(
     found = finished_shard(root.url, train, stages)
     assert found is not None and [r.stage for r in found] == ["decode", "mel", "augment"]
     assert all(r.skipped and r.clips > 0 for r in found)
-    assert found == preprocess_shard_task.fn(root.url, train, config.audio, config.augment, stages)
+    assert found == preprocess_shard_task.fn(root.url, train, config.audio, config.augment, config.train, stages)
     held_out = next(p for p in plans if p.augment is None)
     assert [r.stage for r in finished_shard(root.url, held_out, stages) or []] == ["decode", "mel"]
     assert [r.stage for r in finished_shard(root.url, train, ["ingest", "decode"]) or []] == ["decode"]

@@ -10,8 +10,10 @@ import pytest
 
 from genreflow.tasks.stages import STAGE_CODE, STAGES, stage_code
 
-# model/ modules that hold no computation of an output: parameter types, file names, the quiet TF import.
-NOT_COMPUTATION = {"genreflow.model.params", "genreflow.model.files", "genreflow.model.quiet_tf"}
+# model/ modules that hold no computation of an output: parameter types, file names, the quiet TF import, the
+# fetching of pretrained weights (their checksum is an input of the outputs made with them).
+NOT_COMPUTATION = {"genreflow.model.params", "genreflow.model.files", "genreflow.model.quiet_tf",
+                   "genreflow.model.weights"}
 
 
 def model_imports(module: str) -> set[str]:
