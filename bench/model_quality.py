@@ -4,8 +4,9 @@ Each variant is a set of genreflow flags; for each, this runs ``genreflow
 preprocess`` (once per distinct preprocessing) and ``genreflow evaluate
 --folds K`` as a user would, reads the cross-validation report, and prints a
 table of track-level accuracy and macro-F1 (mean and std over folds) for the
-CNN, with the MFCC + SVM baseline from the same folds. docs/model.md holds
-the results of::
+CNN, the embedding model (where musicnn's weights are in the cache), the model
+each fold's validation tracks chose (what a rebuild promotes) and the MFCC +
+SVM baseline from the same folds. docs/model.md holds the results of::
 
     python -m genreflow.bench.model_quality --source csv --input all-train.csv --work /tmp/gtzan --json gtzan.json
 
@@ -86,25 +87,30 @@ def run_variant(name: str, flags: list[str], common: list[str], work: Path, fold
     seconds = _genreflow(["evaluate", *argv, "--folds", str(folds)], log)
     report = _newest_crossval_report(root)
     per_epoch = [f["training"]["seconds_per_epoch"] for f in report["folds"]
-                 if f["training"].get("seconds_per_epoch")]
+                 if f.get("training", {}).get("seconds_per_epoch")]
     clips = [f.get("train_clips") for f in report["folds"]]
     return {"variant": name, "what": VARIANTS.get(name, ("", []))[0], "flags": flags, "seconds": seconds,
             "summary": report["summary"], "seconds_per_epoch": per_epoch, "train_clips": clips,
-            "epochs": [f["training"]["epochs_run"] for f in report["folds"]]}
+            "epochs": [f["training"]["epochs_run"] for f in report["folds"] if f.get("training")],
+            "chosen": [(f.get("selection") or {}).get("chosen", "cnn") for f in report["folds"]]}
 
 
 def format_table(results: list[dict[str, Any]], markdown: bool = False) -> str:
-    """One row per variant: CNN and baseline (mean ± std over folds), mean epochs and seconds per epoch."""
+    """One row per variant: each model's track accuracy (mean ± std over folds), the CNN's macro-F1, which
+    family the folds chose, mean epochs and seconds per epoch."""
     def cell(summary: dict[str, Any], model: str, metric: str) -> str:
         entry = summary.get(model, {}).get(metric)
         return "-" if not entry else f"{entry['mean']:.3f} ± {entry['std']:.3f}"
 
-    rows = [("variant", "CNN track acc.", "CNN macro-F1", "baseline track acc.", "epochs", "s/epoch")]
+    rows = [("variant", "CNN track acc.", "CNN macro-F1", "embedding track acc.", "chosen track acc.",
+             "chosen family", "baseline track acc.", "epochs", "s/epoch")]
     for r in results:
-        per_epoch = r["seconds_per_epoch"]
+        per_epoch, epochs, chosen = r["seconds_per_epoch"], r["epochs"], r.get("chosen", [])
         rows.append((r["variant"], cell(r["summary"], "cnn", "track_accuracy"), cell(r["summary"], "cnn", "macro_f1"),
+                     cell(r["summary"], "embedding", "track_accuracy"), cell(r["summary"], "chosen", "track_accuracy"),
+                     ", ".join(f"{family} {chosen.count(family)}" for family in sorted(set(chosen))) or "-",
                      cell(r["summary"], "baseline", "track_accuracy"),
-                     f"{sum(r['epochs']) / len(r['epochs']):.1f}",
+                     f"{sum(epochs) / len(epochs):.1f}" if epochs else "-",
                      f"{sum(per_epoch) / len(per_epoch):.1f}" if per_epoch else "-"))
     if markdown:
         lines = ["| " + " | ".join(row) + " |" for row in rows]

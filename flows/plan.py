@@ -159,22 +159,30 @@ def report_spec(evaluate: OutputSpec, inputs: list[OutputSpec | None], config: C
 
 
 def crossval_specs(plans: list[ShardPlan], config: Config, folds: list[Any]) -> tuple[OutputSpec, list[
-        tuple[OutputSpec, OutputSpec]]]:
-    """The cross-validation's report spec and, per fold, (model spec, result spec).
+        tuple[OutputSpec | None, OutputSpec | None, OutputSpec]]]:
+    """The cross-validation's report spec and, per fold, (CNN spec, embedding model spec, result spec); a family
+    the configuration does not train is None.
 
     The cross-validation is named ``cv-`` plus a hash of the shards, the folds
-    asked for and the training; a fold's model ``<cv>/fold-<n>``.
+    asked for and the training; a fold's CNN ``<cv>/fold-<n>``, its embedding
+    model ``<cv>/fold-<n>-embedding``.
     """
     shards = [(p.shard, p.mel.fingerprint, p.augment.fingerprint if p.augment else None) for p in plans]
     params = [config.train.folds, config.split.split_seed, config.split.val_fraction, training_params(config.train),
               config.audio]
     report = OutputSpec("crossval", code=stage_code("crossval"), inputs=shards, params=params)
     report = report.with_key("cv-" + report.fingerprint[:12])
+    embedded = [p.embed.fingerprint for p in plans if p.embed is not None]
     per_fold = []
     for fold in folds:
-        model = OutputSpec("train", f"{report.key}/fold-{fold.number}", stage_code("train"),
-                           [shards, fold.train, fold.val, fold.test], [training_params(config.train), config.audio])
-        result = OutputSpec("fold", model.key, stage_code("fold"), [model.fingerprint],
+        key = f"{report.key}/fold-{fold.number}"
+        model = (OutputSpec("train", key, stage_code("train"), [shards, fold.train, fold.val, fold.test],
+                            [training_params(config.train), config.audio]) if config.train.model != "embedding"
+                 else None)
+        embedding = (OutputSpec("train", f"{key}-embedding", stage_code("head"), [embedded, fold.train, fold.val],
+                                [embed_params(config.train), config.train.seed, config.audio]) if embedded else None)
+        result = OutputSpec("fold", key, stage_code("fold"), [spec.fingerprint if spec else None
+                                                              for spec in (model, embedding)],
                             {"baseline": config.train.baseline})
-        per_fold.append((model, result))
+        per_fold.append((model, embedding, result))
     return report, per_fold

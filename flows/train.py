@@ -41,7 +41,7 @@ from genreflow.storage.outputs import manifest_path, state_of, tracks_path
 from genreflow.storage.root import SPLITS, DataRoot
 from genreflow.tasks.baseline import baseline_task
 from genreflow.tasks.common import ShardPlan
-from genreflow.tasks.crossval import crossval_report_task, fold_task
+from genreflow.tasks.crossval import MODELS, crossval_report_task, fold_task
 from genreflow.tasks.evaluate import evaluate_task, model_family
 from genreflow.tasks.folds import make_folds
 from genreflow.tasks.head import train_embedding_task
@@ -177,21 +177,22 @@ def trained_models(root: DataRoot, plans: list[ShardPlan], config: Config, genre
 
 
 def run_crossval(config: Config, plans: list[ShardPlan], tracks: pd.DataFrame, genres: list[str]) -> dict[str, Any]:
-    """K folds over every track, each trained and scored (CNN and baseline) on Dask, then one report."""
+    """K folds over every track, each trained, chosen on its validation tracks and scored (CNN, embedding
+    model, baseline) on Dask, then one report."""
     root = DataRoot(config.run.data_root)
     folds = make_folds(tracks, int(config.train.folds or 0), config.split.val_fraction, config.split.split_seed)
     report_out, per_fold = crossval_specs(plans, config, folds)
     mel = [("mel", p.shard) for p in plans]
     train_inputs = mel + [("augment", p.shard) for p in plans if p.augment is not None]
     with gpu_annotation():
-        futures = [fold_task.submit(root.url, fold, genres, train_inputs, mel, config.train, config.audio, model,
-                                    result, config.forced("train"), config.forced("evaluate"))
-                   for fold, (model, result) in zip(folds, per_fold, strict=True)]
+        futures = [fold_task.submit(root.url, fold, genres, train_inputs, [p.shard for p in plans], config.train,
+                                    config.audio, models, config.forced("train"), config.forced("evaluate"))
+                   for fold, models in zip(folds, per_fold, strict=True)]
         results = [future.result() for future in futures]
     report = crossval_report_task(root.url, report_out, results, config.model_dump(mode="json"))
     summary = report["summary"]
     logger = get_run_logger()
-    for name in ("cnn", "baseline"):
+    for name in MODELS:
         if name in summary:
             accuracy = summary[name]["track_accuracy"]
             logger.info("cross-validation, %s: track accuracy %.3f ± %.3f over %d folds", name,

@@ -1,4 +1,5 @@
-"""Cross-validation: per fold, the CNN and the baseline trained on the fold's tracks and scored on its test tracks.
+"""Cross-validation: per fold, each model family and the baseline trained on the fold's tracks, the family
+to promote chosen on its validation tracks (tasks/select.py, as a rebuild chooses), all scored on its test tracks.
 
 It runs on the shards preprocessing wrote (no new preprocessing): a fold's
 training clips are the mel and augmented clips of its training tracks, its
@@ -23,12 +24,16 @@ from genreflow.model.params import AudioConfig, TrainConfig
 from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.baseline import features_of, run_baseline
-from genreflow.tasks.evaluate import original_clips, score_model
+from genreflow.tasks.evaluate import VALIDATION_METRICS, original_clips, score_model
 from genreflow.tasks.folds import Fold
+from genreflow.tasks.head import fit_embedding_model
+from genreflow.tasks.select import choose_model
 from genreflow.tasks.stats import band_stats
 from genreflow.tasks.train import clip_sources, fit_model
 
-MODELS = ("cnn", "baseline")
+# Summarised per fold: each family, the one the fold's validation tracks chose (what a rebuild would promote),
+# and the baseline.
+MODELS = ("cnn", "embedding", "chosen", "baseline")
 SUMMARY_METRICS = ("track_accuracy", "macro_f1", "clip_accuracy", "top2_accuracy")
 FOLD_FILE = ".json"  # reports/<cv>/fold-<n>.json
 
@@ -55,36 +60,63 @@ def summarize_folds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-@task(name="fold")
-def fold_task(root_url: str, fold: Fold, genres: list[str], train_shards: list[tuple[str, str]],
-              mel_shards: list[tuple[str, str]], train: TrainConfig, audio: AudioConfig, model: OutputSpec,
-              result: OutputSpec, force_train: bool, force_evaluate: bool) -> dict[str, Any]:
-    """Train and score one fold: ``model`` (models/<cv>/fold-<n>/), ``result`` (reports/<cv>/fold-<n>.json).
+def score_on(root: DataRoot, run: str, shards: list[str], fold: Fold) -> dict[str, Any]:
+    """Test metrics of the fold's model ``run``, with its scores on the fold's validation tracks."""
+    _, metrics = score_model(root, run, shards, fold.test)
+    metrics["validation"] = ({key: value for key, value in score_model(root, run, shards, fold.val)[1].items()
+                              if key in VALIDATION_METRICS} if fold.val else None)
+    return metrics
 
-    The result's spec has the model's as input, plus whether the baseline is
-    asked for: that changes the result, not the model.
+
+@task(name="fold")
+def fold_task(root_url: str, fold: Fold, genres: list[str], train_shards: list[tuple[str, str]], shards: list[str],
+              train: TrainConfig, audio: AudioConfig,
+              models: tuple[OutputSpec | None, OutputSpec | None, OutputSpec], force_train: bool,
+              force_evaluate: bool) -> dict[str, Any]:
+    """Train, choose and score one fold; ``models`` are (CNN, embedding model, result) as
+    flows.plan.crossval_specs plans them: models/<cv>/fold-<n>[-embedding]/, reports/<cv>/fold-<n>.json.
+
+    The result's spec has the models' as inputs, plus whether the baseline is
+    asked for: that changes the result, not the models.
     """
+    cnn_spec, embedding_spec, result = models
     root = DataRoot(root_url)
     logger = get_run_logger()
     with open_output(root, result, force_train or force_evaluate) as out:
         if out.done:
             return out.read_json(FOLD_FILE)
-        train_sources = clip_sources(root, train_shards, tracks=fold.train)
-        val_sources = clip_sources(root, mel_shards, tracks=fold.val, original_only=True)
-        training = fit_model(root, model, genres, fold_stats(train_sources), train_sources, val_sources, train, audio,
-                             force_train, logger.info)
-        _, cnn = score_model(root, model.key, [shard for _, shard in mel_shards], fold.test)
+        scored: dict[str, dict[str, Any]] = {}
+        runs: dict[str, str] = {}
         summary: dict[str, Any] = {
-            "fold": fold.number, "run": model.key, "training": training, "cnn": cnn, "baseline": None,
+            "fold": fold.number, "training": {}, "baseline": None,
             "tracks": {"train": len(fold.train), "val": len(fold.val), "test": len(fold.test)},
-            "train_clips": sum(len(s) for s in train_sources), "train_tracks": list(fold.train),
-            "val_tracks": list(fold.val), "test_tracks": list(fold.test)}
+            "train_tracks": list(fold.train), "val_tracks": list(fold.val), "test_tracks": list(fold.test)}
+        mel = [("mel", shard) for shard in shards]
+        if cnn_spec is not None:
+            train_sources = clip_sources(root, train_shards, tracks=fold.train)
+            val_sources = clip_sources(root, mel, tracks=fold.val, original_only=True)
+            summary["training"] = fit_model(root, cnn_spec, genres, fold_stats(train_sources), train_sources,
+                                            val_sources, train, audio, force_train, logger.info)
+            summary["train_clips"] = sum(len(s) for s in train_sources)
+            runs["cnn"], scored["cnn"] = cnn_spec.key, score_on(root, cnn_spec.key, shards, fold)
+        if embedding_spec is not None:
+            embed = [("embed", shard) for shard in shards]
+            summary["embedding_training"] = fit_embedding_model(
+                root, embedding_spec, genres, original_clips(root, embed, fold.train),
+                original_clips(root, embed, fold.val), train, audio, force_train)
+            runs["embedding"], scored["embedding"] = embedding_spec.key, score_on(root, embedding_spec.key, shards,
+                                                                                  fold)
         if train.baseline:
-            _, summary["baseline"] = run_baseline(*(features_of(original_clips(root, mel_shards, tracks))
+            _, summary["baseline"] = run_baseline(*(features_of(original_clips(root, mel, tracks))
                                                     for tracks in (fold.train, fold.val, fold.test)), genres,
                                                   train.seed)
-        logger.info("fold %d: CNN track accuracy %.3f%s", fold.number, cnn["track_accuracy"],
-                    f", baseline {summary['baseline']['track_accuracy']:.3f}" if summary["baseline"] else "")
+        selection = choose_model(scored, runs, summary["baseline"])
+        summary.update(scored, run=runs[selection["chosen"]], chosen=scored[selection["chosen"]],
+                       selection={key: selection[key] for key in ("chosen", "run", "reason")})
+        logger.info("fold %d: %s; chosen %s%s", fold.number, ", ".join(
+            f"{family} track accuracy {metrics['track_accuracy']:.3f}" for family, metrics in scored.items()),
+            selection["chosen"], f"; baseline {summary['baseline']['track_accuracy']:.3f}" if summary["baseline"]
+            else "")
         out.write_json(FOLD_FILE, summary)
         out.rows = len(fold.test)
     return summary

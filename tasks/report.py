@@ -523,26 +523,42 @@ CROSSVAL_METRICS: tuple[tuple[str, str], ...] = (
 )
 
 
+# The columns of a cross-validation report, in order, where the summary has them.
+CROSSVAL_MODELS: dict[str, str] = {"cnn": "CNN", "embedding": "Embedding", "chosen": "Chosen on validation",
+                                   "baseline": "MFCC + SVM"}
+
+
 def _mean_std(entry: dict[str, Any] | None) -> str:
     return MISSING if not entry else f"{entry['mean']:.3f} ± {entry['std']:.3f}"
 
 
 def render_crossval_report(run: str, summary: dict[str, Any], folds: list[dict[str, Any]],
                            config: dict[str, Any]) -> dict[str, bytes]:
-    """crossval.md, crossval.html and crossval.json: mean ± std over folds, then each fold, CNN beside baseline."""
-    baseline = "baseline" in summary
-    header = ["Metric (mean ± std over folds)", "CNN", *(["MFCC + SVM"] if baseline else [])]
-    rows = [[label, _mean_std(summary["cnn"].get(key)), *([_mean_std(summary["baseline"].get(key))]
-                                                           if baseline else [])]
-            for key, label in CROSSVAL_METRICS]
-    fold_header = ["fold", "train / val / test tracks", "epochs", "CNN track acc.", "CNN macro-F1",
-                   *(["baseline track acc.", "baseline macro-F1"] if baseline else [])]
+    """crossval.md, crossval.html and crossval.json: mean ± std over folds, then each fold, each model family
+    (and, with more than one, the one each fold's validation tracks chose) beside the baseline."""
+    shown = [model for model in CROSSVAL_MODELS if model in summary]
+    if "embedding" not in summary:
+        shown = [model for model in shown if model != "chosen"]  # one family: the chosen one is the CNN
+    header = ["Metric (mean ± std over folds)", *(CROSSVAL_MODELS[model] for model in shown)]
+    rows = [[label, *(_mean_std(summary[model].get(key)) for model in shown)] for key, label in CROSSVAL_METRICS]
+    families = [model for model in shown if model in ("cnn", "embedding")]
+    fold_header = ["fold", "train / val / test tracks", "epochs"]
+    for model in families:
+        fold_header += [f"{CROSSVAL_MODELS[model]} track acc.", f"{CROSSVAL_MODELS[model]} macro-F1"]
+    if "chosen" in shown:
+        fold_header.append("chosen")
+    if "baseline" in shown:
+        fold_header += ["baseline track acc.", "baseline macro-F1"]
     fold_rows = []
     for fold in sorted(folds, key=lambda f: f["fold"]):
         tracks = fold["tracks"]
         row = [fold["fold"], f"{tracks['train']} / {tracks['val']} / {tracks['test']}",
-               fold["training"].get("epochs_run"), fold["cnn"]["track_accuracy"], fold["cnn"]["macro_f1"]]
-        if baseline:
+               fold.get("training", {}).get("epochs_run")]
+        for model in families:
+            row += [fold[model]["track_accuracy"], fold[model]["macro_f1"]]
+        if "chosen" in shown:
+            row.append((fold.get("selection") or {}).get("chosen"))
+        if "baseline" in shown:
             row += [fold["baseline"]["track_accuracy"], fold["baseline"]["macro_f1"]]
         fold_rows.append(row)
     context: dict[str, Any] = {

@@ -42,8 +42,18 @@ def test_tables_show_mean_and_std_per_variant() -> None:
     assert plain[0].split()[0] == "variant" and plain[2].startswith("genreflow")
     assert "0.680 ± 0.050" in plain[2] and "15.0" in plain[2] and "3.0" in plain[2]
     markdown = model_quality.format_table(results, markdown=True).splitlines()
-    assert markdown[1] == "|---|---|---|---|---|---|"
+    assert markdown[1] == "|---|---|---|---|---|---|---|---|---|"  # a variant, eight figures
     assert markdown[2].startswith("| seed | 0.370 ± 0.050 |")
+    assert "| - | - | - |" in markdown[2]  # no embedding model, no choice recorded
+
+
+def test_tables_show_the_embedding_model_and_the_choice() -> None:
+    result = _result("genreflow", 0.68)
+    stat = {"mean": 0.9, "std": 0.04, "values": [0.9]}
+    result["summary"].update(embedding={"track_accuracy": stat}, chosen={"track_accuracy": stat})
+    result["chosen"] = ["embedding", "embedding", "cnn"]
+    row = model_quality.format_table([result], markdown=True).splitlines()[2]
+    assert "| 0.900 ± 0.040 | 0.900 ± 0.040 | cnn 1, embedding 2 |" in row
 
 
 def test_reads_the_newest_crossval_report(tmp_path: Path) -> None:

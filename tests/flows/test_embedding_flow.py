@@ -124,3 +124,24 @@ def test_best_without_weights_trains_the_cnn_alone(demo_dir: Path, tmp_path: Pat
                            "shard": ["train-0000"]})
     plans = plan_shards(tracks, config)
     assert plans[0].embed is None and embedding_model_spec(plans, config) is None
+
+
+def test_cross_validation_chooses_a_family_in_each_fold(rebuilt: tuple[Config, dict]) -> None:
+    config, _ = rebuilt
+    folded = config.model_copy(update={"train": config.train.model_copy(update={"folds": 3})})  # a train track
+    # of every genre in each fold (3 a genre)
+    outcome = run_command("evaluate", folded)
+    summary = outcome["report"]["summary"]
+    assert {"cnn", "embedding", "chosen", "baseline"} <= set(summary)
+    report = Path(outcome["report"]["dir"])
+    chosen_values = []
+    for n in (1, 2, 3):
+        fold = json.loads((report / f"fold-{n}.json").read_text())
+        family = fold["selection"]["chosen"]
+        others = [f for f in ("cnn", "embedding") if f != family]
+        assert fold[family]["validation"]["track_accuracy"] >= max(fold[f]["validation"]["track_accuracy"]
+                                                                     for f in others)
+        assert fold["chosen"] == fold[family] and fold["run"].endswith("-embedding") == (family == "embedding")
+        chosen_values.append(fold[family]["track_accuracy"])
+    assert summary["chosen"]["track_accuracy"]["values"] == chosen_values
+    assert "| Chosen on validation |" in (report / "crossval.md").read_text()

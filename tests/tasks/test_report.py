@@ -306,3 +306,20 @@ def test_templates_ship_with_the_package() -> None:
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["genreflow.tasks"]
     assert all(any(fnmatch(f"templates/{name}", pattern) for pattern in patterns) for name in names)
+
+
+def test_crossval_report_with_two_families_shows_the_chosen_one() -> None:
+    from genreflow.tasks.report import render_crossval_report
+
+    def spread(mean: float) -> dict:
+        return {"mean": mean, "std": 0.1, "values": [mean]}
+
+    folds = [{"fold": 1, "tracks": {"train": 8, "val": 2, "test": 3}, "training": {"epochs_run": 3},
+              "cnn": {"track_accuracy": 0.6, "macro_f1": 0.55}, "embedding": {"track_accuracy": 0.9, "macro_f1": 0.85},
+              "selection": {"chosen": "embedding"}, "baseline": {"track_accuracy": 0.5, "macro_f1": 0.4}}]
+    summary = {"folds": 1, "cnn": {"track_accuracy": spread(0.6)}, "embedding": {"track_accuracy": spread(0.9)},
+               "chosen": {"track_accuracy": spread(0.9)}, "baseline": {"track_accuracy": spread(0.5)}}
+    text = render_crossval_report("cv", summary, folds, {})["crossval.md"].decode("utf-8")
+    assert "| Metric (mean ± std over folds) | CNN | Embedding | Chosen on validation | MFCC + SVM |" in text
+    assert "| Track accuracy | 0.600 ± 0.100 | 0.900 ± 0.100 | 0.900 ± 0.100 | 0.500 ± 0.100 |" in text
+    assert "| 1 | 8 / 2 / 3 | 3 | 0.600 | 0.550 | 0.900 | 0.850 | embedding | 0.500 | 0.400 |" in text
