@@ -6,9 +6,20 @@ how window probabilities become a file's. The per-band normalisation is a
 layer of the model (model/cnn.py ``band_norm``), so it is inside every exported
 graph: a consumer feeds raw log-mel dB, as genreflow does.
 
-Every graph takes ``log_mel`` float32 [shape=(batch, n_mels, frames, 1)] and
-gives ``probabilities`` float32 [shape=(batch, n_genres)], frames fixed to one
-window of the training settings (431 for 10 s at 22,050 Hz, hop 512).
+Every graph of a CNN takes ``log_mel`` float32 [shape=(batch, n_mels, frames, 1)]
+and gives ``probabilities`` float32 [shape=(batch, n_genres)], frames fixed to
+one window of the training settings (431 for 10 s at 22,050 Hz, hop 512).
+
+An embedding classifier (model/embedding.py) is exported the same way, as the
+one Keras model it is: its graph takes ``musicnn_patches`` float32
+[shape=(batch, P, 187, 96)], musicnn's log-mel patches of one window (P = 3 for
+10 s windows), and gives the same ``probabilities``. musicnn, the mean over the
+window's patches and the standardisation of that embedding (layer
+``embedding_norm``) are all inside the graph; the JSON spells out musicnn's
+front end (16 kHz, mel power, float16, log10(10000 x + 1), 187-frame patches)
+instead of the CNN's log-mel dB. The converters unroll the TimeDistributed
+over the P patches; the weights stay one copy (a full-size export is about
+1.9 MB in each format).
 
 Converters: Keras' own ExportArchive (SavedModel), TensorFlow's TFLite
 converter (from that SavedModel), and tf2onnx's ``from_keras``. Keras 3.15's
@@ -37,7 +48,12 @@ from typing import Any, Literal
 import numpy as np
 
 from genreflow.model.audio import pad_tolerance
+from genreflow.model.embedding import INPUT_NAME as PATCHES_NAME
+from genreflow.model.embedding import NORM_LAYER as EMBEDDING_NORM_LAYER
+from genreflow.model.embedding import patches_per_window, window_patches
+from genreflow.model.files import EMBEDDING_FILE
 from genreflow.model.mel import AMIN, TOP_DB
+from genreflow.model.musicnn import FLOAT16_MAX, HOP_LENGTH, LOG_SCALE, N_FFT, N_MELS, PATCH_FRAMES, SAMPLE_RATE
 from genreflow.model.params import AudioConfig
 from genreflow.model.predict import Classifier, predict_clips
 from genreflow.model.quiet_tf import keras, tf
@@ -46,7 +62,7 @@ from genreflow.storage.errors import GenreflowError
 ExportFormat = Literal["savedmodel", "tflite", "onnx"]
 FORMATS: tuple[str, ...] = ("savedmodel", "tflite", "onnx")
 MODEL_NAMES: dict[str, str] = {"savedmodel": "saved_model", "tflite": "model.tflite", "onnx": "model.onnx"}
-INPUT_NAME, OUTPUT_NAME = "log_mel", "probabilities"
+INPUT_NAME, OUTPUT_NAME = "log_mel", "probabilities"  # the CNN's; an embedding classifier's input is PATCHES_NAME
 ONNX_OPSET = 17
 VERIFY_TOLERANCE = 1e-4  # largest difference from the Keras model's probabilities an export may have
 VERIFY_WINDOWS = 8
@@ -72,37 +88,45 @@ def info_name(fmt: str) -> str:
 
 
 def input_spec(audio: AudioConfig) -> Any:
-    """The exported graph's input: any batch of whole windows of the training settings."""
+    """The CNN's exported input: any batch of whole windows of the training settings."""
     return tf.TensorSpec((None, audio.n_mels, audio.frames, 1), tf.float32, name=INPUT_NAME)
+
+
+def model_input_spec(classifier: Classifier, audio: AudioConfig) -> Any:
+    """The exported graph's input: the CNN's log_mel (:func:`input_spec`) or an embedding classifier's patches."""
+    if classifier.is_embedding:
+        return tf.TensorSpec((None, classifier.patches_per_window, PATCH_FRAMES, N_MELS), tf.float32,
+                             name=PATCHES_NAME)
+    return input_spec(audio)
 
 
 # --------------------------------------------------------------------------- the three formats
 
 
-def write_savedmodel(model: keras.Model, audio: AudioConfig, target: Path) -> None:
-    """A SavedModel whose ``serve`` (and ``serving_default``) signature maps log_mel to probabilities."""
+def write_savedmodel(model: keras.Model, spec: Any, target: Path) -> None:
+    """A SavedModel whose ``serve`` (and ``serving_default``) signature maps ``spec`` (its name the input's)
+    to probabilities."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(name="serve", fn=lambda log_mel: {OUTPUT_NAME: model(log_mel, training=False)},
-                         input_signature=[input_spec(audio)])
+    archive.add_endpoint(name="serve", fn=lambda x: {OUTPUT_NAME: model(x, training=False)}, input_signature=[spec])
     archive.write_out(str(target), verbose=False)
 
 
-def write_tflite(model: keras.Model, audio: AudioConfig, target: Path) -> None:
+def write_tflite(model: keras.Model, spec: Any, target: Path) -> None:
     """A TFLite flatbuffer converted from the SavedModel, keeping its ``serving_default`` signature."""
     with tempfile.TemporaryDirectory(prefix="genreflow-export-") as scratch:
-        write_savedmodel(model, audio, Path(scratch) / "saved_model")
+        write_savedmodel(model, spec, Path(scratch) / "saved_model")
         converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(scratch) / "saved_model"))
         target.write_bytes(converter.convert())
 
 
-def write_onnx(model: keras.Model, audio: AudioConfig, target: Path) -> None:
-    """An ONNX graph by tf2onnx (opset ONNX_OPSET), its input log_mel and its output renamed probabilities."""
+def write_onnx(model: keras.Model, spec: Any, target: Path) -> None:
+    """An ONNX graph by tf2onnx (opset ONNX_OPSET), its input ``spec``'s name and its output renamed probabilities."""
     try:
         import tf2onnx
     except ImportError:
         raise ExportError("ONNX export needs tf2onnx and onnx: pip install 'genreflow[export]'") from None
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=[input_spec(audio)], opset=ONNX_OPSET)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=[spec], opset=ONNX_OPSET)
     if len(proto.graph.output) != 1 or len(proto.graph.input) != 1:
         raise ExportError(f"tf2onnx made a graph of {len(proto.graph.input)} inputs and {len(proto.graph.output)} "
                           "outputs; the model must have one of each")
@@ -113,7 +137,7 @@ def write_onnx(model: keras.Model, audio: AudioConfig, target: Path) -> None:
     target.write_bytes(proto.SerializeToString())
 
 
-WRITERS: dict[str, Callable[[keras.Model, AudioConfig, Path], None]] = {
+WRITERS: dict[str, Callable[[keras.Model, Any, Path], None]] = {
     "savedmodel": write_savedmodel, "tflite": write_tflite, "onnx": write_onnx}
 
 
@@ -121,7 +145,8 @@ WRITERS: dict[str, Callable[[keras.Model, AudioConfig, Path], None]] = {
 
 
 def run_savedmodel(path: Path, windows: np.ndarray) -> np.ndarray:
-    """Probabilities of windows [shape=(n, n_mels, frames, 1)] by TensorFlow's SavedModel loader."""
+    """Probabilities of windows (the graph's input: [shape=(n, n_mels, frames, 1)] log-mel or
+    [shape=(n, P, 187, 96)] musicnn patches) by TensorFlow's SavedModel loader."""
     loaded = tf.saved_model.load(str(path))
     return np.asarray(loaded.serve(tf.constant(windows, tf.float32))[OUTPUT_NAME])
 
@@ -132,7 +157,8 @@ def run_tflite(path: Path, windows: np.ndarray) -> np.ndarray:
         warnings.simplefilter("ignore")  # TF 2.21 asks to move to ai_edge_litert; it still works
         interpreter = tf.lite.Interpreter(model_path=str(path))
     runner = interpreter.get_signature_runner("serving_default")
-    return np.asarray(runner(**{INPUT_NAME: windows.astype(np.float32)})[OUTPUT_NAME])
+    (name,) = runner.get_input_details()  # log_mel or musicnn_patches
+    return np.asarray(runner(**{name: windows.astype(np.float32)})[OUTPUT_NAME])
 
 
 def run_onnx(path: Path, windows: np.ndarray) -> np.ndarray:
@@ -142,7 +168,8 @@ def run_onnx(path: Path, windows: np.ndarray) -> np.ndarray:
     except ImportError:
         raise ExportError("checking an ONNX export needs onnxruntime: pip install 'genreflow[export]'") from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: windows.astype(np.float32)})[0])
+    (graph_input,) = session.get_inputs()  # log_mel or musicnn_patches
+    return np.asarray(session.run([OUTPUT_NAME], {graph_input.name: windows.astype(np.float32)})[0])
 
 
 RUNNERS: dict[str, Callable[[Path, np.ndarray], np.ndarray]] = {
@@ -175,13 +202,23 @@ def normalisation(model: keras.Model) -> dict[str, Any]:
             "note": "applied inside the exported graph: feed raw log-mel dB, do not normalise again"}
 
 
+def windows_rule(audio: AudioConfig) -> str:
+    """How a file is cut into windows, in words (model/audio.py window_starts, pad_short as prediction does)."""
+    return (f"windows of {audio.clip_samples} samples ({audio.clip_seconds:g} s) one after the other from the "
+            "start; when more than tolerance_samples are left after the last whole one, one more window ending "
+            "with the file (it overlaps the one before); a file shorter than one window is zero-padded to one")
+
+
 def describe(classifier: Classifier, audio: AudioConfig, fmt: str, model_file: str) -> dict[str, Any]:
     """The JSON beside an export: everything a consumer needs to go from 22,050 Hz mono audio to genres."""
+    if classifier.is_embedding:
+        return describe_embedding(classifier, audio, fmt, model_file)
     sr = audio.sample_rate
     return {
         "format": fmt,
         "model_file": model_file,
         "genreflow_run": classifier.model_dir.name,
+        "model_family": "cnn",
         "labels": list(classifier.genres),
         "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [None, audio.n_mels, audio.frames, 1],
                   "what": "log-mel power of one window, dB relative to the window's own peak, floored at "
@@ -191,10 +228,7 @@ def describe(classifier: Classifier, audio: AudioConfig, fmt: str, model_file: s
         "audio": audio.model_dump(mode="json"),
         "features": {
             "decode": f"mono (mean of the channels), resampled to {sr} Hz (soxr HQ)",
-            "windows": f"windows of {audio.clip_samples} samples ({audio.clip_seconds:g} s) one after the other "
-                       "from the start; when more than tolerance_samples are left after the last whole one, one "
-                       "more window ending with the file (it overlaps the one before); a file shorter than one "
-                       "window is zero-padded to one",
+            "windows": windows_rule(audio),
             "tolerance_samples": pad_tolerance(audio.clip_samples),
             "mel": {"sr": sr, "n_fft": audio.n_fft, "hop_length": audio.hop_length, "n_mels": audio.n_mels,
                     "window": "hann", "center": True, "pad_mode": "constant", "power": 2.0, "htk": False,
@@ -209,6 +243,63 @@ def describe(classifier: Classifier, audio: AudioConfig, fmt: str, model_file: s
     }
 
 
+def describe_embedding(classifier: Classifier, audio: AudioConfig, fmt: str, model_file: str) -> dict[str, Any]:
+    """:func:`describe` of an embedding classifier: musicnn's front end (model/musicnn.py), not the CNN's log-mel."""
+    sr, count = audio.sample_rate, classifier.patches_per_window
+    embedding_file = classifier.model_dir / EMBEDDING_FILE
+    embedding = json.loads(embedding_file.read_text()) if embedding_file.is_file() else {}
+    norm = classifier.model.get_layer(EMBEDDING_NORM_LAYER)
+    resample = (f"librosa.resample(window, orig_sr={sr}, target_sr={SAMPLE_RATE}, res_type='soxr_hq')"
+                if sr != SAMPLE_RATE else "window")
+    return {
+        "format": fmt,
+        "model_file": model_file,
+        "genreflow_run": classifier.model_dir.name,
+        "model_family": "embedding",
+        "labels": list(classifier.genres),
+        "input": {"name": PATCHES_NAME, "dtype": "float32", "shape": [None, count, PATCH_FRAMES, N_MELS],
+                  "what": f"musicnn's log-mel patches of one window: {count} back-to-back patches of {PATCH_FRAMES} "
+                          f"frames (3 s at {SAMPLE_RATE} Hz, hop {HOP_LENGTH}) x {N_MELS} mel bands of "
+                          f"log10({LOG_SCALE:g} x + 1), x the mel power cast to float16; layout (batch, patch, "
+                          "frame, mel band): frames first, the transpose of librosa's (band, frame)"},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None, len(classifier.genres)],
+                   "what": "softmax probability of each genre, in the order of labels"},
+        "audio": audio.model_dump(mode="json"),
+        "audio_note": "sample_rate and clip_seconds cut the windows (every window of a file is predicted, whatever "
+                      "clips_per_track); n_mels, n_fft and hop_length are the CNN's log-mel settings, unused by this "
+                      "model: musicnn's front end (features) has its own",
+        "features": {
+            "decode": f"mono (mean of the channels), resampled to {sr} Hz (soxr HQ)",
+            "windows": windows_rule(audio),
+            "tolerance_samples": pad_tolerance(audio.clip_samples),
+            "front_end": "musicnn (Pons and Serra, 2019), as its extractor.batch_data computes it",
+            "resample": {"from_sr": sr, "to_sr": SAMPLE_RATE, "res_type": "soxr_hq",
+                         "what": "each window resampled to musicnn's rate as librosa.resample does"},
+            "mel": {"sr": SAMPLE_RATE, "n_fft": N_FFT, "hop_length": HOP_LENGTH, "n_mels": N_MELS,
+                    "window": "hann", "center": True, "pad_mode": "reflect", "power": 2.0, "htk": False,
+                    "norm": "slaney", "fmin": 0.0, "fmax": SAMPLE_RATE / 2},
+            "log": {"float16": f"mel power clipped at {FLOAT16_MAX:g} (float16's largest) and cast to float16",
+                    "scale": LOG_SCALE, "formula": f"log10({LOG_SCALE:g} * float32(power16) + 1), in float32"},
+            "patches": {"frames": PATCH_FRAMES, "per_window": count, "hop_frames": PATCH_FRAMES,
+                        "rule": "back to back from the window's first frame; frames after the last whole patch "
+                                "are dropped; a spectrogram shorter than one patch is repeated until it fills one"},
+            "librosa": (f"S = librosa.feature.melspectrogram(y={resample}, sr={SAMPLE_RATE}, n_fft={N_FFT}, "
+                        f"hop_length={HOP_LENGTH}, n_mels={N_MELS}, pad_mode='reflect').T; "
+                        f"x = np.log10({LOG_SCALE:g} * np.minimum(S, {FLOAT16_MAX:g}).astype(np.float16)"
+                        ".astype(np.float32) + 1); "
+                        f"patches = np.stack([x[i * {PATCH_FRAMES}:(i + 1) * {PATCH_FRAMES}] "
+                        f"for i in range({count})])"),
+        },
+        "normalisation": {
+            "in_graph": True, "layer": EMBEDDING_NORM_LAYER, "axis": "embedding dimension",
+            "dims": int(np.asarray(norm.mean).size),
+            "note": "the standardisation of the window's musicnn embedding (the mean over its patches) is inside "
+                    "the exported graph; there is no band normalisation: feed the patches as computed above"},
+        "embedding": embedding,
+        "file_probabilities": "the mean of the file's window probabilities; its top genre is genreflow's prediction",
+    }
+
+
 def verify_windows(audio: AudioConfig, n: int = VERIFY_WINDOWS) -> np.ndarray:
     """Seeded test windows in the input's range: smooth random log-mel images, not flat noise."""
     rng = np.random.default_rng(VERIFY_SEED)
@@ -217,21 +308,48 @@ def verify_windows(audio: AudioConfig, n: int = VERIFY_WINDOWS) -> np.ndarray:
     return np.clip(base + wiggle, -80.0, 0.0).astype(np.float32)
 
 
+def verify_patches(audio: AudioConfig, n: int = VERIFY_WINDOWS) -> np.ndarray:
+    """Seeded test input of an embedding classifier: musicnn's patches of synthetic windows of ``audio``.
+
+    Each window is a chord of three seeded tones at its own loudness and a
+    little noise, through the real front end, so the embeddings and the
+    probabilities are in the range real music gives (random patches would not be).
+    Returns np.ndarray [shape=(n, P, 187, 96)], float32.
+    """
+    rng = np.random.default_rng(VERIFY_SEED)
+    t = np.arange(audio.clip_samples) / audio.sample_rate
+    clips = []
+    for _ in range(n):
+        tones = sum(np.sin(2 * np.pi * f * t) for f in rng.uniform(80.0, 2000.0, 3))
+        y = tones / 3 + rng.normal(0.0, rng.uniform(0.01, 0.3), len(t))
+        clips.append(rng.uniform(0.05, 0.9) * y / np.abs(y).max())
+    return window_patches(np.asarray(clips, np.float32), audio.sample_rate)
+
+
 def export_model(classifier: Classifier, audio: AudioConfig, fmt: str, to: Path,
                  windows: np.ndarray | None = None, verify: bool = True) -> ExportResult:
     """Write ``fmt``'s model and its JSON into ``to``; check the export against the Keras model first.
 
     The model is written under a temporary name in ``to`` and moved into place
     only after its runtime reproduced the model's probabilities on ``windows``
-    (default: :func:`verify_windows`) within VERIFY_TOLERANCE, so a failed or
-    killed export never leaves a model that looks finished.
+    (the graph's input: log-mel windows of the CNN, default :func:`verify_windows`;
+    musicnn patches of an embedding classifier, default :func:`verify_patches`)
+    within VERIFY_TOLERANCE, so a failed or killed export never leaves a model
+    that looks finished.
     """
     if fmt not in WRITERS:
         raise ExportError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
-    n_mels, frames = classifier.clip_shape
-    if n_mels != audio.n_mels or frames not in (None, audio.frames):
-        raise ExportError(f"the model takes {n_mels} x {frames} windows, its audio settings give "
-                          f"{audio.n_mels} x {audio.frames}")
+    embedding = classifier.is_embedding
+    if embedding:
+        takes, gives = classifier.patches_per_window, patches_per_window(audio)
+        if takes != gives:
+            raise ExportError(f"the model takes {takes} musicnn patch(es) a window, its audio settings give "
+                              f"{gives} ({audio.clip_seconds:g} s windows)")
+    else:
+        n_mels, frames = classifier.clip_shape
+        if n_mels != audio.n_mels or frames not in (None, audio.frames):
+            raise ExportError(f"the model takes {n_mels} x {frames} windows, its audio settings give "
+                              f"{audio.n_mels} x {audio.frames}")
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
     name = MODEL_NAMES[fmt]
@@ -240,7 +358,7 @@ def export_model(classifier: Classifier, audio: AudioConfig, fmt: str, to: Path,
     try:
         staged = scratch / name
         try:
-            WRITERS[fmt](classifier.model, audio, staged)
+            WRITERS[fmt](classifier.model, model_input_spec(classifier, audio), staged)
         except ExportError:
             raise
         except Exception as exc:  # a converter's own failure: say which and why, in one line
@@ -250,10 +368,14 @@ def export_model(classifier: Classifier, audio: AudioConfig, fmt: str, to: Path,
         info = describe(classifier, audio, fmt, name)
         diff = None
         if verify:
-            test = verify_windows(audio) if windows is None else np.asarray(windows, np.float32)
-            if test.ndim == 3:
-                test = test[..., np.newaxis]
-            expected = predict_clips(classifier.model, test[..., 0])
+            if embedding:
+                test = verify_patches(audio) if windows is None else np.asarray(windows, np.float32)
+                expected = predict_clips(classifier.model, test)
+            else:
+                test = verify_windows(audio) if windows is None else np.asarray(windows, np.float32)
+                if test.ndim == 3:
+                    test = test[..., np.newaxis]
+                expected = predict_clips(classifier.model, test[..., 0])
             diff = float(np.max(np.abs(RUNNERS[fmt](staged, test) - expected)))
             runtime, package = RUNTIMES[fmt]
             info["verified"] = {"runtime": runtime, "version": _version(package), "windows": len(test),

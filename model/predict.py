@@ -6,6 +6,12 @@ so every second is heard), except that a file shorter than one window is
 zero-padded whatever its length; its genre probabilities are the mean over its
 windows, as the evaluation's track-level vote does.
 
+Both model families are served the same way; only a window's model input
+differs (:meth:`Classifier.window_input`): the CNN (model/cnn.py) takes the
+window's log-mel dB [shape=(n_mels, frames)], an embedding classifier
+(model/embedding.py) musicnn's log-mel patches of it [shape=(P, 187, 96)],
+the window resampled to 16 kHz by musicnn's own front end.
+
 ``predict_file`` classifies one file with its own batch (the quick path of a
 handful of files); ``predict_files`` streams many files and batches windows
 across them, so the model runs on full batches (the library path).
@@ -28,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genreflow.model.audio import AUDIO_EXTENSIONS, AudioError, clip_windows, decode_audio, pad_tolerance
+from genreflow.model.embedding import is_embedding_classifier, patches_per_window, window_patches
 from genreflow.model.files import LABELS_FILE, MODEL_FILE
 from genreflow.model.mel import log_mel
 from genreflow.model.params import PREDICT_TOP_K, AudioConfig
@@ -36,6 +43,10 @@ from genreflow.storage.errors import GenreflowError
 
 OutputFormat = Literal["table", "csv", "json"]
 FORMATS: tuple[str, ...] = ("table", "csv", "json")
+# Windows an embedding classifier runs at once, whatever the batch size asked: 16 windows of 10 s are 48
+# musicnn patches, about 0.6 GB of activations on the CPU; 64 windows (192 patches) took 3.4 GB and twice
+# the time per patch (the full MSD_musicnn front end, measured with TF 2.21 on 2 cores).
+EMBEDDING_BATCH = 16
 
 
 class PredictError(GenreflowError, ValueError):
@@ -44,17 +55,47 @@ class PredictError(GenreflowError, ValueError):
 
 @dataclass(frozen=True)
 class Classifier:
-    """A loaded model and its genres, in label order."""
+    """A loaded model and its genres, in label order: a CNN or an embedding classifier."""
 
     model: keras.Model
     genres: list[str]
     model_dir: Path
 
     @property
+    def is_embedding(self) -> bool:
+        """Whether the model is the embedding family's (musicnn patches in), not the CNN (log-mel in)."""
+        return is_embedding_classifier(self.model)
+
+    @property
     def clip_shape(self) -> tuple[int, int | None]:
-        """(n_mels, frames) the model takes; frames None for a model that pools over time (any length)."""
+        """(n_mels, frames) the CNN takes; frames None for a model that pools over time (any length)."""
+        if self.is_embedding:
+            raise PredictError("an embedding classifier takes musicnn patches, not log-mel clips: "
+                               "see Classifier.patches_per_window")
         _, n_mels, frames, _ = self.model.input_shape
         return int(n_mels), None if frames is None else int(frames)
+
+    @property
+    def patches_per_window(self) -> int | None:
+        """musicnn patches an embedding classifier takes per window (3 for 10 s windows); None for the CNN."""
+        return int(self.model.input_shape[1]) if self.is_embedding else None
+
+    def window_input(self, clips: np.ndarray, audio: AudioConfig) -> np.ndarray:
+        """The model's input for decoded windows (:func:`window_input` for this model's family)."""
+        return window_input(clips, audio, embedding=self.is_embedding)
+
+
+def window_input(clips: np.ndarray, audio: AudioConfig, embedding: bool = False) -> np.ndarray:
+    """A model's input for audio windows: log-mel dB for the CNN, musicnn's patches for an embedding classifier.
+
+    clips : np.ndarray [shape=(n, clip_samples)], float audio at ``audio.sample_rate`` Hz
+    Returns float32 np.ndarray [shape=(n, n_mels, frames)] (CNN: ``audio``'s log-mel, model/mel.py) or
+    [shape=(n, P, 187, 96)] (embedding: resampled to 16 kHz, musicnn's log-mel patches, model/embedding.py
+    ``window_patches``).
+    """
+    if embedding:
+        return window_patches(clips, audio.sample_rate)
+    return log_mel(clips, audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_mels)
 
 
 @dataclass(frozen=True)
@@ -94,17 +135,27 @@ def load_classifier(model_dir: Path) -> Classifier:
 
 
 def predict_clips(model: keras.Model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities of log-mel clips.
+    """Class probabilities of windows' model input (:func:`window_input`).
 
-    x : np.ndarray [shape=(n, n_mels, frames)], dB, float16 or float32
+    x : np.ndarray [shape=(n, n_mels, frames)], log-mel dB, float16 or float32, for the CNN;
+        [shape=(n, P, 187, 96)] musicnn patches for an embedding classifier (run EMBEDDING_BATCH
+        windows at a time at most)
     Returns np.ndarray [shape=(n, n_classes)], float32.
     """
-    if x.ndim != 3:
+    if is_embedding_classifier(model):
+        expected = tuple(int(d) for d in model.input_shape[1:])
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise PredictError(f"an embedding classifier takes musicnn patches of shape (n, "
+                               f"{', '.join(map(str, expected))}), got shape {x.shape}")
+        batch_size, channel = min(batch_size, EMBEDDING_BATCH), ()
+    elif x.ndim != 3:
         raise PredictError(f"clips must be (n, n_mels, frames), got shape {x.shape}")
+    else:
+        channel = (np.newaxis,)
     n_classes = int(model.output_shape[-1])
     out = np.empty((len(x), n_classes), dtype=np.float32)
     for start in range(0, len(x), batch_size):
-        batch = np.asarray(x[start : start + batch_size], dtype=np.float32)[..., np.newaxis]
+        batch = np.asarray(x[start : start + batch_size], dtype=np.float32)[(..., *channel)]
         out[start : start + len(batch)] = np.asarray(model.predict_on_batch(batch))
     return out
 
@@ -115,7 +166,19 @@ def _top(genres: list[str], probs: np.ndarray, k: int = PREDICT_TOP_K) -> list[t
 
 
 def check_audio_settings(classifier: Classifier, audio: AudioConfig) -> None:
-    """Refuse audio settings whose clips the model cannot take (another n_mels or clip length)."""
+    """Refuse audio settings whose clips the model cannot take.
+
+    The CNN: another n_mels or clip length. An embedding classifier: windows
+    that give another number of musicnn patches (patches_per_window).
+    """
+    if classifier.is_embedding:
+        takes, gives = classifier.patches_per_window, patches_per_window(audio)
+        if gives != takes:
+            raise PredictError(
+                f"the audio settings give {audio.clip_seconds:g} s windows of {gives} musicnn patch(es), the "
+                f"model takes {takes} patch(es) a window: use the settings the model was trained with"
+            )
+        return
     n_mels, frames = classifier.clip_shape
     if audio.n_mels != n_mels or frames not in (None, audio.frames):
         raise PredictError(
@@ -124,23 +187,26 @@ def check_audio_settings(classifier: Classifier, audio: AudioConfig) -> None:
         )
 
 
-def file_windows(path: str | Path, audio: AudioConfig) -> tuple[np.ndarray, float]:
-    """Log-mel windows of a whole file and its decoded duration in seconds.
+def file_windows(path: str | Path, audio: AudioConfig, classifier: Classifier | None = None
+                 ) -> tuple[np.ndarray, float]:
+    """The model input of each window of a whole file, and its decoded duration in seconds.
 
-    Returns (mels [shape=(n_windows, n_mels, frames)] float32, seconds); raises
-    AudioError for a file that cannot be decoded.
+    Returns (windows, seconds): log-mel windows [shape=(n_windows, n_mels, frames)] float32 (the
+    CNN's, also without a classifier) or, for an embedding classifier, musicnn patches
+    [shape=(n_windows, P, 187, 96)] (:func:`window_input`). Raises AudioError for a file that
+    cannot be decoded.
     """
     y = decode_audio(path, audio.sample_rate, max_seconds=None)
     clips = clip_windows(y, audio.clip_samples, clips_per_track=None, pad_short=True,
                          tolerance=pad_tolerance(audio.clip_samples))
-    mels = log_mel(clips, audio.sample_rate, audio.n_fft, audio.hop_length, audio.n_mels)
-    return mels, len(y) / audio.sample_rate
+    x = window_input(clips, audio) if classifier is None else classifier.window_input(clips, audio)
+    return x, len(y) / audio.sample_rate
 
 
 def predict_file(classifier: Classifier, path: Path, audio: AudioConfig) -> FilePrediction:
     """Top genres of one audio file; raises AudioError for files that cannot be decoded."""
     check_audio_settings(classifier, audio)
-    mels, _ = file_windows(path, audio)
+    mels, _ = file_windows(path, audio, classifier)
     probs = predict_clips(classifier.model, mels).mean(axis=0)
     return FilePrediction(path=Path(path), genres=_top(classifier.genres, probs), n_windows=len(mels))
 
@@ -200,7 +266,7 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], audio: Au
         try:
             if not os.path.exists(path):
                 raise AudioError("no such file")
-            mels, seconds = file_windows(path, audio)
+            mels, seconds = file_windows(path, audio, classifier)
         except (AudioError, OSError) as exc:
             files.append((path, float("nan"), -1, str(exc) or type(exc).__name__))
         else:
