@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genreflow.flows.config import Config
-from genreflow.flows.plan import baseline_spec, plan_shards, stats_spec, train_spec
+from genreflow.flows.plan import baseline_spec, embedding_model_spec, plan_shards, stats_spec, train_spec
 from genreflow.storage.outputs import SHARD_STAGES, OutputSpec, staleness, state_of, tracks_path
 from genreflow.storage.registry import read_registry
 from genreflow.storage.root import DataRoot
@@ -27,9 +27,11 @@ def output_status(root: DataRoot, spec: OutputSpec) -> str:
 
 
 def stage_states(root: DataRoot, plans: list[ShardPlan]) -> dict[str, Counter]:
-    """For each shard stage, how many of its planned shards are in each of STATES."""
-    return {stage: Counter(output_status(root, spec) for p in plans if (spec := p.output(stage)) is not None)
-            for stage in SHARD_STAGES}
+    """For each shard stage, how many of its planned shards are in each of STATES; embed only where planned
+    (with an embedding model)."""
+    states = {stage: Counter(output_status(root, spec) for p in plans if (spec := p.output(stage)) is not None)
+              for stage in SHARD_STAGES}
+    return {stage: counts for stage, counts in states.items() if stage != "embed" or counts}
 
 
 def collect_status(config: Config) -> dict:
@@ -41,6 +43,7 @@ def collect_status(config: Config) -> dict:
     plans = plan_shards(tracks, config)
     quarantined = len(root.read_parquet(root.quarantine_path())) if root.exists(root.quarantine_path()) else 0
     model = train_spec(plans, config)
+    embedding = embedding_model_spec(plans, config)
     last = read_last_rebuild(root)
     return {
         "data_root": root.url,
@@ -53,6 +56,8 @@ def collect_status(config: Config) -> dict:
         "baseline": output_status(root, baseline_spec(plans, config.train.seed)),
         "run": model.key,
         "train": output_status(root, model),
+        "embedding_run": embedding.key if embedding else None,
+        "embedding_train": output_status(root, embedding) if embedding else None,
         "promoted": read_registry(root).promoted,
         "last_rebuild": last,
         "code_changed_since_last_rebuild": code_changes(last),
@@ -71,8 +76,10 @@ def print_status(config: Config) -> None:
     for stage, counts in status["stages"].items():
         table.add_row(stage, *(str(counts.get(k, 0)) for k in STATES))
     console.print(table)
+    embedding = (f"   embedding model {status['embedding_run']}: {status['embedding_train']}"
+                 if status["embedding_run"] else "")
     console.print(f"stats: {status['stats']}   baseline: {status['baseline']}   model {status['run']}: "
-                  f"{status['train']}   promoted model: {status['promoted'] or 'none'}")
+                  f"{status['train']}{embedding}   promoted model: {status['promoted'] or 'none'}")
     if status["code_changed_since_last_rebuild"]:
         console.print("code changed since the last rebuild, for: "
                       + ", ".join(status["code_changed_since_last_rebuild"]))

@@ -53,7 +53,9 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     # an input (its files' checksum), not code.
     "predict": (f"{_M}audio", f"{_M}mel", f"{_M}predict:check_audio_settings", f"{_M}predict:file_windows",
                 f"{_M}predict:predict_clips", f"{_M}predict:FileWindows", f"{_M}predict:predict_files",
-                f"{_T}predict:prediction_table", f"{_T}predict:predict_table"),
+                f"{_M}predict:Classifier", f"{_M}predict:window_input", f"{_M}embedding:is_embedding_classifier",
+                f"{_M}embedding:patches_per_window", f"{_M}embedding:window_patches", f"{_M}musicnn",
+                f"{_M}metrics", f"{_T}predict:prediction_table", f"{_T}predict:predict_table"),
 }
 # Non-Python files whose content is part of a stage's code: package -> glob.
 STAGE_FILES: dict[str, tuple[tuple[str, str], ...]] = {

@@ -145,3 +145,25 @@ def test_cross_validation_chooses_a_family_in_each_fold(rebuilt: tuple[Config, d
         chosen_values.append(fold[family]["track_accuracy"])
     assert summary["chosen"]["track_accuracy"]["values"] == chosen_values
     assert "| Chosen on validation |" in (report / "crossval.md").read_text()
+
+
+def test_status_counts_the_embed_shards_and_the_embedding_model(rebuilt: tuple[Config, dict]) -> None:
+    from genreflow.flows.status import collect_status
+
+    config, outcome = rebuilt
+    status = collect_status(config)
+    assert status["stages"]["embed"] == {"done": status["shards"]}
+    assert status["embedding_run"] == outcome["trained"]["embedding"]["run"] and status["embedding_train"] == "done"
+    cnn_only = config.model_copy(update={"train": config.train.model_copy(update={"model": "cnn"})})
+    assert "embed" not in collect_status(cnn_only)["stages"] and collect_status(cnn_only)["embedding_run"] is None
+
+
+def test_evaluate_scores_an_embedding_run_on_its_own_shards(rebuilt: tuple[Config, dict]) -> None:
+    config, first = rebuilt
+    run = first["trained"]["embedding"]["run"]
+    chosen = config.model_copy(update={"run": config.run.model_copy(update={"evaluate_run": run})})
+    outcome = run_command("evaluate", chosen)
+    assert set(outcome["trained"]) == {"embedding"} and outcome["train"]["run"] == run
+    assert outcome["metrics"]["family"] == "embedding"
+    assert outcome["metrics"]["track_accuracy"] == first["selection"]["candidates"][1]["test_track_accuracy"]
+    assert (Path(outcome["report"]["dir"]).name == run)
