@@ -95,6 +95,9 @@ def run_training(config: Config, plans: list[ShardPlan], changes: dict[str, Any]
     root = DataRoot(config.run.data_root)
     stages = config.stages_to_run()
     check_shards_ready(root, plans)
+    if config.train.model == "embedding" and not any(p.embed for p in plans):
+        raise TrainingError("--model embedding: musicnn's weights are not in the cache, so there are no embed "
+                            "shards; `genreflow rebuild --model embedding` fetches them and embeds")
     tracks = root.read_parquet(tracks_path(root))
     genres = sorted(tracks["genre"].unique())
     if config.train.folds:
@@ -156,9 +159,6 @@ def trained_models(root: DataRoot, plans: list[ShardPlan], config: Config, genre
         return {family: (run, manifest.fingerprint)}
     models = {"cnn": train_spec(plans, config) if config.train.model != "embedding" else None,
               "embedding": embedding_model_spec(plans, config)}
-    if config.train.model == "embedding" and models["embedding"] is None:
-        raise TrainingError("--model embedding: no embed shards planned; run `genreflow preprocess --model "
-                            "embedding` first (it fetches musicnn's weights)")
     runs = {family: (model.key, model.fingerprint) for family, model in models.items() if model is not None}
     missing = [model.key for model in models.values() if model is not None and state_of(root, model) != "done"]
     if missing and not config.forced("train") and config.run.from_stage in ("evaluate", "promote", "report"):

@@ -167,3 +167,45 @@ def test_evaluate_scores_an_embedding_run_on_its_own_shards(rebuilt: tuple[Confi
     assert outcome["metrics"]["family"] == "embedding"
     assert outcome["metrics"]["track_accuracy"] == first["selection"]["candidates"][1]["test_track_accuracy"]
     assert (Path(outcome["report"]["dir"]).name == run)
+
+
+def test_model_embedding_fetches_the_weights_on_first_use_and_best_does_not(
+        demo_dir: Path, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from prefect import flow
+
+    from genreflow.flows.plan import embedding_weights
+    from genreflow.flows.preprocess import ensure_embedding_weights
+    from genreflow.model import weights as weights_module
+
+    fetched: list[str | None] = []
+
+    def fetch(source: object, weights_dir: str | None = None, **_: object) -> Path:
+        """What a successful `genreflow weights fetch` leaves: the cache folder, complete."""
+        fetched.append(weights_dir)
+        target = Path(str(weights_dir)) / weights_module.MUSICNN.folder
+        shutil.copytree(weights / weights_module.MUSICNN.folder, target)
+        return target
+
+    monkeypatch.setattr(weights_module, "fetch_weights", fetch)
+    empty = tmp_path / "cache"
+    best = small_config(tmp_path / "root", demo_dir, weights_dir=str(empty))
+    flow(ensure_embedding_weights)(best)
+    assert fetched == [] and embedding_weights(best.train) is None  # best goes on without them
+    embedding = best.model_copy(update={"train": best.train.model_copy(update={"model": "embedding"})})
+    flow(ensure_embedding_weights)(embedding)
+    assert fetched == [str(empty)] and embedding_weights(embedding.train) is not None
+    flow(ensure_embedding_weights)(embedding)
+    assert len(fetched) == 1  # only on first use
+
+
+def test_model_embedding_without_embed_shards_is_one_clear_error(rebuilt: tuple[Config, dict],
+                                                                  tmp_path: Path) -> None:
+    from genreflow.flows.train import TrainingError
+
+    config, _ = rebuilt
+    blind = config.model_copy(update={"train": config.train.model_copy(
+        update={"model": "embedding", "weights_dir": str(tmp_path / "none")})})
+    with pytest.raises(TrainingError, match="--model embedding: musicnn's weights are not in the cache"):
+        run_command("train", blind)
