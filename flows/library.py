@@ -2,7 +2,7 @@
 
 One task per shard of files (``--shard-size``), never one per file (a Prefect
 task costs about 0.1 s of a worker's time). Each worker loads the model once:
-the flow registers a ClassifierCache plugin on the cluster for the run and
+the flow registers a worker plugin (tasks/predict.py classifier_cache) for the run and
 removes it at the end. Shards are submitted a few at a time ahead of the
 workers rather than all at once, so a library of 100,000 files does not first
 spend minutes creating task runs, and the progress bar moves from the start.
@@ -19,19 +19,18 @@ from typing import Any
 import distributed
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.context import FlowRunContext
 
 from genreflow.flows.config import RunConfig
 from genreflow.flows.lock import check_unlocked, data_root_lock
 from genreflow.flows.predict import PredictOptions, check_destinations, plan_for, print_summary, write_table
 from genreflow.flows.progress import FileProgress
-from genreflow.flows.runner import cluster_settings, make_task_runner, prefect_api
+from genreflow.flows.runner import cluster_settings, dask_client, make_task_runner, plugin_on_workers, prefect_api
 from genreflow.storage.errors import GenreflowError
 from genreflow.tasks.predict import (
-    ClassifierCache,
     PredictPlan,
     PredictShardResult,
     PredictSummary,
+    classifier_cache,
     collect_files,
     predict_shard_task,
 )
@@ -70,33 +69,18 @@ def tf_threads_per_worker(client: distributed.Client) -> int | None:
     return min(shares) if shares else None
 
 
-def _dask_client() -> distributed.Client | None:
-    context = FlowRunContext.get()
-    runner = getattr(context, "task_runner", None) if context else None
-    return getattr(runner, "client", None)
-
-
 @flow(name="predict")
 def predict_flow(options: PredictOptions) -> PredictSummary:
     """Predict every file of ``options.inputs`` in shards on Dask, then write the one table at ``options.out``."""
     logger = get_run_logger()
-    client = _dask_client()
+    client = dask_client()
     files = collect_files(options.inputs)
     plan = plan_for(options, files, tf_threads_per_worker(client) if client is not None else None)
     logger.info("predict: %d files in %d shards of up to %d with %s; run %s, shards in %s", plan.files,
                 len(plan.shards), options.shard_size, plan.model.name, plan.run_id, options.work_root)
-    cache = ClassifierCache(plan.model)
-    if client is not None:
-        client.register_plugin(cache, name=cache.name)
-    try:
-        with data_root_lock(options.work_root), FileProgress(logger, plan.files, len(plan.shards)) as progress:
-            failures, results = _run_shards(options, plan, client, progress)
-    finally:
-        if client is not None:
-            try:
-                client.unregister_worker_plugin(cache.name)
-            except (ValueError, KeyError, OSError) as exc:  # a worker that left: nothing to drop there
-                logger.debug("unregistering %s: %s", cache.name, exc)
+    with plugin_on_workers(classifier_cache(plan.model)), data_root_lock(options.work_root), \
+            FileProgress(logger, plan.files, len(plan.shards)) as progress:
+        failures, results = _run_shards(options, plan, client, progress)
     if failures:
         raise PredictFailed(_failure_message(failures, len(plan.shards)))
     summary, _ = write_table(options, plan)

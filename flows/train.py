@@ -17,7 +17,6 @@ from typing import Any
 import dask
 import pandas as pd
 from prefect import flow, get_run_logger
-from prefect.context import FlowRunContext
 
 from genreflow.flows.config import Config
 from genreflow.flows.lock import data_root_lock
@@ -35,6 +34,7 @@ from genreflow.flows.plan import (
     train_spec,
     training_inputs,
 )
+from genreflow.flows.runner import dask_client
 from genreflow.storage.errors import GenreflowError
 from genreflow.storage.manifest import read_manifest
 from genreflow.storage.outputs import manifest_path, state_of, tracks_path
@@ -77,9 +77,7 @@ def check_shards_ready(root: DataRoot, plans: list[ShardPlan]) -> None:
 
 def gpu_annotation() -> Any:
     """Ask for a GPU worker when the cluster declares GPU resources; any worker otherwise."""
-    context = FlowRunContext.get()
-    runner = getattr(context, "task_runner", None) if context else None
-    client = getattr(runner, "client", None)
+    client = dask_client()
     if client is None:
         return nullcontext()
     workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()

@@ -8,8 +8,9 @@ of the same prediction finds its finished shards and skips them, and another
 model or another list never reuses them.
 
 Each Dask worker loads the model once, not once a shard: the flow registers a
-:class:`ClassifierCache` worker plugin, which the worker keeps in its own
-plugin registry (no module-level state) and which loads the model on first use.
+:func:`classifier_cache` worker plugin (tasks/common.py WorkerCache), which the
+worker keeps in its own plugin registry (no module-level state) and which loads
+the model on first use.
 The plain functions here know nothing of Prefect; ``predict_shard_task`` is
 the thin wrapper.
 """
@@ -18,16 +19,15 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from distributed.diagnostics.plugin import WorkerPlugin
 from prefect import task
 
 from genreflow.model.audio import AUDIO_EXTENSIONS
@@ -37,7 +37,7 @@ from genreflow.storage.errors import GenreflowError
 from genreflow.storage.fingerprint import fingerprint
 from genreflow.storage.outputs import OutputSpec, open_output, output_path
 from genreflow.storage.root import DataRoot
-from genreflow.tasks.common import retry_transient
+from genreflow.tasks.common import WorkerCache, retry_transient, worker_cached
 from genreflow.tasks.stages import stage_code
 
 if TYPE_CHECKING:
@@ -154,55 +154,15 @@ def _limit_tf_threads(threads: int) -> None:
         logger.debug("TensorFlow already initialised in this process: thread pools left as they are")
 
 
-class ClassifierCache(WorkerPlugin):
-    """A Dask worker plugin that holds one loaded model per worker process, loaded on first use.
-
-    Registered by the flow under ``ref.plugin_name`` (the model's checksum), so
-    a worker of a long-lived cluster keeps at most one copy of each model, and
-    unregistered at the end of the run, which drops it.
-    """
-
-    def __init__(self, ref: ModelRef) -> None:
-        self.ref = ref
-        self.name = ref.plugin_name
-        self._classifier: Classifier | None = None
-        self._lock: threading.Lock | None = None
-
-    def setup(self, worker: Any) -> None:
-        self._classifier = None
-        self._lock = threading.Lock()
-
-    def teardown(self, worker: Any) -> None:
-        self._classifier = None
-
-    def get(self) -> tuple[Classifier, bool]:
-        """The worker's model, and whether this call loaded it (the first task that asks loads it)."""
-        if self._lock is None:
-            self._lock = threading.Lock()
-        with self._lock:
-            if self._classifier is None:
-                self._classifier = load_verified(self.ref)
-                return self._classifier, True
-            return self._classifier, False
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"ref": self.ref, "name": self.name, "_classifier": None, "_lock": None}
+def classifier_cache(ref: ModelRef) -> WorkerCache:
+    """The worker plugin the library flow registers: each worker's model, loaded and verified on first use."""
+    return WorkerCache(ref.plugin_name, partial(load_verified, ref))
 
 
 def worker_classifier(ref: ModelRef) -> tuple[Classifier, bool]:
     """The model for a task, and whether it was loaded for it: the worker's cached one where the
     flow's plugin is, else a fresh load."""
-    from distributed import get_worker
-
-    try:
-        worker = get_worker()
-    except ValueError:  # not on a Dask worker (a test, or another task runner)
-        return load_verified(ref), True
-    plugin = worker.plugins.get(ref.plugin_name)
-    if not isinstance(plugin, ClassifierCache):
-        logger.warning("no %s plugin on this worker: loading the model for this shard only", ref.plugin_name)
-        return load_verified(ref), True
-    return plugin.get()
+    return worker_cached(ref.plugin_name, partial(load_verified, ref))
 
 
 # --------------------------------------------------------------------------- the table
