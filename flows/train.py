@@ -37,7 +37,7 @@ from genreflow.flows.plan import (
 from genreflow.flows.runner import dask_client
 from genreflow.storage.errors import GenreflowError
 from genreflow.storage.manifest import read_manifest
-from genreflow.storage.outputs import manifest_path, state_of, tracks_path
+from genreflow.storage.outputs import OutputSpec, manifest_path, state_of, tracks_path
 from genreflow.storage.root import SPLITS, DataRoot
 from genreflow.tasks.baseline import baseline_task
 from genreflow.tasks.common import ShardPlan
@@ -113,17 +113,13 @@ def run_training(config: Config, plans: list[ShardPlan], changes: dict[str, Any]
     runs = trained_models(root, plans, config, genres, stats, outcome)
     if "evaluate" not in stages:
         return outcome
-    evaluations = {family: evaluate_spec(plans, run, fingerprint, family)
-                   for family, (run, fingerprint) in runs.items()}
-    test, val = shard_names(plans, "test"), shard_names(plans, "val")
-    with gpu_annotation():
-        scored = {family: evaluate_task.submit(root.url, test, val, spec, config.forced("evaluate")).result()
-                  for family, spec in evaluations.items()}
+    evaluations, scored = evaluate_models(root, plans, config, runs)
     selection = choose_model(scored, {family: run for family, (run, _) in runs.items()}, baseline)
     chosen = selection["chosen"]
     get_run_logger().info("model chosen on the validation split: %s (%s)", selection["run"], selection["reason"])
     evaluation, outcome["metrics"] = evaluations[chosen], scored[chosen]
     outcome["train"], outcome["selection"] = outcome["trained"][chosen], selection
+    test = shard_names(plans, "test")
     promotion = None
     if "promote" in stages:
         promotion = promote_spec(evaluation, config)
@@ -140,6 +136,19 @@ def run_training(config: Config, plans: list[ShardPlan], changes: dict[str, Any]
     return outcome
 
 
+def evaluate_models(root: DataRoot, plans: list[ShardPlan], config: Config, runs: dict[str, tuple[str, str]]
+                    ) -> tuple[dict[str, OutputSpec], dict[str, dict[str, Any]]]:
+    """Each trained model scored on the validation and test splits, side by side on the workers: family ->
+    its evaluation's spec, and family -> its metrics."""
+    evaluations = {family: evaluate_spec(plans, run, fingerprint, family)
+                   for family, (run, fingerprint) in runs.items()}
+    test, val = shard_names(plans, "test"), shard_names(plans, "val")
+    with gpu_annotation():
+        futures = {family: evaluate_task.submit(root.url, test, val, spec, config.forced("evaluate"))
+                   for family, spec in evaluations.items()}
+    return evaluations, {family: future.result() for family, future in futures.items()}
+
+
 def trained_models(root: DataRoot, plans: list[ShardPlan], config: Config, genres: list[str], stats: dict,
                    outcome: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """family -> (run, fingerprint) of the models to evaluate: ``--evaluate-run``'s, or those this configuration
@@ -153,7 +162,7 @@ def trained_models(root: DataRoot, plans: list[ShardPlan], config: Config, genre
         if manifest is None or not is_finished_model(root, run):
             raise TrainingError(f"no finished model {run} under {root.url}")
         family = model_family(root, run)
-        trained[family] = {**manifest.extra, "run": run, "skipped": True}
+        trained[family] = outcome["train"] = {**manifest.extra, "run": run, "skipped": True}
         return {family: (run, manifest.fingerprint)}
     models = {"cnn": train_spec(plans, config) if config.train.model != "embedding" else None,
               "embedding": embedding_model_spec(plans, config)}
@@ -162,15 +171,18 @@ def trained_models(root: DataRoot, plans: list[ShardPlan], config: Config, genre
     if missing and not config.forced("train") and config.run.from_stage in ("evaluate", "promote", "report"):
         raise TrainingError(f"no finished model {', '.join(missing)} for these shards and settings; "
                             "run `genreflow train` first")
-    with gpu_annotation():
+    futures = {}
+    with gpu_annotation():  # both families side by side on the workers
         if models["cnn"] is not None:
-            trained["cnn"] = train_task.submit(root.url, models["cnn"], genres, stats, training_inputs(plans),
+            futures["cnn"] = train_task.submit(root.url, models["cnn"], genres, stats, training_inputs(plans),
                                                split_shards(plans, "val"), config.train, config.audio,
-                                               config.forced("train")).result()
+                                               config.forced("train"))
         if models["embedding"] is not None:
-            trained["embedding"] = train_embedding_task.submit(
+            futures["embedding"] = train_embedding_task.submit(
                 root.url, models["embedding"], genres, shard_names(plans, "train"), shard_names(plans, "val"),
-                config.train, config.audio, config.forced("train")).result()
+                config.train, config.audio, config.forced("train"))
+    trained.update({family: future.result() for family, future in futures.items()})
+    outcome["train"] = next(iter(trained.values()))  # until evaluate chooses: the CNN where it trained
     return runs
 
 

@@ -42,7 +42,6 @@ NAME = "musicnn embedding + logistic regression"
 C_GRID: tuple[float, ...] = (0.1, 1.0, 0.01)
 DEFAULT_C = 0.1  # when there are no validation tracks to choose with
 MAX_ITER = 3000
-EMBED_BATCH = 16  # clips embedded at once: 48 patches, about 0.6 GB of activations (64 clips: 3.4 GB, slower)
 INPUT_NAME, NORM_LAYER, OUTPUT_LAYER = "musicnn_patches", "embedding_norm", "genre_probabilities"
 
 
@@ -68,14 +67,6 @@ def window_patches(clips: np.ndarray, sr: int) -> np.ndarray:
     if len(clips) == 0:
         return np.zeros((0, 1, PATCH_FRAMES, N_MELS), np.float32)
     return np.stack([patches(log_mel(clip, sr)) for clip in clips]).astype(np.float32, copy=False)
-
-
-def embed_pcm(embedder: MusicnnEmbedder, clips: np.ndarray, sr: int, batch: int = EMBED_BATCH) -> np.ndarray:
-    """Clip embeddings [shape=(clips, dims)] float32 of int16 or float clips, ``batch`` clips at a time."""
-    out = np.empty((len(clips), embedder.dims), np.float32)
-    for start in range(0, len(clips), batch):
-        out[start : start + batch] = embedder.embed_clips(np.asarray(clips[start : start + batch]), sr).vectors
-    return out
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from genreflow.model.params import ACCURACY_TOP_K
 PROB_PREFIX = "prob_"
 
 
+LOG_LOSS_FLOOR = 1e-7  # a probability of 0 for the true genre counts as this, so one clip cannot make it infinite
+
 def prob_columns(genres: list[str]) -> list[str]:
     """Column names of the per-genre probabilities, in label order: prob_<genre>."""
     return [f"{PROB_PREFIX}{genre}" for genre in genres]
@@ -123,7 +125,8 @@ def evaluate_predictions(
 
     Returns (predictions, metrics). predictions is clips plus predicted, one
     prob_<genre> column per genre and correct. metrics holds clip_accuracy,
-    clip_top2_accuracy, track_accuracy, top2_accuracy, macro_f1, per_genre,
+    clip_top2_accuracy, track_accuracy, top2_accuracy, macro_f1, log_loss (the
+    clips' mean negative log-probability of their genre), per_genre,
     confusion, n_clips, n_tracks, n_genres, genres, absent_genres and chance;
     all but the clip-level ones are track-level.
 
@@ -163,6 +166,7 @@ def evaluate_predictions(
         "track_accuracy": float(tracks["correct"].mean()),
         "top2_accuracy": float(_top_k_hits(track_true_idx, track_probs, ACCURACY_TOP_K).mean()),
         "macro_f1": float(macro_f1),
+        "log_loss": float(-np.log(np.clip(probs[np.arange(len(probs)), clip_true_idx], LOG_LOSS_FLOOR, 1.0)).mean()),
         "per_genre": _per_genre(track_true, track_pred, genres),
         "confusion": {"labels": genres, "matrix": matrix.astype(int).tolist()},
         "n_clips": len(predictions),

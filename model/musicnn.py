@@ -81,6 +81,7 @@ FEATURES: tuple[str, ...] = ("max_pool", "mean_pool", "penultimate", "taggram")
 # MSD_musicnn max_pool 0.916, MSD penultimate 0.890, MTT+MSD penultimate 0.890, MTT penultimate 0.820.
 # The Million Song Dataset's tags include genres (rock, jazz, blues, Hip-Hop...); MagnaTagATune's are
 # mostly instruments and moods.
+CLIP_CHUNK = 16  # clips read, resampled and turned into patches at once (the network runs batch_size patches)
 DEFAULT_MODEL = "MSD_musicnn"
 DEFAULT_FEATURE = "max_pool"
 
@@ -358,13 +359,22 @@ class MusicnnEmbedder:
         mean = self.taggram(y, sr).mean(axis=0)
         return [(self.labels[i], float(mean[i])) for i in np.argsort(mean)[::-1][:n]]
 
-    def embed_clips(self, clips: np.ndarray, sr: int) -> ClipEmbeddings:
+    def embed_clips(self, clips: np.ndarray, sr: int, chunk: int = CLIP_CHUNK) -> ClipEmbeddings:
         """One embedding per clip: the chosen feature of each 3 s patch, averaged over the clip's patches.
 
         clips : np.ndarray [shape=(clips, samples)], mono audio at ``sr`` Hz (int16 PCM is scaled
-        to [-1, 1]). A 10 s clip gives 3 patches; one shorter than 3 s is repeat-padded to one.
+        to [-1, 1]), a memory-mapped shard as well: ``chunk`` clips are read and resampled at a time.
+        A 10 s clip gives 3 patches; one shorter than 3 s is repeat-padded to one.
         """
         clips = np.atleast_2d(np.asarray(clips))
+        if len(clips) == 0:
+            empty = np.zeros((0, self.dims), np.float32)
+            return ClipEmbeddings(empty, np.zeros((0, len(self.labels)), np.float32), np.zeros(0, int))
+        parts = [self._embed_chunk(clips[start : start + chunk], sr) for start in range(0, len(clips), chunk)]
+        return ClipEmbeddings(*(np.concatenate(arrays) for arrays in zip(
+            *((p.vectors, p.tags, p.patches_per_clip) for p in parts), strict=True)))
+
+    def _embed_chunk(self, clips: np.ndarray, sr: int) -> ClipEmbeddings:
         if clips.dtype == np.int16:
             clips = clips.astype(np.float32) / 32768.0
         per_clip = [patches(log_mel(clip, sr)) for clip in clips]

@@ -1,4 +1,4 @@
-"""embed stage: musicnn's embedding of every clip of one decoded shard (model/embedding.py does the work).
+"""embed stage: musicnn's embedding of every clip of one decoded shard (model/musicnn.py does the work).
 
 Every split is embedded: the head trains on the training shards, picks its C
 on the validation shards and is scored on the test shards. The output is one
@@ -42,14 +42,12 @@ def embedder_cache(train: TrainConfig) -> WorkerCache:
 
 def embed_stage(root_url: str, spec: OutputSpec, audio: AudioConfig, train: TrainConfig, force: bool) -> ShardResult:
     """Embeddings of one decoded shard into embed/<shard>, unless already done for ``spec``."""
-    from genreflow.model.embedding import embed_pcm
-
     root = DataRoot(root_url)
     with open_output(root, spec, force) as out:
         if not out.done:
             index = read_shard_index(root, "decode", spec.key).assign(augmentation="original")
             embedder, _ = worker_cached(embedder_plugin_name(train), embedder_cache(train).load)
-            vectors = embed_pcm(embedder, open_shard_array(root, "decode", spec.key), audio.sample_rate)
+            vectors = embedder.embed_clips(open_shard_array(root, "decode", spec.key), audio.sample_rate).vectors
             write_shard(out, array=vectors, index=index)
             out.extra = {"tracks": index["track_id"].nunique()}
     return ShardResult.of(out)

@@ -24,7 +24,7 @@ PREDICTIONS_FILE = "predictions.parquet"  # one row a test clip: its probabiliti
 EVALUATION_FILE = "evaluation.json"  # the metrics
 ModelFamily = Literal["cnn", "embedding"]
 INPUT_STAGES: dict[str, str] = {"cnn": "mel", "embedding": "embed"}
-VALIDATION_METRICS = ("track_accuracy", "clip_accuracy", "macro_f1", "n_tracks")
+VALIDATION_METRICS = ("track_accuracy", "clip_accuracy", "macro_f1", "log_loss", "n_tracks")
 
 
 # ---- Prefect task ---------------------------------------------------------------------------

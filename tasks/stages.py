@@ -35,7 +35,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "mel": (f"{_M}mel", f"{_T}mel:mel_stage"),
     "augment": (f"{_M}audio_augment", f"{_M}mel", f"{_T}augment:augment_stage"),
     # The weights are an input (their checksum), not code; musicnn's network and front end are code.
-    "embed": (f"{_M}musicnn", f"{_M}embedding:embed_pcm", f"{_M}metrics", f"{_T}embed:embed_stage"),
+    "embed": (f"{_M}musicnn", f"{_T}embed:embed_stage"),
     "stats": (f"{_T}stats:band_stats",),
     "baseline": (f"{_T}baseline", f"{_M}metrics"),
     "train": (f"{_M}cnn", f"{_M}train", f"{_M}dataset", f"{_M}augment", f"{_T}train:fit_model",
@@ -45,9 +45,9 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     # The embedding family's head: fitted on the embed shards, saved as one Keras model with musicnn.
     "head": (f"{_M}embedding", f"{_M}musicnn", f"{_M}metrics", f"{_T}head:fit_embedding_model", f"{_T}head:stacked"),
     "promote": (f"{_T}promote",),
-    "report": (f"{_T}report",),
-    "fold": (f"{_T}crossval", f"{_T}folds", f"{_T}evaluate", f"{_T}baseline", f"{_M}metrics", f"{_M}predict",
-             f"{_M}audio", f"{_M}mel", f"{_M}embedding", f"{_M}musicnn"),
+    "report": (f"{_T}report", f"{_T}select"),
+    "fold": (f"{_T}crossval", f"{_T}folds", f"{_T}evaluate", f"{_T}baseline", f"{_T}select", f"{_T}head",
+             f"{_M}metrics", f"{_M}predict", f"{_M}audio", f"{_M}mel", f"{_M}embedding", f"{_M}musicnn"),
     "crossval": (f"{_T}crossval:summarize_folds", f"{_T}report"),
     # Not a DAG stage (no --from-stage): the shards of `genreflow predict` over a library. The model itself is
     # an input (its files' checksum), not code.

@@ -12,7 +12,6 @@ from genreflow.model.embedding import (
     EmbeddingError,
     HeadFit,
     build_classifier,
-    embed_pcm,
     fit_head,
     head_model,
     is_embedding_classifier,
@@ -106,7 +105,7 @@ def test_the_saved_classifier_reproduces_the_head_on_the_stage_embeddings(embedd
     rng = np.random.default_rng(4)
     clips = (rng.normal(0, 0.2, (6, SR * 10)) * 32767).astype(np.int16)
     clips[3:] //= 8  # quieter clips: embeddings that differ
-    embeddings = embed_pcm(embedder, clips, SR, batch=4)
+    embeddings = embedder.embed_clips(clips, SR, chunk=4).vectors
     assert embeddings.shape == (6, embedder.dims) and np.isfinite(embeddings).all()
     index = pd.DataFrame({"track_id": list("abcdef"), "genre": ["loud"] * 3 + ["quiet"] * 3})
     head = fit_head(embeddings, index, embeddings, index, ["loud", "quiet"])
@@ -122,6 +121,15 @@ def test_the_saved_classifier_reproduces_the_head_on_the_stage_embeddings(embedd
     # From the stored embeddings: the head alone, as the evaluation runs it.
     np.testing.assert_allclose(np.asarray(head_model(loaded).predict_on_batch(embeddings)), expected, atol=1e-5)
     assert np.ptp(expected[:, 0]) > 1e-3  # not a constant answer
+
+
+def test_clips_are_embedded_a_chunk_at_a_time_with_the_same_numbers(embedder: MusicnnEmbedder) -> None:
+    clips = (np.random.default_rng(5).normal(0, 0.2, (5, SR * 4)) * 32767).astype(np.int16)
+    whole, chunked = embedder.embed_clips(clips, SR), embedder.embed_clips(clips, SR, chunk=2)
+    np.testing.assert_allclose(chunked.vectors, whole.vectors, rtol=1e-5, atol=1e-6)
+    assert chunked.patches_per_clip.tolist() == [1] * 5  # 4 s: one 3 s patch
+    none = embedder.embed_clips(clips[:0], SR)
+    assert none.vectors.shape == (0, embedder.dims) and none.tags.shape == (0, TINY.n_classes)
 
 
 def test_a_cnn_is_not_an_embedding_classifier() -> None:

@@ -151,3 +151,15 @@ def test_bad_input_raises(example: tuple[pd.DataFrame, np.ndarray]) -> None:
     mixed.iloc[1, mixed.columns.get_loc("genre")] = "jazz"
     with pytest.raises(ValueError, match="different genre labels"):
         evaluate_predictions(mixed, probs, GENRES)
+
+
+def test_log_loss_is_the_clips_mean_negative_log_probability_of_their_genre() -> None:
+    clips = pd.DataFrame({"track_id": ["a", "b"], "genre": ["rock", "jazz"]})
+    sure = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    assert evaluate_predictions(clips, sure, GENRES)[1]["log_loss"] == pytest.approx(0.0, abs=1e-9)
+    uniform = np.full((2, 3), 1 / 3)
+    assert evaluate_predictions(clips, uniform, GENRES)[1]["log_loss"] == pytest.approx(np.log(3))
+    mixed = np.array([[0.5, 0.25, 0.25], [0.8, 0.1, 0.1]])  # half right; the second gives jazz 0.1
+    assert evaluate_predictions(clips, mixed, GENRES)[1]["log_loss"] == pytest.approx(-(np.log(0.5) + np.log(0.1)) / 2)
+    wrong = np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])  # a probability of 0 counts as the floor, not infinity
+    assert evaluate_predictions(clips, wrong, GENRES)[1]["log_loss"] == pytest.approx(-np.log(1e-7) / 2)

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from genreflow.model.embedding import build_classifier, embed_pcm, fit_head, patches_per_window, window_patches
+from genreflow.model.embedding import build_classifier, fit_head, patches_per_window, window_patches
 from genreflow.model.files import AUDIO_FILE, EMBEDDING_FILE, LABELS_FILE, MODEL_FILE
 from genreflow.model.musicnn import MusicnnEmbedder
 from genreflow.model.params import AudioConfig
@@ -68,7 +68,7 @@ def save_embedding_model_dir(folder: Path, audio: AudioConfig = AUDIO) -> Path:
     kinds = [kind for kind in GENRES for _ in range(2)]
     clips = np.stack([music(audio.clip_seconds, kind, seed, audio.sample_rate) for seed, kind in enumerate(kinds)])
     index = pd.DataFrame({"track_id": [f"t{i}" for i in range(len(kinds))], "genre": kinds})
-    embeddings = embed_pcm(embedder, clips, audio.sample_rate)
+    embeddings = embedder.embed_clips(clips, audio.sample_rate).vectors
     head = fit_head(embeddings, index, embeddings, index, GENRES)
     folder.mkdir(parents=True)
     build_classifier(embedder, head, patches_per_window(audio)).save(folder / MODEL_FILE)

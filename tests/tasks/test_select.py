@@ -9,8 +9,8 @@ import pytest
 from genreflow.tasks.select import choose_model
 
 
-def _scored(val: float | None, test: float, val_f1: float | None = None) -> dict[str, Any]:
-    validation = None if val is None else {"track_accuracy": val, "macro_f1": val if val_f1 is None else val_f1}
+def _scored(val: float | None, test: float, loss: float = 0.5) -> dict[str, Any]:
+    validation = None if val is None else {"track_accuracy": val, "macro_f1": val, "log_loss": loss}
     return {"track_accuracy": test, "macro_f1": test, "clip_accuracy": test, "validation": validation}
 
 
@@ -26,9 +26,13 @@ def test_the_best_on_validation_is_chosen_whatever_the_test_split_says() -> None
     assert rows["cnn"]["test_track_accuracy"] == 0.9 and rows["cnn"]["val_track_accuracy"] == 0.6
 
 
-def test_ties_go_to_macro_f1_then_to_the_cnn() -> None:
-    assert choose_model({"cnn": _scored(0.8, 0.5, 0.7), "embedding": _scored(0.8, 0.5, 0.75)},
-                        RUNS)["chosen"] == "embedding"
+def test_accuracy_ties_go_to_the_lower_log_loss_then_to_the_cnn() -> None:
+    tied = choose_model({"cnn": _scored(1.0, 0.5, loss=0.4), "embedding": _scored(1.0, 0.5, loss=0.1)}, RUNS)
+    assert tied["chosen"] == "embedding"
+    assert tied["reason"] == ("validation track accuracy tied at 1.000; lower validation log-loss: 0.100 against "
+                              "CNN 0.400")
+    assert choose_model({"cnn": _scored(0.9, 0.5, loss=0.1), "embedding": _scored(1.0, 0.5, loss=0.9)},
+                        RUNS)["chosen"] == "embedding"  # accuracy first
     assert choose_model({"cnn": _scored(0.8, 0.5), "embedding": _scored(0.8, 0.9)}, RUNS)["chosen"] == "cnn"
 
 
