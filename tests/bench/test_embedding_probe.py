@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from genreflow.bench import embedding_probe
@@ -46,7 +47,8 @@ def test_embed_collection_gives_one_row_per_clip_for_each_model_and_layer(tmp_pa
 
 
 
-def test_the_dense_head_learns_separable_embeddings_too() -> None:
+def test_the_dense_head_learns_separable_embeddings_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embedding_probe, "DENSE_EPOCHS", 30)  # separable data: a few epochs do; keeps the test quick
     rng = np.random.default_rng(0)
     genres = np.repeat(np.array(["a", "b", "c"]), 10)
     clip_track = _clips(genres, 2)
