@@ -18,7 +18,6 @@ Recipe = Literal["genreflow", "seed"]
 # where musicnn's weights are in the cache) and promotes the best on the validation split; "cnn" or
 # "embedding" trains that one alone ("embedding" fetches the weights on first use).
 ModelChoice = Literal["best", "cnn", "embedding"]
-MODEL_CHOICES: tuple[str, ...] = ("best", "cnn", "embedding")
 # TrainConfig fields that say which families train and from which weights: none of them changes the CNN.
 MODEL_FAMILY_FIELDS: tuple[str, ...] = ("model", "embedding_model", "embedding_feature", "weights_dir")
 EmbeddingModel = Literal["MSD_musicnn", "MTT_musicnn"]

@@ -23,7 +23,7 @@ from genreflow.storage.shards import open_shard_array, read_shard_index
 PREDICTIONS_FILE = "predictions.parquet"  # one row a test clip: its probabilities and the prediction
 EVALUATION_FILE = "evaluation.json"  # the metrics
 ModelFamily = Literal["cnn", "embedding"]
-INPUT_STAGES: dict[str, str] = {"cnn": "mel", "embedding": "embed"}
+INPUT_STAGES: dict[str, str] = {"cnn": "mel", "embedding": "embed"}  # the shards each family's model reads
 VALIDATION_METRICS = ("track_accuracy", "clip_accuracy", "macro_f1", "log_loss", "n_tracks")
 
 
@@ -49,11 +49,6 @@ def model_family(root: DataRoot, name: str) -> ModelFamily:
     return "embedding" if root.exists(output_path(root, "train", name, EMBEDDING_FILE)) else "cnn"
 
 
-def input_stage(family: ModelFamily) -> str:
-    """The shard stage a family's model reads: the CNN log-mel clips, the embedding model clip embeddings."""
-    return INPUT_STAGES[family]
-
-
 def score_model(root: DataRoot, name: str, shards: list[str], tracks: Collection[str] | None = None
                 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Predictions and metrics of the model models/<name>/ on the original clips of ``shards`` (of ``tracks``).
@@ -64,7 +59,7 @@ def score_model(root: DataRoot, name: str, shards: list[str], tracks: Collection
     from genreflow.model.predict import load_classifier, predict_clips
 
     family = model_family(root, name)
-    clips = original_clips(root, [(input_stage(family), shard) for shard in shards], tracks)
+    clips = original_clips(root, [(INPUT_STAGES[family], shard) for shard in shards], tracks)
     if not clips:
         raise ValueError("no clips to evaluate: the split left no tracks")
     classifier = load_classifier(Path(root.local_path(output_location(root, "train", name)[0])))
@@ -78,6 +73,16 @@ def score_model(root: DataRoot, name: str, shards: list[str], tracks: Collection
         probs = [predict_clips(classifier.model, mel[index["row"].to_numpy()]) for index, mel in clips]
     return evaluate_predictions(pd.concat([index for index, _ in clips], ignore_index=True), np.concatenate(probs),
                                 list(classifier.genres))
+
+
+def validation_scores(root: DataRoot, name: str, shards: list[str], tracks: Collection[str] | None = None
+                      ) -> dict[str, Any] | None:
+    """The model's VALIDATION_METRICS on the original clips of ``shards`` (of ``tracks``); None without any:
+    what the families are compared on (tasks/select.py)."""
+    if not shards or (tracks is not None and not len(tracks)):
+        return None
+    _, metrics = score_model(root, name, shards, tracks)
+    return {key: value for key, value in metrics.items() if key in VALIDATION_METRICS}
 
 
 @task(name="evaluate")
@@ -94,8 +99,7 @@ def evaluate_task(root_url: str, test_shards: list[str], val_shards: list[str], 
             return out.read_json(EVALUATION_FILE)
         predictions, metrics = score_model(root, spec.key, test_shards)
         metrics["family"] = model_family(root, spec.key)
-        metrics["validation"] = ({key: value for key, value in score_model(root, spec.key, val_shards)[1].items()
-                                  if key in VALIDATION_METRICS} if val_shards else None)
+        metrics["validation"] = validation_scores(root, spec.key, val_shards)
         out.write_parquet(PREDICTIONS_FILE, predictions)
         out.write_json(EVALUATION_FILE, metrics)
         out.rows = len(predictions)
