@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from genreflow.model.metrics import track_probabilities
-from genreflow.model.musicnn import HOP_LENGTH, N_MELS, PATCH_FRAMES, SAMPLE_RATE, log_mel, patches
+from genreflow.model.musicnn import HOP_LENGTH, N_MELS, PATCH_FRAMES, SAMPLE_RATE, clip_patches
 from genreflow.model.params import AudioConfig
 from genreflow.storage.errors import GenreflowError
 
@@ -62,11 +62,9 @@ def window_patches(clips: np.ndarray, sr: int) -> np.ndarray:
     Returns np.ndarray [shape=(windows, patches, 187, 96)], float32.
     """
     clips = np.atleast_2d(np.asarray(clips))
-    if clips.dtype == np.int16:
-        clips = clips.astype(np.float32) / 32768.0
     if len(clips) == 0:
         return np.zeros((0, 1, PATCH_FRAMES, N_MELS), np.float32)
-    return np.stack([patches(log_mel(clip, sr)) for clip in clips]).astype(np.float32, copy=False)
+    return np.stack(clip_patches(clips, sr)).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)

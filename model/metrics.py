@@ -21,9 +21,8 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 from genreflow.model.params import ACCURACY_TOP_K
 
 PROB_PREFIX = "prob_"
-
-
 LOG_LOSS_FLOOR = 1e-7  # a probability of 0 for the true genre counts as this, so one clip cannot make it infinite
+
 
 def prob_columns(genres: list[str]) -> list[str]:
     """Column names of the per-genre probabilities, in label order: prob_<genre>."""

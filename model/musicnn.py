@@ -178,6 +178,16 @@ def patches(spec: np.ndarray, patch_frames: int = PATCH_FRAMES, hop_frames: int 
     return np.stack([spec[start : start + patch_frames] for start in starts])
 
 
+def clip_patches(clips: np.ndarray, sr: int) -> list[np.ndarray]:
+    """musicnn's patches of each clip [shape=(patches, 187, 96)], in order (:func:`log_mel`, :func:`patches`).
+
+    clips : np.ndarray [shape=(clips, samples)], mono audio at ``sr`` Hz; int16 PCM is scaled to [-1, 1].
+    """
+    if clips.dtype == np.int16:
+        clips = clips.astype(np.float32) / 32768.0
+    return [patches(log_mel(clip, sr)) for clip in clips]
+
+
 # ---------------------------------------------------------------- the network
 
 # Keras layer name -> TF1 checkpoint scope, in the order the TF1 graph created them.
@@ -375,9 +385,7 @@ class MusicnnEmbedder:
             *((p.vectors, p.tags, p.patches_per_clip) for p in parts), strict=True)))
 
     def _embed_chunk(self, clips: np.ndarray, sr: int) -> ClipEmbeddings:
-        if clips.dtype == np.int16:
-            clips = clips.astype(np.float32) / 32768.0
-        per_clip = [patches(log_mel(clip, sr)) for clip in clips]
+        per_clip = clip_patches(clips, sr)
         counts = np.array([len(p) for p in per_clip])
         out = self.features(np.concatenate(per_clip))
         bounds = np.cumsum(counts)[:-1]
