@@ -105,17 +105,18 @@ class WorkerCache(WorkerPlugin):
         return {"name": self.name, "load": self.load, "_value": None, "_lock": None}
 
 
-def worker_cached(name: str, load: Callable[[], Any]) -> tuple[Any, bool]:
-    """The object of the worker's ``name`` plugin (loaded on first use), or a fresh ``load()`` where the
-    task runs outside Dask or the flow registered no plugin; and whether it was loaded for this call."""
+def worker_cached(cache: WorkerCache) -> tuple[Any, bool]:
+    """The object of the worker's plugin of ``cache``'s name (loaded on first use), or a fresh ``cache.load()``
+    where the task runs outside Dask or the flow registered no plugin; and whether it was loaded for this call."""
     from distributed import get_worker
 
     try:
         worker = get_worker()
     except ValueError:  # not on a Dask worker (a test, or another task runner)
-        return load(), True
-    plugin = worker.plugins.get(name)
+        return cache.load(), True
+    plugin = worker.plugins.get(cache.name)
     if not isinstance(plugin, WorkerCache):
-        logging.getLogger(__name__).warning("no %s plugin on this worker: loading it for this task only", name)
-        return load(), True
+        logging.getLogger(__name__).warning("no %s plugin on this worker: loading it for this task only",
+                                            cache.name)
+        return cache.load(), True
     return plugin.get()

@@ -5,7 +5,7 @@ on the validation shards and is scored on the test shards. The output is one
 float32 row per decoded clip, with the decode index, so the evaluation reads
 it as it reads mel shards. The network is loaded once per Dask worker
 (:class:`~genreflow.tasks.common.WorkerCache`, registered by the preprocess
-flow under :func:`embedder_plugin_name`).
+flow, :func:`embedder_cache`).
 """
 
 from __future__ import annotations
@@ -30,14 +30,10 @@ def load_embedder(model: str, feature: str, weights_dir: str | None) -> MusicnnE
     return MusicnnEmbedder.from_cache(model, weights_dir, feature=feature, fetch=False)
 
 
-def embedder_plugin_name(train: TrainConfig) -> str:
-    return f"genreflow-embedder-{train.embedding_model}-{train.embedding_feature}"
-
-
 def embedder_cache(train: TrainConfig) -> WorkerCache:
     """The worker plugin the preprocess flow registers: each worker's musicnn, loaded on first use."""
-    return WorkerCache(embedder_plugin_name(train), partial(load_embedder, train.embedding_model,
-                                                            train.embedding_feature, train.weights_dir))
+    return WorkerCache(f"genreflow-embedder-{train.embedding_model}-{train.embedding_feature}",
+                       partial(load_embedder, train.embedding_model, train.embedding_feature, train.weights_dir))
 
 
 def embed_stage(root_url: str, spec: OutputSpec, audio: AudioConfig, train: TrainConfig, force: bool) -> ShardResult:
@@ -46,7 +42,7 @@ def embed_stage(root_url: str, spec: OutputSpec, audio: AudioConfig, train: Trai
     with open_output(root, spec, force) as out:
         if not out.done:
             index = read_shard_index(root, "decode", spec.key).assign(augmentation="original")
-            embedder, _ = worker_cached(embedder_plugin_name(train), embedder_cache(train).load)
+            embedder, _ = worker_cached(embedder_cache(train))
             vectors = embedder.embed_clips(open_shard_array(root, "decode", spec.key), audio.sample_rate).vectors
             write_shard(out, array=vectors, index=index)
             out.extra = {"tracks": index["track_id"].nunique()}

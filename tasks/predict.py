@@ -162,7 +162,7 @@ def classifier_cache(ref: ModelRef) -> WorkerCache:
 def worker_classifier(ref: ModelRef) -> tuple[Classifier, bool]:
     """The model for a task, and whether it was loaded for it: the worker's cached one where the
     flow's plugin is, else a fresh load."""
-    return worker_cached(ref.plugin_name, partial(load_verified, ref))
+    return worker_cached(classifier_cache(ref))
 
 
 # --------------------------------------------------------------------------- the table
