@@ -24,7 +24,7 @@ from genreflow.model.params import AudioConfig, TrainConfig
 from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.baseline import features_of, run_baseline
-from genreflow.tasks.evaluate import original_clips, score_model, validation_scores
+from genreflow.tasks.evaluate import original_clips, scores_with_validation
 from genreflow.tasks.folds import Fold
 from genreflow.tasks.head import fit_embedding_model
 from genreflow.tasks.select import choose_model
@@ -62,9 +62,7 @@ def summarize_folds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def score_on(root: DataRoot, run: str, shards: list[str], fold: Fold) -> dict[str, Any]:
     """Test metrics of the fold's model ``run``, with its scores on the fold's validation tracks."""
-    _, metrics = score_model(root, run, shards, fold.test)
-    metrics["validation"] = validation_scores(root, run, shards, fold.val)
-    return metrics
+    return scores_with_validation(root, run, shards, fold.test, shards, fold.val)[1]
 
 
 @task(name="fold")

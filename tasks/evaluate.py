@@ -1,12 +1,13 @@
 """evaluate stage: score a trained model on the test clips (genreflow.model.metrics does the scoring).
 
 evaluate_task at the end is the thin wrapper that reads shards and writes
-results; score_model is shared with cross-validation and the promotion gate.
+results; model_scorer (score_model, scores_with_validation) is shared with
+cross-validation and the promotion gate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,9 +50,12 @@ def model_family(root: DataRoot, name: str) -> ModelFamily:
     return "embedding" if root.exists(output_path(root, "train", name, EMBEDDING_FILE)) else "cnn"
 
 
-def score_model(root: DataRoot, name: str, shards: list[str], tracks: Collection[str] | None = None
-                ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Predictions and metrics of the model models/<name>/ on the original clips of ``shards`` (of ``tracks``).
+Scorer = Callable[[list[str], Collection[str] | None], tuple[pd.DataFrame, dict[str, Any]]]
+
+
+def model_scorer(root: DataRoot, name: str) -> Scorer:
+    """The model models/<name>/, loaded once, as a function of (shards, tracks or None) giving its predictions
+    and metrics on the original clips of those shards (of those tracks).
 
     Each family reads its own shards of the same clips: the CNN the mel
     shards, the embedding model the embed shards, through its head only.
@@ -59,30 +63,47 @@ def score_model(root: DataRoot, name: str, shards: list[str], tracks: Collection
     from genreflow.model.predict import load_classifier, predict_clips
 
     family = model_family(root, name)
-    clips = original_clips(root, [(INPUT_STAGES[family], shard) for shard in shards], tracks)
-    if not clips:
-        raise ValueError("no clips to evaluate: the split left no tracks")
     classifier = load_classifier(Path(root.local_path(output_location(root, "train", name)[0])))
     if family == "embedding":
         from genreflow.model.embedding import head_model
 
         head = head_model(classifier.model)
-        probs = [np.asarray(head.predict_on_batch(np.asarray(array[index["row"].to_numpy()], np.float32)))
-                 for index, array in clips]
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            return np.asarray(head.predict_on_batch(np.asarray(x, np.float32)))
     else:
-        probs = [predict_clips(classifier.model, mel[index["row"].to_numpy()]) for index, mel in clips]
-    return evaluate_predictions(pd.concat([index for index, _ in clips], ignore_index=True), np.concatenate(probs),
-                                list(classifier.genres))
+        def predict(x: np.ndarray) -> np.ndarray:
+            return predict_clips(classifier.model, x)
+
+    def score(shards: list[str], tracks: Collection[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+        clips = original_clips(root, [(INPUT_STAGES[family], shard) for shard in shards], tracks)
+        if not clips:
+            raise ValueError("no clips to evaluate: the split left no tracks")
+        probs = [predict(array[index["row"].to_numpy()]) for index, array in clips]
+        return evaluate_predictions(pd.concat([index for index, _ in clips], ignore_index=True),
+                                    np.concatenate(probs), list(classifier.genres))
+
+    return score
 
 
-def validation_scores(root: DataRoot, name: str, shards: list[str], tracks: Collection[str] | None = None
-                      ) -> dict[str, Any] | None:
-    """The model's VALIDATION_METRICS on the original clips of ``shards`` (of ``tracks``); None without any:
-    what the families are compared on (tasks/select.py)."""
-    if not shards or (tracks is not None and not len(tracks)):
-        return None
-    _, metrics = score_model(root, name, shards, tracks)
-    return {key: value for key, value in metrics.items() if key in VALIDATION_METRICS}
+def score_model(root: DataRoot, name: str, shards: list[str], tracks: Collection[str] | None = None
+                ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Predictions and metrics of the model models/<name>/ on the original clips of ``shards`` (of ``tracks``)."""
+    return model_scorer(root, name)(shards, tracks)
+
+
+def scores_with_validation(root: DataRoot, name: str, shards: list[str], test: Collection[str] | None,
+                           val_shards: list[str], val: Collection[str] | None
+                           ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The model's test predictions and metrics, the metrics with ``validation``: its VALIDATION_METRICS on the
+    validation clips (None without any), what the families are compared on (tasks/select.py). One load."""
+    score = model_scorer(root, name)
+    predictions, metrics = score(shards, test)
+    metrics["validation"] = None
+    if val_shards and (val is None or len(val)):
+        metrics["validation"] = {key: value for key, value in score(val_shards, val)[1].items()
+                                 if key in VALIDATION_METRICS}
+    return predictions, metrics
 
 
 @task(name="evaluate")
@@ -97,9 +118,8 @@ def evaluate_task(root_url: str, test_shards: list[str], val_shards: list[str], 
     with open_output(root, spec, force) as out:
         if out.done:
             return out.read_json(EVALUATION_FILE)
-        predictions, metrics = score_model(root, spec.key, test_shards)
+        predictions, metrics = scores_with_validation(root, spec.key, test_shards, None, val_shards, None)
         metrics["family"] = model_family(root, spec.key)
-        metrics["validation"] = validation_scores(root, spec.key, val_shards)
         out.write_parquet(PREDICTIONS_FILE, predictions)
         out.write_json(EVALUATION_FILE, metrics)
         out.rows = len(predictions)
