@@ -455,7 +455,7 @@ def render_report(
     """Every file of reports/<run>/ as bytes, keyed by file name.
 
     Returns report.md, report.html (self-contained), metrics.json, confusion.png
-    and curves.png. baseline, when given, holds metrics under the same keys
+    and (without ``model``) curves.png. baseline, when given, holds metrics under the same keys
     (track_accuracy, macro_f1, ...) and a name; it is shown beside the CNN.
     promotion (tasks.promote.decide) shows the run beside the promoted one and
     the gate's decision; changes (tasks.changes.rebuild_changes) what this
@@ -464,10 +464,9 @@ def render_report(
     was chosen; model (embedding.json) describes an embedding model, which has
     no epochs to plot.
     """
-    images = {
-        "confusion.png": render_confusion_png(metrics["confusion"]),
-        "curves.png": render_curves_png(history),
-    }
+    images = {"confusion.png": render_confusion_png(metrics["confusion"])}
+    if model is None:  # an embedding model has no epochs: its report shows no curves
+        images["curves.png"] = render_curves_png(history)
     training = training_summary(history)
     context: dict[str, Any] = {
         "title": f"genreflow report: {run}",

@@ -323,3 +323,12 @@ def test_crossval_report_with_two_families_shows_the_chosen_one() -> None:
     assert "| Metric (mean ± std over folds) | CNN | Embedding | Chosen on validation | MFCC + SVM |" in text
     assert "| Track accuracy | 0.600 ± 0.100 | 0.900 ± 0.100 | 0.900 ± 0.100 | 0.500 ± 0.100 |" in text
     assert "| 1 | 8 / 2 / 3 | 3 | 0.600 | 0.550 | 0.900 | 0.850 | embedding | 0.500 | 0.400 |" in text
+
+
+def test_an_embedding_models_report_has_no_learning_curves(metrics: dict, summary: dict) -> None:
+    model = {"embedder": "MSD_musicnn", "feature": "max_pool", "C": 0.1, "val_track_accuracy": 1.0, "dims": 753}
+    files = render_report("emb-1", {**metrics, "family": "embedding"}, pd.DataFrame(), summary, {}, model=model)
+    assert "curves.png" not in files and "confusion.png" in files
+    text = files["report.md"].decode("utf-8")
+    assert "| Metric | musicnn embedding + logistic regression |" in text
+    assert "Embedding: musicnn MSD_musicnn (max_pool), 753 dimensions" in text and "curves.png" not in text
