@@ -19,6 +19,7 @@ from genreflow.model.params import MODEL_FAMILY_FIELDS, RECIPE_KNOBS, TrainConfi
 from genreflow.model.weights import MUSICNN, find_weights, weights_checksum
 from genreflow.storage.outputs import OutputSpec
 from genreflow.tasks.common import ShardPlan
+from genreflow.tasks.evaluate import INPUT_STAGES
 from genreflow.tasks.stages import stage_code
 
 
@@ -126,7 +127,7 @@ def evaluate_spec(plans: list[ShardPlan], run: str, model_fingerprint: str, fami
     """The predictions of the model ``run`` (of that fingerprint and family) on the test split, and its scores on
     the validation split: reports/<run>/."""
     def shards(split: str) -> list[str | None]:
-        outputs = [p.embed if family == "embedding" else p.mel for p in plans if p.split == split]
+        outputs = [p.output(INPUT_STAGES[family]) for p in plans if p.split == split]
         return [output.fingerprint if output else None for output in outputs]
 
     return OutputSpec("evaluate", run, stage_code("evaluate"), [model_fingerprint, shards("test"), shards("val")])
