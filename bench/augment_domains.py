@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from genreflow.model.audio import AUDIO_EXTENSIONS, AudioError, decode_audio, track_clips
-from genreflow.model.audio_augment import augment_clip, augmentations, spectral_copies
+from genreflow.model.augment_copies import augment_clip, augmentations, spectral_copies
 from genreflow.model.mel import log_mel
 from genreflow.model.params import AudioConfig, AugmentConfig
 

@@ -32,7 +32,7 @@ import pandas as pd
 from genreflow.model.audio import AUDIO_EXTENSIONS, clip_windows, decode_audio, pad_tolerance
 from genreflow.model.embedding import fit_head
 from genreflow.model.metrics import track_probabilities
-from genreflow.model.musicnn import FEATURES, MusicnnEmbedder, log_mel, patches
+from genreflow.model.musicnn import FEATURES, MusicnnEmbedder, log_compressed_mel, patches
 from genreflow.tasks.folds import make_folds
 
 DENSE_UNITS, DENSE_EPOCHS, DENSE_PATIENCE = 256, 300, 20
@@ -59,7 +59,7 @@ def embed_collection(folder: Path, embedders: Mapping[str, MusicnnEmbedder]) -> 
         genres.append(path.parent.name)
         clip_track += [number] * len(clips)
         start_wall, start_cpu = time.perf_counter(), _cpu_seconds()
-        specs = [patches(log_mel(clip, SAMPLE_RATE)) for clip in clips]
+        specs = [patches(log_compressed_mel(clip, SAMPLE_RATE)) for clip in clips]
         bounds = np.cumsum([len(s) for s in specs])[:-1]
         for model, embedder in embedders.items():
             out = embedder.features(np.concatenate(specs))

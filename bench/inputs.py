@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from genreflow.tasks.demo import DEMO_GENRES, generate_demo_set
+from genreflow.tasks.sources.demo_synth import DEMO_GENRES, generate_demo_set
 
 TRACK_SECONDS = 30.0
 SAMPLE_RATE = 44100

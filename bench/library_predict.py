@@ -10,7 +10,7 @@ same 2 cores. Both sides run in the same rounds, alternating:
   one process with TensorFlow's default threads, and in two processes of one
   thread each that start together on half the windows each; the better of the
   two is the model's rate on 2 cores.
-- **flow**: the predict flow (flows/library.py) on a 2-worker LocalCluster
+- **flow**: the predict flow (flows/predict_flow.py) on a 2-worker LocalCluster
   started and warmed beforehand (processes up, TensorFlow imported), each run
   into a fresh work root, so every shard is computed. The model load, its first
   trace and the per-worker plugin are inside the timed run: start-up is paid
@@ -34,12 +34,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from genreflow.bench import inputs, preprocess, timing
 from genreflow.bench.training import RESULT_PREFIX, child_env, parse_result
+from genreflow.flows.config import PredictOptions
+
+if TYPE_CHECKING:
+    from genreflow.tasks.predict import PredictSummary
 
 SHARD_SIZE = 50  # the CLI's default
 
@@ -167,18 +171,16 @@ def _warm_predict_worker() -> int:
     return os.getpid()
 
 
-def _predict_options(files: Path, model: Path, out: Path, address: str | None) -> Any:
-    from genreflow.flows.predict import PredictOptions
-
+def _predict_options(files: Path, model: Path, out: Path, address: str | None) -> PredictOptions:
     return PredictOptions(inputs=[str(files)], model_dir=str(model), out=str(out), shard_size=SHARD_SIZE,
                           workers=2, dask_address=address, retries=0, local_max=0)
 
 
-def _run_flow(options: Any) -> Any:
+def _run_flow(options: PredictOptions) -> PredictSummary:
     import contextlib
     import io
 
-    from genreflow.flows.library import run_library_predict
+    from genreflow.flows.predict_flow import run_library_predict
 
     with preprocess.quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):
         return run_library_predict(options)

@@ -29,7 +29,7 @@ import soxr
 from numpy.lib.stride_tricks import sliding_window_view
 
 from genreflow.bench.timing import interleaved
-from genreflow.model.audio_augment import augment_shard
+from genreflow.model.augment_copies import augment_shard
 from genreflow.model.mel import mel_batches
 from genreflow.model.params import AudioConfig, AugmentConfig
 from genreflow.tasks.decode import decode_shard

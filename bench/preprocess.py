@@ -62,7 +62,7 @@ def bench_config(source: Path, data_root: Path, workers: int, *, dask_address: s
 def shard_sizes(source: Path, shard_size: int, source_kind: str = "folder") -> list[int]:
     """Tracks per shard of a source, as genreflow's ingest cuts it (per split, near-equal)."""
     from genreflow.tasks.ingest import ingest
-    from genreflow.tasks.sources import read_source
+    from genreflow.tasks.sources.factory import read_source
 
     split = bench_config(source, source, 1, shard_size=shard_size, source_kind=source_kind).split
     tracks, _ = ingest(read_source(source_kind, source), split.val_fraction, split.test_fraction, split.split_seed,
@@ -121,7 +121,7 @@ def warm_worker(path: str) -> int:
     import numpy as np
 
     from genreflow.model.audio import decode_audio
-    from genreflow.model.audio_augment import augment_clip  # noqa: F401  (imports librosa.effects)
+    from genreflow.model.augment_copies import augment_clip  # noqa: F401  (imports librosa.effects)
     from genreflow.model.mel import log_mel
     from genreflow.model.params import AudioConfig
     from genreflow.tasks.shard import preprocess_shard_task  # noqa: F401  (imports prefect and every stage)

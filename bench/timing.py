@@ -206,15 +206,13 @@ def _memory_bytes() -> int | None:
 
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on; the load average tells how shared the machine was."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
+    from genreflow.flows.runner import usable_cores  # Prefect and Dask: not for every bench module that times
+
     return {
         "platform": platform.platform(),
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "usable_cpus": usable,
+        "usable_cpus": usable_cores(),
         "memory_bytes": _memory_bytes(),
         "python": platform.python_version(),
         "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from genreflow.flows.config import Config, ConfigError, build_config, leaf_fields, load_config_file
+from genreflow.flows.export import add_export_arguments, export_command
+from genreflow.flows.predict import add_predict_arguments, predict_command
 from genreflow.model.params import RECIPES
 from genreflow.storage.errors import GenreflowError
 
@@ -135,9 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--to", type=Path, default=Path("raw"), help="target folder (default: raw)")
     download.add_argument("--base-url", default=None, help="mirror to download from")
 
-    from genreflow.flows.export import add_export_arguments
-    from genreflow.flows.predict import add_predict_arguments
-
     add_predict_arguments(commands.add_parser("predict", help="genre of audio files, a handful or a whole library"))
     add_export_arguments(commands.add_parser("export", help="a trained model as SavedModel, TFLite or ONNX"))
 
@@ -180,7 +179,7 @@ def _run_status(config: Config) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from genreflow.tasks.demo import generate_demo_set
+    from genreflow.tasks.sources.demo_synth import generate_demo_set
 
     if args.tracks_per_genre < 1:
         raise ConfigError(f"--tracks-per-genre must be at least 1 (got {args.tracks_per_genre})")
@@ -194,7 +193,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_download(args: argparse.Namespace) -> int:
-    from genreflow.tasks.download import DEFAULT_BASE_URL, download_fma
+    from genreflow.tasks.sources.fma_download import DEFAULT_BASE_URL, download_fma
 
     _make_folder(args.to, "--to")
     target = download_fma(args.name, to=args.to, base_url=args.base_url or DEFAULT_BASE_URL,
@@ -213,15 +212,11 @@ def _run_weights(args: argparse.Namespace) -> int:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from genreflow.flows.predict import predict_command
-
     _quiet_user_error_tracebacks()
     return predict_command(args)
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from genreflow.flows.export import export_command
-
     return export_command(args)
 
 

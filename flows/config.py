@@ -1,22 +1,24 @@
 """The one typed configuration that every flow, task and CLI flag maps onto.
 
 Defaults are the seed project's values. Every leaf field has a unique name, so
-the CLI can offer each one as ``--field-name`` without ambiguity.
+the CLI can offer each one as ``--field-name`` without ambiguity. Importing it
+costs no TensorFlow, Prefect nor scikit-learn: ``genreflow --help`` reads it
+(tests/flows/test_cli_imports.py).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import tomllib
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from genreflow.model.params import RECIPES, AudioConfig, AugmentConfig, Section, TrainConfig
 from genreflow.storage.errors import GenreflowError
-from genreflow.tasks.promote import Policy
+from genreflow.storage.registry import Policy
 from genreflow.tasks.sources import SourceConfig
 from genreflow.tasks.split import SplitConfig
 from genreflow.tasks.stages import STAGES, Stage
@@ -30,16 +32,31 @@ class ConfigError(GenreflowError, ValueError):
     """A configuration problem, reported to the user as one line."""
 
 
+def scheduler_address(address: str | None) -> str | None:
+    """``--dask-address`` as Dask takes it, a URL (tcp://HOST:8786); a bare host would be read as a file."""
+    if address is not None and "://" not in address:
+        raise ValueError(f"{address!r} is not a scheduler address like tcp://HOST:8786")
+    return address
+
+
+# How a flow's tasks run on Dask: a rebuild's (RunConfig) and a library prediction's (PredictOptions), one
+# definition of each, bounds and check included.
+Workers = Annotated[int, Field(ge=1, le=512, description="LocalCluster worker processes")]
+DaskAddress = Annotated[str | None, AfterValidator(scheduler_address),
+                        Field(description="existing Dask scheduler, tcp://HOST:PORT")]
+Retries = Annotated[int, Field(ge=0, le=20, description="retries of a task on transient errors")]
+
+
 class RunConfig(Section):
     """Where data lives and how the DAG runs."""
 
     data_root: str = Field("genreflow-data", description="data root: a path or an fsspec URL")
     shard_size: int = Field(50, ge=1, le=5000, description="tracks per shard (one task each)")
-    workers: int = Field(2, ge=1, le=512, description="LocalCluster worker processes")
-    dask_address: str | None = Field(None, description="existing Dask scheduler, tcp://HOST:PORT")
+    workers: Workers = 2
+    dask_address: DaskAddress = None
     from_stage: Stage | None = Field(None, description="force this stage and all after it")
     to_stage: Stage | None = Field(None, description="stop after this stage")
-    retries: int = Field(2, ge=0, le=20, description="retries of a task on transient errors")
+    retries: Retries = 2
     promote: Policy = Field(
         "if-better", description="promote the new model for predict and evaluate: if-better (not worse than the "
                                  "promoted one on the same test tracks, less the tolerance), always or never")
@@ -48,13 +65,6 @@ class RunConfig(Section):
     evaluate_run: str | None = Field(None, description="the trained run to evaluate and report (default: the one "
                                                        "this configuration trains; `genreflow evaluate`: the "
                                                        "promoted one)")
-
-    @field_validator("dask_address")
-    @classmethod
-    def _scheduler_url(cls, address: str | None) -> str | None:
-        if address is not None and "://" not in address:
-            raise ValueError(f"{address!r} is not a scheduler address like tcp://HOST:8786")
-        return address
 
 
 class Config(Section):
@@ -174,3 +184,45 @@ def format_validation_error(exc: ValidationError) -> str:
         got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
         parts.append(f"{where}: {err['msg']}{got}")
     return "invalid configuration: " + "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- genreflow predict
+
+DEFAULT_OUT = "predictions.parquet"
+WORK_SUFFIX = ".parts"  # predictions.parquet -> predictions.parts/: the shards of its runs
+# Up to this many files (and no table asked for) are predicted in this process. A flow on Dask costs
+# about 20 s before its first file (temporary Prefect API, cluster, TensorFlow in each worker); this
+# process predicts a 30 s track in about 0.1 s, so below a few dozen files the flow cannot win.
+LOCAL_MAX_FILES = 32
+
+
+class PredictOptions(BaseModel):
+    """How a table run of ``genreflow predict`` goes: also the Prefect flow's parameter (small: the inputs as
+    given, not the files). Here, not in the flow's module, so that the CLI names it without importing Prefect."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[str]
+    model_dir: str
+    out: str = DEFAULT_OUT
+    work: str | None = Field(None, description="work root of the shards; default <out>.parts")
+    top_k: int = Field(3, ge=1, le=1000)
+    windows: bool = False
+    shard_size: int = Field(50, ge=1, le=100_000)
+    workers: Workers = 2
+    dask_address: DaskAddress = None
+    retries: Retries = 2
+    local_max: int = Field(LOCAL_MAX_FILES, ge=0)
+
+    @property
+    def work_root(self) -> str:
+        """The work root as an absolute URL: Dask workers resolve it, each from its own working folder."""
+        from genreflow.storage.root import DataRoot
+
+        return DataRoot(self.work or default_work(self.out)).url
+
+
+def default_work(out: str) -> str:
+    """``<out without .parquet>.parts``, beside the table: where its runs' shards live."""
+    stem = out[: -len(".parquet")] if out.endswith(".parquet") else out
+    return stem + WORK_SUFFIX

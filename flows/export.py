@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genreflow.flows.predict import resolve_model_dir
-from genreflow.model.files import model_audio
+from genreflow.model.files import model_audio, resolve_model_dir
 
 FORMATS: tuple[str, ...] = ("savedmodel", "tflite", "onnx")  # model/export.py's, named here without TensorFlow
 

@@ -22,17 +22,18 @@ class DataRootLocked(GenreflowError, RuntimeError):
 
 
 @contextmanager
-def data_root_lock(url: str) -> Iterator[None]:
+def data_root_lock(root: DataRoot | str) -> Iterator[None]:
     """Hold the data root's lock for the block, or raise DataRootLocked at once.
 
     flock is released by the kernel when the holder dies, even by kill -9, so a
     crashed run never leaves a stale lock. Object stores have no such lock:
     there the deployment's concurrency limit is what keeps runs apart.
+    ``root``: the flow's own DataRoot, or a URL.
     """
-    root = DataRoot(url)
+    root = as_root(root)
     if not root.is_local:
         logging.getLogger("genreflow").warning(
-            "data root %s is not local: no file lock; rely on the deployment concurrency limit", url)
+            "data root %s is not local: no file lock; rely on the deployment concurrency limit", root.url)
         yield
         return
     root.ensure_writable()
@@ -54,14 +55,14 @@ def data_root_lock(url: str) -> Iterator[None]:
         handle.close()
 
 
-def check_unlocked(url: str) -> None:
+def check_unlocked(root: DataRoot | str) -> None:
     """Raise DataRootLocked now if another run holds the data root; hold nothing.
 
     Called before a run starts its Prefect API and Dask workers, so a second run
     is refused in a second rather than after its start-up; the flow then takes
     the lock for real (a run that slips in between is still refused there).
     """
-    root = DataRoot(url)
+    root = as_root(root)
     path = root.join(LOCK_NAME)
     if not root.is_local or not os.path.exists(path):
         return
@@ -70,6 +71,11 @@ def check_unlocked(url: str) -> None:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             raise _refusal(root, handle.read()) from None
+
+
+def as_root(root: DataRoot | str) -> DataRoot:
+    """The DataRoot a caller holds, or one for a URL: a flow passes its own rather than rebuilding it."""
+    return root if isinstance(root, DataRoot) else DataRoot(root)
 
 
 def _refusal(root: DataRoot, holder: str) -> DataRootLocked:

@@ -18,9 +18,9 @@ from genreflow.flows.config import Config
 from genreflow.model.params import MODEL_FAMILY_FIELDS, RECIPE_KNOBS, TrainConfig
 from genreflow.model.weights import MUSICNN, find_weights, weights_checksum
 from genreflow.storage.outputs import OutputSpec
-from genreflow.tasks.common import ShardPlan
 from genreflow.tasks.evaluate import INPUT_STAGES
 from genreflow.tasks.stages import stage_code
+from genreflow.tasks.workers import ShardPlan
 
 
 def _file_identity(path: str) -> tuple[int, int]:

@@ -7,29 +7,27 @@ overlap across shards. Every stage skips work whose manifest matches its plan.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 from prefect import flow, get_run_logger
-from prefect.futures import PrefectFuture, as_completed
 
 from genreflow.flows.config import Config
 from genreflow.flows.lock import data_root_lock
 from genreflow.flows.plan import embedding_weights, plan_shards
 from genreflow.flows.progress import StageProgress
-from genreflow.flows.runner import plugin_on_workers
+from genreflow.flows.runner import plugin_on_workers, run_shards
 from genreflow.storage.errors import GenreflowError
 from genreflow.storage.outputs import SHARD_STAGES, remove_legacy_outputs
 from genreflow.storage.root import DataRoot
-from genreflow.tasks.common import ShardPlan, ShardResult
 from genreflow.tasks.decode import write_quarantine
 from genreflow.tasks.embed import embedder_cache
 from genreflow.tasks.ingest import ingest_task
 from genreflow.tasks.shard import finished_shard, preprocess_shard_task
-
-RETRY_DELAY_S = 2  # before a shard task's retry of a transient error
+from genreflow.tasks.workers import ShardPlan, ShardResult
 
 
 class StageFailed(GenreflowError, RuntimeError):
@@ -44,15 +42,17 @@ class PreprocessResult:
     changes: dict[str, Any] = field(default_factory=dict)  # tasks.ingest.track_changes
 
 
-def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
-    """Submit one task per shard (its decode, mel and augment in order) and wait for them all."""
-    root = DataRoot(config.run.data_root)
+def run_preprocess(config: Config, root: DataRoot, progress: StageProgress) -> PreprocessResult:
+    """Submit one task per shard (its decode, mel and augment in order) and wait for them all.
+
+    ``root``: the flow's DataRoot; the tasks get its (absolute) ``url``, since they are pickled to workers.
+    """
     stages = config.stages_to_run()
     if removed := remove_legacy_outputs(root):
         get_run_logger().info("removed %s: written by genreflow 0.1, rebuilt as decode/ and augment/ (see README, "
                               "Upgrading)", ", ".join(removed))
     ensure_embedding_weights(config)
-    ingested = ingest_task(config.run.data_root, config.source, config.split, config.run.shard_size,
+    ingested = ingest_task(root.url, config.source, config.split, config.run.shard_size,
                            config.run.workers, force=config.forced("ingest"))
     plans = plan_shards(ingested.tracks, config)
     outcome = PreprocessResult(ingested.tracks, plans, changes=ingested.changes)
@@ -63,40 +63,32 @@ def run_preprocess(config: Config, progress: StageProgress) -> PreprocessResult:
         if planned:
             progress.add_stage(stage, len(planned), sum(len(p.tracks) for p in planned))
     forced = [stage for stage in SHARD_STAGES if config.forced(stage)]
-    shard_task = preprocess_shard_task.with_options(retries=config.run.retries, retry_delay_seconds=RETRY_DELAY_S)
-    futures: dict[PrefectFuture, str] = {}
+
+    def record(plan: ShardPlan, results: list[ShardResult]) -> None:
+        for result in results:
+            outcome.results.append(result)
+            progress.advance(result)
+
+    def unfinished() -> Iterator[ShardPlan]:
+        """The shards to submit, longest first, each as soon as it is known; the finished ones are recorded."""
+        for plan in longest_first(plans, augment="augment" in stages):
+            finished = finished_shard(root, plan, stages, forced)
+            if finished is None:
+                yield plan
+            else:
+                record(plan, finished)
+
     embedding = any(p.embed for p in plans) and "embed" in stages
     with plugin_on_workers(embedder_cache(config.train)) if embedding else nullcontext():
-        for plan in longest_first(plans, augment="augment" in stages):
-            finished = finished_shard(root.url, plan, stages, forced)
-            if finished is None:
-                futures[shard_task.submit(root.url, plan, config.audio, config.augment, config.train, stages,
-                                          forced)] = plan.shard
-                continue
-            for result in finished:
-                outcome.results.append(result)
-                progress.advance(result)
-        failures = _wait(futures, outcome, progress)
+        failed = run_shards(preprocess_shard_task, config.run.retries, unfinished(),
+                            lambda plan: (root.url, plan, config.audio, config.augment, config.train, stages, forced),
+                            record)
     write_quarantine(root, plans)
+    failures = [f"shard {plan.shard}: {reason}" for plan, reason in failed]
     if failures:
         raise StageFailed(f"{len(failures)} shard task(s) failed (finished shards are kept; rerun to "
                           "redo only these): " + "; ".join(sorted(failures)))
     return outcome
-
-
-def _wait(futures: dict[PrefectFuture, str], outcome: PreprocessResult, progress: StageProgress) -> list[str]:
-    """Collect the shard tasks' results as they finish; the failures, one line each."""
-    failures = []
-    for future in as_completed(list(futures)):
-        future.wait()
-        state = future.state
-        if state.is_completed():
-            for result in future.result():
-                outcome.results.append(result)
-                progress.advance(result)
-        else:
-            failures.append(f"shard {futures[future]}: {state.message or state.name}")
-    return failures
 
 
 def ensure_embedding_weights(config: Config) -> None:
@@ -132,10 +124,10 @@ def preprocess_flow(config: Config) -> dict[str, int]:
 
     logger = get_run_logger()
     root = DataRoot(config.run.data_root)
-    with data_root_lock(config.run.data_root):
+    with data_root_lock(root):
         previous = read_last_rebuild(root)
         with StageProgress(logger) as progress:
-            outcome = run_preprocess(config, progress)
+            outcome = run_preprocess(config, root, progress)
         write_last_rebuild(root, rebuild_changes(outcome.changes, outcome.results, previous), {})
     summary = {stage: counts["computed"] for stage, counts in shard_counts(outcome.results).items()}
     logger.info("preprocessing done: %d tracks in %d shards; shards computed: %s",

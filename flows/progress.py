@@ -9,7 +9,7 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from genreflow.tasks.common import ShardResult
+from genreflow.tasks.workers import ShardResult
 
 
 class StageProgress:

@@ -27,16 +27,16 @@ LOCAL_ROOT_STAGES: tuple[str, ...] = ("train", "evaluate")
 def rebuild_flow(config: Config) -> dict[str, Any]:
     """ingest -> decode -> mel/augment -> stats -> train -> evaluate -> report."""
     logger = get_run_logger()
-    root = DataRoot(config.run.data_root)
-    with data_root_lock(config.run.data_root):
+    root = DataRoot(config.run.data_root)  # the flow's one DataRoot: functions get it, tasks its url
+    with data_root_lock(root):
         previous = read_last_rebuild(root)
         with StageProgress(logger) as progress:
-            prepared = run_preprocess(config, progress)
+            prepared = run_preprocess(config, root, progress)
         changes = rebuild_changes(prepared.changes, prepared.results, previous)
         publish_changes(changes, logger)
         outcome: dict[str, Any] = {"tracks": len(prepared.tracks), "changes": changes}
         if config.stages_to_run()[-1] not in PREPROCESS_STAGES:
-            outcome.update(run_training(config, prepared.plans, changes))
+            outcome.update(run_training(config, root, prepared.plans, changes))
         write_last_rebuild(root, changes, outcome)
     if outcome.get("metrics"):
         logger.info(result_line(outcome))
@@ -76,8 +76,11 @@ def _with_stage_bounds(config: Config, first: str | None, last: str | None) -> C
     return config.model_copy(update={"run": config.run.model_copy(update=update)}) if update else config
 
 
-def preflight(config: Config) -> None:
-    """Check the paths a run needs before anything starts, so a typo costs one line, not a run."""
+def preflight(config: Config, root: DataRoot | None = None) -> None:
+    """Check the paths a run needs before anything starts, so a typo costs one line, not a run.
+
+    ``root``: the caller's DataRoot of ``config.run.data_root``, if it has one.
+    """
     source = config.source
     needed = {"folder": ("--input", source.input), "csv": ("--input", source.input),
               "fma": ("--input", source.input)}.get(source.source)
@@ -90,14 +93,14 @@ def preflight(config: Config) -> None:
     _check_input_kind(source.source, source.input)
     if source.audio and not os.path.isdir(source.audio):
         raise ConfigError(f"--audio {source.audio}: not a folder")
-    root = DataRoot(config.run.data_root)
+    root = root if root is not None else DataRoot(config.run.data_root)
     needs_local = [stage for stage in LOCAL_ROOT_STAGES if stage in config.stages_to_run()]
     if needs_local and not root.is_local:
         raise ConfigError(f"--data-root {root.url} is not a local path, and {' and '.join(needs_local)} need one "
                           "(Keras and tf.data open the model and shard files by path): preprocess there "
                           "(`genreflow preprocess`), then train on a local or mounted path")
     root.ensure_writable()
-    check_unlocked(config.run.data_root)
+    check_unlocked(root)
 
 
 def _check_input_kind(kind: str, value: str | None) -> None:
@@ -115,13 +118,14 @@ def _check_input_kind(kind: str, value: str | None) -> None:
 
 def run_command(command: str, config: Config) -> dict[str, Any]:
     """Run ``rebuild``, ``preprocess``, ``train`` or ``evaluate`` on the configured task runner."""
+    root = DataRoot(config.run.data_root)
     if command == "preprocess":
         config = _with_stage_bounds(config, None, PREPROCESS_STAGES[-1])
     elif command == "evaluate":
         config = _with_stage_bounds(config, "evaluate", None)
-        if config.run.evaluate_run is None and (promoted := read_registry(DataRoot(config.run.data_root)).promoted):
+        if config.run.evaluate_run is None and (promoted := read_registry(root).promoted):
             config = config.model_copy(update={"run": config.run.model_copy(update={"evaluate_run": promoted})})
-    preflight(config)
+    preflight(config, root)
     runner = make_task_runner(config.run)
     with prefect_api(), cluster_settings():
         if command == "rebuild":

@@ -1,15 +1,18 @@
-"""The Dask task runner a flow runs its shard tasks on."""
+"""The Dask task runner a flow runs its shard tasks on, and how a flow waits for its shard tasks."""
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterator
+import queue
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import dask
+from prefect import Task
+from prefect.futures import PrefectFuture
 from prefect.logging.handlers import APILogWorker
-from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
@@ -18,7 +21,7 @@ from prefect.settings import (
 )
 from prefect_dask import DaskTaskRunner
 
-from genreflow.flows.config import RunConfig
+from genreflow.flows.config import PredictOptions, RunConfig
 
 # Dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536, and setting any
 # malloc tunable turns off glibc's dynamic mmap threshold: each array over 128 KiB then
@@ -43,6 +46,10 @@ DASK_SETTINGS: dict[str, str | bool] = {
 # Prefect waits 20 s for its temporary API by default; on a busy 2-core machine
 # starting it took longer than that (the bench saw it time out beside training runs).
 API_START_TIMEOUT_S = 120
+RETRY_DELAY_S = 2  # before a shard task's retry of a transient error
+
+S = TypeVar("S")  # a shard, as the flow describes it
+R = TypeVar("R")  # what its task returns
 
 
 def dask_environ() -> dict[str, str]:
@@ -64,7 +71,7 @@ def cluster_settings() -> Iterator[None]:
         yield
 
 
-def make_task_runner(run: RunConfig) -> DaskTaskRunner:
+def make_task_runner(run: RunConfig | PredictOptions) -> DaskTaskRunner:
     """An existing scheduler when ``--dask-address`` is set, else a LocalCluster of processes.
 
     One thread per worker process: decoding and STFTs hold the GIL often enough
@@ -93,6 +100,9 @@ def prefect_api() -> Iterator[str]:
     server = None
     updates: dict[Any, Any] = {}
     if not url:
+        # Prefect's server (FastAPI, SQLAlchemy: about 2 s to import) only when one is started here.
+        from prefect.server.api.server import SubprocessASGIServer
+
         server = SubprocessASGIServer()
         server.start(timeout=max(get_current_settings().server.ephemeral.startup_timeout_seconds,
                                  API_START_TIMEOUT_S))
@@ -141,3 +151,50 @@ def plugin_on_workers(plugin: Any) -> Iterator[None]:
             client.unregister_worker_plugin(plugin.name)
         except (ValueError, KeyError, OSError) as exc:  # a worker that left: nothing to drop there
             logging.getLogger(__name__).debug("unregistering %s: %s", plugin.name, exc)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as a container or SLURM sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def run_shards(task: Task[..., R], retries: int, shards: Iterable[S], arguments: Callable[[S], tuple[Any, ...]],
+               on_result: Callable[[S, R], None], ahead: int | None = None) -> list[tuple[S, str]]:
+    """Submit ``task(*arguments(shard))`` for each shard and hand each result to ``on_result`` as it finishes.
+
+    Returns (shard, reason) of each task that failed after ``retries`` retries
+    (RETRY_DELAY_S apart, on the errors the task's retry condition allows): the
+    others go on, so that every finished shard is kept for the rerun. Results
+    come in the order tasks finish. With ``ahead``, at most that many tasks are
+    submitted before the first finishes, and one more as each finishes, so that
+    a library of 100,000 files does not first spend minutes creating task runs;
+    without it, every shard at once (``shards`` is read as they are submitted).
+    """
+    retried = task.with_options(retries=retries, retry_delay_seconds=RETRY_DELAY_S)
+    finished: queue.SimpleQueue[PrefectFuture[R]] = queue.SimpleQueue()
+    running: dict[PrefectFuture[R], S] = {}
+    pending = iter(shards)
+
+    def start(count: int | None) -> None:
+        for shard in itertools.islice(pending, count):  # count None: every shard
+            future = retried.submit(*arguments(shard))
+            running[future] = shard
+            future.add_done_callback(finished.put)
+
+    start(ahead)
+    failures: list[tuple[S, str]] = []
+    while running:
+        future = finished.get()
+        shard = running.pop(future)
+        future.wait()
+        state = future.state
+        if state.is_completed():
+            on_result(shard, future.result())
+        else:
+            failures.append((shard, state.message or state.name))
+        if ahead is not None:
+            start(1)
+    return failures

@@ -13,7 +13,7 @@ from genreflow.storage.outputs import SHARD_STAGES, OutputSpec, staleness, state
 from genreflow.storage.registry import read_registry
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.changes import changes_markdown, code_changes, read_last_rebuild
-from genreflow.tasks.common import ShardPlan
+from genreflow.tasks.workers import ShardPlan
 
 # What an output can be, as status reports it: "stale" outputs were made from other inputs or
 # parameters, "code-changed" ones by another version of their stage's code.

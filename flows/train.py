@@ -40,26 +40,25 @@ from genreflow.storage.manifest import read_manifest
 from genreflow.storage.outputs import OutputSpec, manifest_path, state_of, tracks_path
 from genreflow.storage.root import SPLITS, DataRoot
 from genreflow.tasks.baseline import baseline_task
-from genreflow.tasks.common import ShardPlan
 from genreflow.tasks.crossval import MODELS, crossval_report_task, fold_task
 from genreflow.tasks.evaluate import evaluate_task, model_family
 from genreflow.tasks.folds import make_folds
-from genreflow.tasks.head import train_embedding_task
 from genreflow.tasks.ingest import evaluation_set_id
 from genreflow.tasks.promote import is_finished_model, promote_task
 from genreflow.tasks.report import report_task
 from genreflow.tasks.select import choose_model
 from genreflow.tasks.stats import stats_task
 from genreflow.tasks.train import train_task
+from genreflow.tasks.train_embedding import train_embedding_task
+from genreflow.tasks.workers import ShardPlan
 
 
 class TrainingError(GenreflowError, RuntimeError):
     """Training cannot start: its inputs are missing or incomplete."""
 
 
-def load_plans(config: Config) -> list[ShardPlan]:
+def load_plans(config: Config, root: DataRoot) -> list[ShardPlan]:
     """Plans from the ingest table under the data root; an error if preprocessing never ran."""
-    root = DataRoot(config.run.data_root)
     if not root.exists(tracks_path(root)):
         raise TrainingError(f"no tracks.parquet under {root.url}: run `genreflow preprocess` first")
     return plan_shards(root.read_parquet(tracks_path(root)), config)
@@ -86,11 +85,11 @@ def gpu_annotation() -> Any:
     return nullcontext()
 
 
-def run_training(config: Config, plans: list[ShardPlan], changes: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_training(config: Config, root: DataRoot, plans: list[ShardPlan], changes: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
     """stats, baseline, train, evaluate, promote and report as ``--from-stage``/``--to-stage`` say;
-    with ``--folds``, cross-validation instead of the single split. ``changes``: what this rebuild changed
-    (flows/changes.py), for the report."""
-    root = DataRoot(config.run.data_root)
+    with ``--folds``, cross-validation instead of the single split. ``root``: the flow's DataRoot (tasks get
+    its url). ``changes``: what this rebuild changed (tasks/changes.py), for the report."""
     stages = config.stages_to_run()
     check_shards_ready(root, plans)
     if config.train.model == "embedding" and not any(p.embed for p in plans):
@@ -99,7 +98,7 @@ def run_training(config: Config, plans: list[ShardPlan], changes: dict[str, Any]
     tracks = root.read_parquet(tracks_path(root))
     genres = sorted(tracks["genre"].unique())
     if config.train.folds:
-        return run_crossval(config, plans, tracks, genres) if "train" in stages else {}
+        return run_crossval(config, root, plans, tracks, genres) if "train" in stages else {}
     stats = stats_task(root.url, training_inputs(plans), stats_spec(plans), config.forced("stats"))
     outcome: dict[str, Any] = {"stats_clips": stats["clips"]}
     baseline, baseline_out = None, None
@@ -186,10 +185,10 @@ def trained_models(root: DataRoot, plans: list[ShardPlan], config: Config, genre
     return runs
 
 
-def run_crossval(config: Config, plans: list[ShardPlan], tracks: pd.DataFrame, genres: list[str]) -> dict[str, Any]:
+def run_crossval(config: Config, root: DataRoot, plans: list[ShardPlan], tracks: pd.DataFrame, genres: list[str]
+                 ) -> dict[str, Any]:
     """K folds over every track, each trained, chosen on its validation tracks and scored (CNN, embedding
     model, baseline) on Dask, then one report."""
-    root = DataRoot(config.run.data_root)
     folds = make_folds(tracks, int(config.train.folds or 0), config.split.val_fraction, config.split.split_seed)
     report_out, per_fold = crossval_specs(plans, config, folds)
     mel = [("mel", p.shard) for p in plans]
@@ -213,8 +212,9 @@ def run_crossval(config: Config, plans: list[ShardPlan], tracks: pd.DataFrame, g
 @flow(name="train-evaluate")
 def train_flow(config: Config) -> dict[str, Any]:
     """stats, train, evaluate and report on the shards under the data root."""
-    with data_root_lock(config.run.data_root):
-        outcome = run_training(config, load_plans(config))
+    root = DataRoot(config.run.data_root)
+    with data_root_lock(root):
+        outcome = run_training(config, root, load_plans(config, root))
     if "train" in outcome:
         get_run_logger().info("training part done: %s", outcome["train"])
     return outcome

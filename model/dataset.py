@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genreflow.model.augment import BatchAugment
+from genreflow.model.batch_augment import BatchAugment
 from genreflow.model.quiet_tf import tf
 from genreflow.storage.errors import GenreflowError
 

@@ -8,8 +8,8 @@ C chosen on the validation tracks, the recipe bench/embedding_probe.py measured
 (0.916 track accuracy on gtzan-mini).
 
 The fitted head is saved as one Keras model that takes musicnn's own input the
-whole way to genre probabilities: a window's 3 s log-mel patches, musicnn up to
-the chosen layer on each patch, the mean over the window's patches (the clip
+whole way to genre probabilities: a window's 3 s log-compressed mel patches,
+musicnn up to the chosen layer on each patch, the mean over the window's patches (the clip
 embedding the embed stage stores), the standardisation and the softmax layer.
 So it is a ``model.keras`` like the CNN's (loaded in safe mode, no pickle), and
 prediction and export need no second file; :func:`head_model` is its last two
@@ -56,7 +56,7 @@ def patches_per_window(audio: AudioConfig) -> int:
 
 
 def window_patches(clips: np.ndarray, sr: int) -> np.ndarray:
-    """The classifier's input for audio windows: musicnn's log-mel patches of each.
+    """The classifier's input for audio windows: musicnn's log-compressed mel patches of each.
 
     clips : np.ndarray [shape=(windows, samples)], float in [-1, 1] (or int16 PCM) at ``sr`` Hz
     Returns np.ndarray [shape=(windows, patches, 187, 96)], float32.

@@ -12,8 +12,8 @@ one window of the training settings (431 for 10 s at 22,050 Hz, hop 512).
 
 An embedding classifier (model/embedding.py) is exported the same way, as the
 one Keras model it is: its graph takes ``musicnn_patches`` float32
-[shape=(batch, P, 187, 96)], musicnn's log-mel patches of one window (P = 3 for
-10 s windows), and gives the same ``probabilities``. musicnn, the mean over the
+[shape=(batch, P, 187, 96)], musicnn's log-compressed mel patches of one
+window (P = 3 for 10 s windows), and gives the same ``probabilities``. musicnn, the mean over the
 window's patches and the standardisation of that embedding (layer
 ``embedding_norm``) are all inside the graph; the JSON spells out musicnn's
 front end (16 kHz, mel power, float16, log10(10000 x + 1), 187-frame patches)

@@ -1,6 +1,8 @@
 """The files of a trained model's folder: training writes them, the train stage seals them, predict reads them.
 
-No TensorFlow here, so that every layer can name them without loading it.
+No TensorFlow here, so that every layer can name them without loading it; and
+:func:`resolve_model_dir`, the one place that decides which model predict and
+export use.
 """
 
 from __future__ import annotations
@@ -10,6 +12,11 @@ import os
 from pathlib import Path
 
 from genreflow.model.params import AudioConfig
+from genreflow.storage.errors import GenreflowError
+from genreflow.storage.files import hash_file
+from genreflow.storage.outputs import output_location
+from genreflow.storage.registry import read_registry
+from genreflow.storage.root import DataRoot
 
 MODEL_FILE = "model.keras"  # the Keras model, loaded in safe mode
 LABELS_FILE = "labels.json"  # the genres, in the order of the model's outputs
@@ -34,9 +41,7 @@ def model_checksum(folder: str | os.PathLike[str]) -> str:
         path = Path(folder) / name
         if path.is_file():
             digest.update(name.encode() + b"\0")
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 22), b""):
-                    digest.update(block)
+            hash_file(path, digest)
     return digest.hexdigest()
 
 
@@ -44,3 +49,36 @@ def model_audio(folder: str | os.PathLike[str]) -> AudioConfig:
     """The audio settings a model was trained with (audio.json); the defaults for a model saved without one."""
     path = Path(folder) / AUDIO_FILE
     return AudioConfig.model_validate_json(path.read_text()) if path.is_file() else AudioConfig()
+
+
+class ModelNotFound(GenreflowError, FileNotFoundError):
+    """No trained model where one was expected."""
+
+
+def resolve_model_dir(model: Path | None, data_root: str) -> Path:
+    """The model folder to predict or export with: the one place that decides which model is used.
+
+    ``model`` is a run folder, its model.keras, or a run name under
+    ``<data-root>/models`` (``promoted``: the promoted run); without it, the
+    data root's promoted model (storage/registry.py).
+    """
+    root = DataRoot(data_root)
+    if model is not None and str(model) != "promoted":
+        folder = model.parent if model.suffix == ".keras" else model
+        if (folder / MODEL_FILE).is_file():
+            return folder
+        if len(model.parts) == 1 and not model.exists() and root.is_local:  # a bare run name
+            named = Path(root.local_path(output_location(root, "train", model.name)[0]))
+            if (named / MODEL_FILE).is_file():
+                return named
+            raise ModelNotFound(f"no {MODEL_FILE} in {folder}, nor a run {model.name} under {root.path}/models")
+        raise ModelNotFound(f"no {MODEL_FILE} in {folder}")
+    promoted = read_registry(root).promoted
+    if promoted is None:
+        raise ModelNotFound(f"no promoted model under {root.url}: run `genreflow rebuild`, "
+                            "`genreflow promote RUN`, or pass --model")
+    folder = Path(root.local_path(output_location(root, "train", promoted)[0]))
+    if not (folder / MODEL_FILE).is_file():
+        raise ModelNotFound(f"the promoted model {promoted} has no {MODEL_FILE} in {folder}: "
+                            "`genreflow promote RUN` another run, or pass --model")
+    return folder

@@ -37,7 +37,7 @@ def mel_filterbank(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
 def sparse_filterbank(sr: int, n_fft: int, n_mels: int) -> scipy.sparse.csr_array:
     """mel_filterbank as a sparse matrix: 2,018 of its 131,200 weights (128 bands) are non-zero.
 
-    A copy's projection (genreflow.model.audio_augment) then costs a seventh of the dense
+    A copy's projection (genreflow.model.augment_copies) then costs a seventh of the dense
     product's time. The mel stage keeps the dense product, so that its output and the waveform
     path's stay bit for bit what they were.
     """
@@ -52,15 +52,25 @@ def hann_window(n_fft: int) -> np.ndarray:
     return window
 
 
+def windowed_frames(clip: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """The clip's STFT frames as ``librosa.stft`` cuts them (centred, zero-padded), Hann-windowed.
+
+    The one framing both power spectra use, so the mel stage's spectra and the
+    augmented copies' come from the same frames.
+    clip : np.ndarray [shape=(samples,)], float32
+    Returns np.ndarray [shape=(1 + samples // hop_length, n_fft)], float32.
+    """
+    padded = np.pad(clip, n_fft // 2)
+    return sliding_window_view(padded, n_fft)[::hop_length] * hann_window(n_fft)
+
+
 def power_spectrum(clip: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     """Power STFT of one clip as ``librosa.stft`` frames it (centred, zero-padded), frames first.
 
     clip : np.ndarray [shape=(samples,)], float32
     Returns np.ndarray [shape=(1 + samples // hop_length, 1 + n_fft // 2)], float32.
     """
-    padded = np.pad(clip, n_fft // 2)
-    frames = sliding_window_view(padded, n_fft)[::hop_length] * hann_window(n_fft)
-    return np.abs(scipy.fft.rfft(frames, axis=-1)) ** 2
+    return np.abs(scipy.fft.rfft(windowed_frames(clip, n_fft, hop_length), axis=-1)) ** 2
 
 
 def log_mel(
@@ -122,9 +132,7 @@ def power_spectrum_bins_first(clip: np.ndarray, n_fft: int, hop_length: int) -> 
     clip : np.ndarray [shape=(samples,)], float32
     Returns np.ndarray [shape=(1 + n_fft // 2, 1 + samples // hop_length)], float32.
     """
-    padded = np.pad(clip, n_fft // 2)
-    frames = sliding_window_view(padded, n_fft)[::hop_length] * hann_window(n_fft)
-    spectrum = scipy.fft.rfft(frames, axis=-1)
+    spectrum = scipy.fft.rfft(windowed_frames(clip, n_fft, hop_length), axis=-1)
     power = np.square(spectrum.real)
     power += np.square(spectrum.imag)
     return np.ascontiguousarray(power.T)  # one transposing copy beats squaring through strided views

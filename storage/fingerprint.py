@@ -50,34 +50,73 @@ def code_version(*sources: str) -> str:
     """A hash of the code that makes an output: whole modules or single functions, read from source.
 
     ``sources`` are ``"package.module"`` or ``"package.module:function"`` (a
-    function or class defined at the module's top level). The source is parsed
-    and dumped without docstrings, so comments, formatting and docstrings may
-    change freely while any change to what the code does changes the version:
-    no version constant to forget to bump. Modules are found, not imported, so
-    a version costs no TensorFlow start-up.
+    function or class defined at the module's top level). The version hashes
+    what the code does, not where it lives: each listed top-level statement is
+    parsed and dumped without docstrings, the set of them is sorted, and neither
+    module names nor imports of genreflow's own or the listed modules (whose code
+    is hashed in its own right) enter it. So comments, formatting, docstrings,
+    the order of definitions and moving a definition from one listed module to
+    another change nothing, while any change to what the code does changes the
+    version: no version constant to forget to bump. Modules are found, not
+    imported, so a version costs no TensorFlow start-up.
     """
-    digest = hashlib.blake2b(digest_size=8)
+    own = {"genreflow", *(source.partition(":")[0] for source in sources)}
+    statements: set[str] = set()
     for source in sources:
         module, _, name = source.partition(":")
-        digest.update(source.encode())
-        digest.update(_normalised_ast(module, name).encode())
+        statements.update(_normalised_statements(module, name, own))
+    digest = hashlib.blake2b(digest_size=8)
+    for statement in sorted(statements):
+        digest.update(statement.encode())
+        digest.update(b"\0")
     return digest.hexdigest()
 
 
-def _normalised_ast(module: str, name: str) -> str:
+def _normalised_statements(module: str, name: str, own: set[str]) -> list[str]:
+    """The dumps of ``module``'s top-level statements (or of its definition ``name``), without docstrings and
+    without imports of ``own`` code."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         raise ValueError(f"code_version: no Python source for module {module!r}")
     tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-    nodes: list[ast.AST] = [tree]
+    nodes = [node for node in tree.body if not _is_docstring(node)]
     if name:
         nodes = [node for node in tree.body if getattr(node, "name", None) == name]
         if not nodes:
             raise ValueError(f"code_version: {module} defines no top-level {name!r}")
-    for node in ast.walk(ast.Module(body=nodes, type_ignores=[])):
-        body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return "\n".join(ast.dump(node, annotate_fields=False) for node in nodes)
+    tree = _WithoutOwnImports(own).visit(ast.Module(body=nodes, type_ignores=[]))
+    return [ast.dump(node, annotate_fields=False) for node in tree.body]
+
+
+def _is_docstring(node: ast.AST) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+class _WithoutOwnImports(ast.NodeTransformer):
+    """Drops docstrings and imports of ``own`` modules at any depth: where that code lives is not what it does."""
+
+    def __init__(self, own: set[str]) -> None:
+        self.own = own
+
+    def _is_own(self, module: str) -> bool:
+        return module.split(".")[0] in self.own or module in self.own
+
+    def visit_Import(self, node: ast.Import) -> ast.AST | None:
+        return None if all(self._is_own(alias.name) for alias in node.names) else node
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | None:
+        return None if node.level > 0 or self._is_own(node.module or "") else node
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        super().generic_visit(node)
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if not isinstance(body, list) or isinstance(node, ast.Module):
+                continue
+            if field == "body" and isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) \
+                    and body and _is_docstring(body[0]):
+                body = body[1:]
+            if field == "body" and not body:
+                body = [ast.Pass()]
+            setattr(node, field, body)
+        return node

@@ -59,10 +59,10 @@ LAYOUT: dict[str, tuple[str, str]] = {
     "fold": ("reports/{parent}", "{leaf}"),
     "crossval": ("reports/{key}", "crossval"),
     # Not under the data root: a prediction run's shards, in a work root of their own beside the --out table
-    # (flows/predict.py); the key is "<run id>/<shard>", so each run's shards share one folder.
+    # (tasks/predict.py); the key is "<run id>/<shard>", so each run's shards share one folder.
     "predict": ("{parent}", "{leaf}"),
 }
-# What each rebuild did (flows/changes.py), for the next one to compare with.
+# What each rebuild did (tasks/changes.py), for the next one to compare with.
 LAST_REBUILD_FILE = "rebuilds/last.json"
 # File names of the ingest output: tracks.parquet, and the listed tracks it left out, with the reason.
 TRACKS_TABLE, SKIPPED_TABLE = ".parquet", ".skipped.parquet"

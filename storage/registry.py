@@ -26,6 +26,9 @@ REGISTRY_FILE = "models/registry.json"
 LEGACY_LATEST = "models/LATEST"
 
 Decision = Literal["promoted", "rejected", "kept"]
+# How a rebuild's model is promoted (tasks/promote.py gate); here beside Decision, so that the configuration
+# (flows/config.py) names it without importing the promote stage (Prefect, scikit-learn).
+Policy = Literal["if-better", "always", "never"]
 
 
 class PromotionRecord(BaseModel):

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from genreflow.storage.errors import GenreflowError
+from genreflow.storage.files import hash_file
 
 # The splits of tracks.parquet, in report order, and the columns of every quarantine table.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -56,7 +57,10 @@ class DataRoot:
         self.url = str(self.url)
         self.fs, self.path = fsspec.core.url_to_fs(self.url)
         if self.is_local:
+            # The url too is absolute: tasks on Dask workers get ``root.url``, and a relative path
+            # would resolve against each worker's own working folder, not the flow's.
             self.path = os.path.abspath(self.path)
+            self.url = self.path
 
     @property
     def is_local(self) -> bool:
@@ -175,8 +179,5 @@ class DataRoot:
 
     def checksum(self, path: str) -> str:
         """blake2b of a file's bytes, streamed."""
-        digest = hashlib.blake2b(digest_size=16)
         with self.fs.open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-        return digest.hexdigest()
+            return hash_file(handle, hashlib.blake2b(digest_size=16)).hexdigest()

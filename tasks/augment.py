@@ -7,12 +7,12 @@ rather than stored, since only its spectrogram is ever used.
 
 from __future__ import annotations
 
-from genreflow.model.audio_augment import augment_shard
+from genreflow.model.augment_copies import augment_shard
 from genreflow.model.params import AudioConfig, AugmentConfig
 from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import open_shard_array, read_shard_index, write_shard
-from genreflow.tasks.common import ShardResult
+from genreflow.tasks.workers import ShardResult
 
 
 def augment_stage(root_url: str, spec: OutputSpec, audio: AudioConfig, augment: AugmentConfig, force: bool

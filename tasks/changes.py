@@ -12,8 +12,8 @@ from typing import Any
 
 from genreflow.storage.outputs import LAST_REBUILD_FILE, SHARD_STAGES
 from genreflow.storage.root import DataRoot
-from genreflow.tasks.common import ShardResult
 from genreflow.tasks.stages import STAGE_CODE, stage_code
+from genreflow.tasks.workers import ShardResult
 
 
 def code_versions() -> dict[str, str]:

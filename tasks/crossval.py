@@ -1,5 +1,7 @@
 """Cross-validation: per fold, each model family and the baseline trained on the fold's tracks, the family
-to promote chosen on its validation tracks (tasks/select.py, as a rebuild chooses), all scored on its test tracks.
+to promote chosen on its validation tracks, all scored on its test tracks, by the functions a rebuild's stages
+call (tasks/train.py, tasks/train_embedding.py, tasks/evaluate.py, model/baseline.py, tasks/select.py), given
+the fold's tracks where a rebuild gives each split's shards.
 
 It runs on the shards preprocessing wrote (no new preprocessing): a fold's
 training clips are the mel and augmented clips of its training tracks, its
@@ -9,7 +11,8 @@ recipe a fold trains on the copies of those of its training tracks
 (docs/model.md says what that means for the numbers).
 
 Plain functions first; fold_task and crossval_report_task are the thin
-wrappers that read shards and write results.
+wrappers that read shards and write results; the report is drawn by
+tasks/reporting/.
 """
 
 from __future__ import annotations
@@ -20,16 +23,17 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, task
 
+from genreflow.model.baseline import features_of, run_baseline
 from genreflow.model.params import AudioConfig, TrainConfig
 from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
-from genreflow.tasks.baseline import features_of, run_baseline
 from genreflow.tasks.evaluate import original_clips, scores_with_validation
 from genreflow.tasks.folds import Fold
-from genreflow.tasks.head import fit_embedding_model
+from genreflow.tasks.reporting.render import artifact_key, render_crossval_report
 from genreflow.tasks.select import choose_model
 from genreflow.tasks.stats import band_stats
-from genreflow.tasks.train import clip_sources, fit_model
+from genreflow.tasks.train import cnn_clips, fit_model
+from genreflow.tasks.train_embedding import embedding_clips, fit_embedding_model
 
 # Summarised per fold: each family, the one the fold's validation tracks chose (what a rebuild would promote),
 # and the baseline.
@@ -90,17 +94,15 @@ def fold_task(root_url: str, fold: Fold, genres: list[str], train_shards: list[t
             "train_tracks": list(fold.train), "val_tracks": list(fold.val), "test_tracks": list(fold.test)}
         mel = [("mel", shard) for shard in shards]
         if cnn_spec is not None:
-            train_sources = clip_sources(root, train_shards, tracks=fold.train)
-            val_sources = clip_sources(root, mel, tracks=fold.val, original_only=True)
+            train_sources, val_sources = cnn_clips(root, train_shards, mel, fold.train, fold.val)
             summary["training"] = fit_model(root, cnn_spec, genres, fold_stats(train_sources), train_sources,
                                             val_sources, train, audio, force_train, logger.info)
             summary["train_clips"] = sum(len(s) for s in train_sources)
             runs["cnn"], scored["cnn"] = cnn_spec.key, score_on(root, cnn_spec.key, shards, fold)
         if embedding_spec is not None:
-            embed = [("embed", shard) for shard in shards]
             summary["embedding_training"] = fit_embedding_model(
-                root, embedding_spec, genres, original_clips(root, embed, fold.train),
-                original_clips(root, embed, fold.val), train, audio, force_train)
+                root, embedding_spec, genres, *embedding_clips(root, shards, shards, fold.train, fold.val), train,
+                audio, force_train)
             runs["embedding"], scored["embedding"] = embedding_spec.key, score_on(root, embedding_spec.key, shards,
                                                                                   fold)
         if train.baseline:
@@ -125,8 +127,6 @@ def crossval_report_task(root_url: str, spec: OutputSpec, results: list[dict[str
     """reports/<cv>/crossval.{md,html,json}, and the summary as a Prefect markdown artifact."""
     from prefect.artifacts import create_markdown_artifact
 
-    from genreflow.tasks.report import render_crossval_report
-
     root = DataRoot(root_url)
     summary = summarize_folds(results)
     with open_output(root, spec, force=True) as out:
@@ -134,7 +134,6 @@ def crossval_report_task(root_url: str, spec: OutputSpec, results: list[dict[str
         for file, payload in files.items():
             out.write_bytes(file.removeprefix("crossval"), payload)
         out.rows = len(results)
-    key = "".join(c if c.isalnum() else "-" for c in spec.key.lower())
-    create_markdown_artifact(markdown=files["crossval.md"].decode(), key=f"genreflow-crossval-{key}",
+    create_markdown_artifact(markdown=files["crossval.md"].decode(), key=artifact_key("crossval", spec.key),
                              description=f"genreflow cross-validation {spec.key}")
     return {"dir": out.folder, "files": sorted(files), "summary": summary}

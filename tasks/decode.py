@@ -12,7 +12,7 @@ from genreflow.model.params import AudioConfig
 from genreflow.storage.outputs import SKIPPED_TABLE, OutputSpec, open_output, output_path, state_of
 from genreflow.storage.root import QUARANTINE_COLUMNS, DataRoot
 from genreflow.storage.shards import read_side_table, write_shard
-from genreflow.tasks.common import ShardPlan, ShardResult
+from genreflow.tasks.workers import ShardPlan, ShardResult
 
 INDEX_COLUMNS = ["track_id", "clip_index", "split", "genre", "row"]
 

@@ -4,7 +4,7 @@ Every split is embedded: the head trains on the training shards, picks its C
 on the validation shards and is scored on the test shards. The output is one
 float32 row per decoded clip, with the decode index, so the evaluation reads
 it as it reads mel shards. The network is loaded once per Dask worker
-(:class:`~genreflow.tasks.common.WorkerCache`, registered by the preprocess
+(:class:`~genreflow.tasks.workers.WorkerCache`, registered by the preprocess
 flow, :func:`embedder_cache`).
 """
 
@@ -17,7 +17,7 @@ from genreflow.model.params import AudioConfig, TrainConfig
 from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import open_shard_array, read_shard_index, write_shard
-from genreflow.tasks.common import ShardResult, WorkerCache, worker_cached
+from genreflow.tasks.workers import ShardResult, WorkerCache, worker_cached
 
 if TYPE_CHECKING:
     from genreflow.model.musicnn import MusicnnEmbedder

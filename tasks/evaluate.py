@@ -28,9 +28,6 @@ INPUT_STAGES: dict[str, str] = {"cnn": "mel", "embedding": "embed"}  # the shard
 VALIDATION_METRICS = ("track_accuracy", "clip_accuracy", "macro_f1", "log_loss", "n_tracks")
 
 
-# ---- Prefect task ---------------------------------------------------------------------------
-
-
 def original_clips(root: DataRoot, shards: list[tuple[str, str]], tracks: Collection[str] | None = None
                ) -> list[tuple[pd.DataFrame, np.ndarray]]:
     """(index, memory-mapped array) of the original clips in ``shards``, of ``tracks`` if given."""
@@ -104,6 +101,9 @@ def scores_with_validation(root: DataRoot, name: str, shards: list[str], test: C
         metrics["validation"] = {key: value for key, value in score(val_shards, val)[1].items()
                                  if key in VALIDATION_METRICS}
     return predictions, metrics
+
+
+# ---- Prefect task ---------------------------------------------------------------------------
 
 
 @task(name="evaluate")

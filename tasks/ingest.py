@@ -3,7 +3,7 @@
 Everything downstream works on the table this stage makes, one row a track:
 ``track_id, path, genre, split, artist, shard``. The split is fixed here, once,
 per track, so that no stage after it can leak a test track into training.
-Sources are in tasks/sources.py, the split and shards in tasks/split.py.
+Sources are in tasks/sources/, the split and shards in tasks/split.py.
 """
 
 from __future__ import annotations
@@ -28,16 +28,9 @@ from genreflow.storage.outputs import (
     tracks_path,
 )
 from genreflow.storage.root import QUARANTINE_COLUMNS, SPLITS, DataRoot
-from genreflow.tasks.sources import (
-    TRACK_COLUMNS,
-    DemoSource,
-    IngestError,
-    Skipped,
-    Source,
-    SourceConfig,
-    _clean,
-    source_of,
-)
+from genreflow.tasks.sources import TRACK_COLUMNS, IngestError, Skipped, Source, SourceConfig, clean_cell
+from genreflow.tasks.sources.demo import DemoSource
+from genreflow.tasks.sources.factory import source_of
 from genreflow.tasks.split import SplitConfig, assign_shards, split_tracks
 from genreflow.tasks.stages import stage_code
 
@@ -97,7 +90,7 @@ def track_changes(previous: pd.DataFrame | None, current: pd.DataFrame) -> dict[
     compared = ["path", "genre", "artist", "split"]
 
     def cells(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame.loc[both, compared].map(lambda value: _clean(value) or "")
+        return frame.loc[both, compared].map(lambda value: clean_cell(value) or "")
 
     changed = (cells(old) != cells(new)).any(axis=1)
     modified = sorted(changed[changed].index)

@@ -7,7 +7,7 @@ from genreflow.model.params import AudioConfig
 from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import open_shard_array, read_shard_index, write_shard
-from genreflow.tasks.common import ShardResult
+from genreflow.tasks.workers import ShardResult
 
 
 def mel_stage(root_url: str, spec: OutputSpec, audio: AudioConfig, force: bool) -> ShardResult:

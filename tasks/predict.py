@@ -8,7 +8,7 @@ of the same prediction finds its finished shards and skips them, and another
 model or another list never reuses them.
 
 Each Dask worker loads the model once, not once a shard: the flow registers a
-:func:`classifier_cache` worker plugin (tasks/common.py WorkerCache), which the
+:func:`classifier_cache` worker plugin (tasks/workers.py WorkerCache), which the
 worker keeps in its own plugin registry (no module-level state) and which loads
 the model on first use.
 The plain functions here know nothing of Prefect; ``predict_shard_task`` is
@@ -37,8 +37,8 @@ from genreflow.storage.errors import GenreflowError
 from genreflow.storage.fingerprint import fingerprint
 from genreflow.storage.outputs import OutputSpec, open_output, output_path
 from genreflow.storage.root import DataRoot
-from genreflow.tasks.common import WorkerCache, retry_transient, worker_cached
 from genreflow.tasks.stages import stage_code
+from genreflow.tasks.workers import WorkerCache, retry_transient, worker_cached
 
 if TYPE_CHECKING:
     from genreflow.model.predict import Classifier, FileWindows
@@ -179,9 +179,10 @@ def table_columns(genres: Sequence[str], top_k: int, windows: bool) -> list[str]
     return columns
 
 
-def prediction_table(results: Iterable[FileWindows], genres: Sequence[str], model_name: str, top_k: int,
-                     windows: bool) -> pd.DataFrame:
-    """One row a file: its top-k genres by mean window probability, or its error (genres empty).
+def table_from_windows(results: Iterable[FileWindows], genres: Sequence[str], model_name: str, top_k: int,
+                       windows: bool) -> pd.DataFrame:
+    """The predictions table of windows already predicted, one row a file: its top-k genres by mean window
+    probability, or its error (genres empty). No model runs here.
 
     Columns: path, duration_s (decoded seconds), n_windows, genre_k and prob_k
     for k = 1..top_k (best first), model (the training run), error ("" when
@@ -211,13 +212,14 @@ def prediction_table(results: Iterable[FileWindows], genres: Sequence[str], mode
     return frame.astype(types)
 
 
-def predict_table(classifier: Classifier, files: Sequence[str], audio: AudioConfig, top_k: int, windows: bool,
-                  model_name: str) -> pd.DataFrame:
-    """The predictions table of ``files`` (model.predict.predict_files batches their windows together)."""
+def predict_files_table(classifier: Classifier, files: Sequence[str], audio: AudioConfig, top_k: int,
+                        windows: bool, model_name: str) -> pd.DataFrame:
+    """Run the model on ``files`` and make their predictions table (model.predict.predict_files batches their
+    windows together, :func:`table_from_windows` ranks them)."""
     from genreflow.model.predict import predict_files
 
     results = predict_files(classifier, files, audio, batch_size=BATCH_SIZE)
-    return prediction_table(results, classifier.genres, model_name, top_k, windows)
+    return table_from_windows(results, classifier.genres, model_name, top_k, windows)
 
 
 # --------------------------------------------------------------------------- plan, stage, merge
@@ -311,7 +313,7 @@ def predict_stage(work_url: str, shard: PredictShard, classifier: Callable[[], C
         if not out.done:
             loaded = classifier()
             load_s = time.perf_counter() - start
-            table = predict_table(loaded, shard.files, audio, top_k, windows, model_name)
+            table = predict_files_table(loaded, shard.files, audio, top_k, windows, model_name)
             out.write_parquet(TABLE, table)
             out.rows = len(table)
             out.extra = {"files": len(table), "failed": int((table["error"] != "").sum()),

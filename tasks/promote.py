@@ -14,19 +14,18 @@ one atomic write, and to reports/<run>/promotion.json.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from prefect import get_run_logger, task
 
 from genreflow.storage.errors import GenreflowError
 from genreflow.storage.manifest import output_state, read_manifest
 from genreflow.storage.outputs import OutputSpec, manifest_path, open_output
-from genreflow.storage.registry import Decision, PromotionRecord, read_registry, record_decision
+from genreflow.storage.registry import Decision, Policy, PromotionRecord, read_registry, record_decision
 from genreflow.storage.root import DataRoot, StorageError
 from genreflow.tasks.evaluate import score_model
 
-Policy = Literal["if-better", "always", "never"]
-PROMOTION_FILE = ".json"  # reports/<run>/promotion.json
+PROMOTION_SUFFIX = ".json"  # the output's path plus this: reports/<run>/promotion.json
 COMPARED = ("track_accuracy", "clip_accuracy", "macro_f1", "top2_accuracy")  # shown side by side in the report
 
 
@@ -117,9 +116,9 @@ def promote_task(root_url: str, spec: OutputSpec, candidate_metrics: dict[str, A
     root = DataRoot(root_url)
     with open_output(root, spec, force) as out:
         if out.done:
-            return out.read_json(PROMOTION_FILE)
+            return out.read_json(PROMOTION_SUFFIX)
         summary = decide(root, spec.key, candidate_metrics, test_shards, policy, tolerance, test_set)
-        out.write_json(PROMOTION_FILE, summary)
+        out.write_json(PROMOTION_SUFFIX, summary)
         out.rows = 1
     get_run_logger().info("promote: %s %s: %s", spec.key, summary["decision"], summary["reason"])
     return summary

@@ -23,10 +23,10 @@ from genreflow.model.params import AudioConfig, AugmentConfig, TrainConfig
 from genreflow.storage.outputs import OutputSpec, done_manifest
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.augment import augment_stage
-from genreflow.tasks.common import ShardPlan, ShardResult, retry_transient
 from genreflow.tasks.decode import decode_stage
 from genreflow.tasks.embed import embed_stage
 from genreflow.tasks.mel import mel_stage
+from genreflow.tasks.workers import ShardPlan, ShardResult, retry_transient
 
 
 @task(name="shard", retry_condition_fn=retry_transient)
@@ -56,7 +56,7 @@ def shard_outputs(plan: ShardPlan, stages: Sequence[str]) -> list[OutputSpec]:
     return [plan.decode, *(output for output in wanted if output is not None)]
 
 
-def finished_shard(root_url: str, plan: ShardPlan, stages: Sequence[str],
+def finished_shard(root: DataRoot, plan: ShardPlan, stages: Sequence[str],
                    forced: Collection[str] = ()) -> list[ShardResult] | None:
     """The results :func:`preprocess_shard_task` would return for a shard whose every output is done, or None.
 
@@ -65,9 +65,9 @@ def finished_shard(root_url: str, plan: ShardPlan, stages: Sequence[str],
     process about 0.2 s (Prefect serialises its settings and the plan), which
     made most of a rebuild after a few new tracks (docs/benchmarks.md). The
     decision is the task's own: the same fingerprints, the same check of
-    every file (done_manifest), and ``forced`` stages never count as done.
+    every file (done_manifest), and ``forced`` stages never count as done. It runs in
+    the flow process, so it takes the flow's DataRoot rather than a URL.
     """
-    root = DataRoot(root_url)
     results = []
     for output in shard_outputs(plan, stages):
         manifest = None if output.stage in forced else done_manifest(root, output)

@@ -46,7 +46,7 @@ from pydantic import Field
 
 from genreflow.model.params import Section
 from genreflow.storage.root import SPLITS
-from genreflow.tasks.sources import IngestError, _blank, _clean
+from genreflow.tasks.sources import IngestError, clean_cell, is_blank
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def group_keys(tracks: pd.DataFrame) -> pd.Series:
     """Artist where known, else the track itself: tracks of one group share a split."""
     return pd.Series(
         [
-            f"track:{track_id}" if _blank(artist) else f"artist:{str(artist).strip()}"
+            f"track:{track_id}" if is_blank(artist) else f"artist:{str(artist).strip()}"
             for track_id, artist in zip(tracks["track_id"], tracks["artist"], strict=True)
         ],
         index=tracks.index,
@@ -96,7 +96,7 @@ def split_tracks(tracks: pd.DataFrame, val_fraction: float = 0.1, test_fraction:
             f"val_fraction {val_fraction} and test_fraction {test_fraction} must leave tracks for training"
         )
     result = tracks.copy()
-    splits = [_clean(value) for value in result["split"]]
+    splits = [clean_cell(value) for value in result["split"]]
     bad = sorted({s for s in splits if s is not None and s not in SPLITS})
     if bad:
         raise IngestError(f"unknown split value(s) {', '.join(map(repr, bad))}: expected train, val or test")
@@ -161,7 +161,7 @@ def assign_shards(tracks: pd.DataFrame, shard_size: int, previous: pd.DataFrame 
         raise IngestError(f"shard_size must be at least 1, got {shard_size}")
     if "split" not in tracks.columns or "track_id" not in tracks.columns:
         raise IngestError("track table needs track_id and split columns to be sharded")
-    splits = [_clean(value) for value in tracks["split"]]
+    splits = [clean_cell(value) for value in tracks["split"]]
     if any(split not in SPLITS for split in splits):
         raise IngestError("every track needs a split (train, val or test) before sharding")
     result = tracks.reset_index(drop=True)

@@ -39,6 +39,16 @@ def clip_sources(root: DataRoot, shards: list[tuple[str, str]], split: str | Non
     return sources
 
 
+def cnn_clips(root: DataRoot, train_shards: list[tuple[str, str]], val_shards: list[tuple[str, str]],
+              train_tracks: Collection[str] | None = None, val_tracks: Collection[str] | None = None
+              ) -> tuple[list[Any], list[Any]]:
+    """The CNN's training clips (every clip of ``train_shards``, augmented copies included) and validation clips
+    (the original clips of ``val_shards``), of only the tracks given where given. A rebuild passes each split's
+    shards; a fold every shard and its tracks."""
+    return (clip_sources(root, train_shards, tracks=train_tracks),
+            clip_sources(root, val_shards, tracks=val_tracks, original_only=True))
+
+
 def fit_model(root: DataRoot, spec: OutputSpec, genres: list[str], stats: dict, train_sources: list[Any],
               val_sources: list[Any], train: TrainConfig, audio: AudioConfig, force: bool,
               log: Callable[..., None]) -> dict[str, Any]:
@@ -97,6 +107,6 @@ def train_task(
 ) -> dict[str, Any]:
     """Train (or resume, or skip when finished) the run ``spec.key``; returns its summary."""
     root = DataRoot(root_url)
-    summary = fit_model(root, spec, genres, stats, clip_sources(root, train_shards), clip_sources(root, val_shards),
-                        train, audio, force, get_run_logger().info)
+    summary = fit_model(root, spec, genres, stats, *cnn_clips(root, train_shards, val_shards), train, audio, force,
+                        get_run_logger().info)
     return {**summary, "run": spec.key}

@@ -13,3 +13,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # No test sees the user's pretrained weights unless it asks for them (model.weights.user_weights_dir): a flow
 # would otherwise train the embedding model wherever `genreflow weights fetch musicnn` has run.
 os.environ["GENREFLOW_WEIGHTS_DIR"] = tempfile.mkdtemp(prefix="genreflow-weights-")
+
+# Prefect before any test module imports TensorFlow: Prefect's logging set-up closes the handlers it finds, absl's
+# among them, and absl's holds the sys.stderr of the moment it was made (pytest's capture). The CLI no longer
+# imports Prefect (tests/flows/test_cli_imports.py), so importing it first can no longer do this.
+import prefect  # noqa: F401

@@ -56,7 +56,7 @@ def test_bench_config_mel_only_or_full_preprocessing(tmp_path: Path) -> None:
 
 
 def test_train_csv_lists_every_file_as_training(tmp_path: Path) -> None:
-    from genreflow.tasks.sources import read_source
+    from genreflow.tasks.sources.factory import read_source
 
     base = _fake_set(tmp_path / "base")
     table = read_source("csv", inputs.train_csv(base, tmp_path / "list.csv")).read()

@@ -15,7 +15,7 @@ import pytest
 
 from genreflow.bench import methods
 from genreflow.model.params import AudioConfig, AugmentConfig
-from genreflow.tasks.demo import generate_demo_set
+from genreflow.tasks.sources.demo_synth import generate_demo_set
 
 AUDIO = AudioConfig(clips_per_track=1)  # the seed's one clip: the first 10 s
 GENRES = ["Experimental", "Rock"]  # the noisiest and a percussive one

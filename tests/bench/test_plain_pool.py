@@ -14,7 +14,7 @@ from genreflow.bench import preprocess
 from genreflow.flows.plan import plan_shards
 from genreflow.storage.outputs import state_of, tracks_path
 from genreflow.storage.root import DataRoot
-from genreflow.tasks.demo import generate_demo_set
+from genreflow.tasks.sources.demo_synth import generate_demo_set
 
 
 @pytest.fixture(scope="module")

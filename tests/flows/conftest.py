@@ -22,7 +22,7 @@ def prefect_harness() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from genreflow.tasks.demo import generate_demo_set
+    from genreflow.tasks.sources.demo_synth import generate_demo_set
 
     folder = tmp_path_factory.mktemp("demo")
     generate_demo_set(folder, tracks_per_genre=DEMO_TRACKS_PER_GENRE, seed=7, seconds=DEMO_SECONDS)

@@ -75,7 +75,7 @@ def assert_stages_see_exactly(root: Path, config: Config) -> None:
 
 @pytest.fixture(scope="module")
 def extra_tracks(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from genreflow.tasks.demo import generate_demo_set
+    from genreflow.tasks.sources.demo_synth import generate_demo_set
 
     folder = tmp_path_factory.mktemp("extra")
     generate_demo_set(folder, tracks_per_genre=1, seed=123, seconds=DEMO_SECONDS, genres=["Rock", "Pop", "Folk"])

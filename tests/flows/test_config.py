@@ -190,3 +190,14 @@ def test_bad_recipe_values_are_one_line(argv: list[str], capsys: pytest.CaptureF
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("genreflow") and ": error: " in err
+
+
+def test_a_relative_predict_work_root_is_absolute_for_the_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                  ) -> None:
+    """The library flow hands its work root to Dask workers, whose working folder is their own (issue 20)."""
+    from genreflow.flows.config import PredictOptions
+
+    monkeypatch.chdir(tmp_path)
+    options = PredictOptions(inputs=["a.mp3"], model_dir="m", out="lib/predictions.parquet")
+    assert options.work_root == str(tmp_path / "lib" / "predictions.parts")
+    assert PredictOptions(inputs=["a.mp3"], model_dir="m", work="parts").work_root == str(tmp_path / "parts")

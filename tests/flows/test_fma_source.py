@@ -13,10 +13,10 @@ import soundfile as sf
 from genreflow.flows.rebuild import run_command
 from genreflow.storage.outputs import tracks_path
 from genreflow.storage.root import DataRoot
-from genreflow.tasks.download import download_fma
+from genreflow.tasks.sources.fma_download import download_fma
 from tests.flows.conftest import small_config
 from tests.tasks.collection_files import write_fma_tracks
-from tests.tasks.test_download import FakeServer, server  # noqa: F401 - the local HTTP server fixture
+from tests.tasks.sources.test_fma_download import FakeServer, server  # noqa: F401 - the local HTTP server fixture
 
 pytestmark = pytest.mark.timeout(600)
 

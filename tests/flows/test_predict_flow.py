@@ -25,10 +25,10 @@ import soundfile as sf
 
 # Before TensorFlow (tests.model.test_export imports it): Prefect's logging set-up closes the handlers
 # it finds, absl's among them, and absl's holds the sys.stderr of the moment it was made.
-from genreflow.flows.library import run_library_predict
-from genreflow.flows.predict import PredictOptions
-from genreflow.tasks.demo import DEMO_GENRES
+from genreflow.flows.config import PredictOptions
+from genreflow.flows.predict_flow import run_library_predict
 from genreflow.tasks.predict import MIN_SHARDS
+from genreflow.tasks.sources.demo_synth import DEMO_GENRES
 from tests.flows.conftest import DEMO_SECONDS, DEMO_TRACKS_PER_GENRE
 from tests.model.test_export import AUDIO, GENRES, save_model
 from tests.reliability.conftest import cli_env
@@ -181,7 +181,8 @@ def test_a_single_file_keeps_the_quick_path_and_its_output(library: Path, model_
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     from genreflow.flows.cli import main
-    from genreflow.model.predict import format_predictions, load_classifier, predict_file
+    from genreflow.flows.predict_output import format_predictions
+    from genreflow.model.predict import load_classifier, predict_file
 
     monkeypatch.chdir(tmp_path)
     song = next(library.glob("Rock/*.mp3"))

@@ -148,7 +148,7 @@ def test_quarantine_keeps_bad_files_out_and_the_rest_in(tmp_path: Path, demo_dir
 def test_shards_are_submitted_longest_first(tmp_path: Path, demo_dir: Path) -> None:
     from genreflow.flows.preprocess import longest_first
     from genreflow.tasks.ingest import ingest
-    from genreflow.tasks.sources import read_source
+    from genreflow.tasks.sources.factory import read_source
 
     config = small_config(tmp_path, demo_dir, shard_size=3)
     split = config.split
@@ -179,18 +179,18 @@ def test_a_finished_shard_is_known_without_submitting_its_task(
     plans = plan_shards(root.read_parquet(tracks_path(root)), config)
     stages = config.stages_to_run()
     train = next(p for p in plans if p.augment is not None)
-    found = finished_shard(root.url, train, stages)
+    found = finished_shard(root, train, stages)
     assert found is not None and [r.stage for r in found] == ["decode", "mel", "augment"]
     assert all(r.skipped and r.clips > 0 for r in found)
     assert found == preprocess_shard_task.fn(root.url, train, config.audio, config.augment, config.train, stages)
     held_out = next(p for p in plans if p.augment is None)
-    assert [r.stage for r in finished_shard(root.url, held_out, stages) or []] == ["decode", "mel"]
-    assert [r.stage for r in finished_shard(root.url, train, ["ingest", "decode"]) or []] == ["decode"]
-    assert finished_shard(root.url, train, stages, forced=["augment"]) is None  # --from-stage augment
+    assert [r.stage for r in finished_shard(root, held_out, stages) or []] == ["decode", "mel"]
+    assert [r.stage for r in finished_shard(root, train, ["ingest", "decode"]) or []] == ["decode"]
+    assert finished_shard(root, train, stages, forced=["augment"]) is None  # --from-stage augment
 
     mel = copy / "mel" / f"{train.shard}.npy"
     data = bytearray(mel.read_bytes())
     data[-1] ^= 0xFF  # same size, another byte
     mel.write_bytes(bytes(data))
-    assert finished_shard(root.url, train, stages) is None
-    assert finished_shard(root.url, held_out, stages) is not None
+    assert finished_shard(root, train, stages) is None
+    assert finished_shard(root, held_out, stages) is not None

@@ -19,7 +19,7 @@ TRACKS_PER_GENRE = 8
 
 @pytest.fixture(scope="module")
 def learnable_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from genreflow.tasks.demo import generate_demo_set
+    from genreflow.tasks.sources.demo_synth import generate_demo_set
 
     folder = tmp_path_factory.mktemp("demo-learn")
     generate_demo_set(folder, tracks_per_genre=TRACKS_PER_GENRE, seed=11, seconds=DEMO_SECONDS)
@@ -88,7 +88,7 @@ def test_unchanged_rerun_skips_training_and_from_stage_retrains(rebuilt: tuple[C
 def test_predict_names_the_genre_of_new_demo_tracks(rebuilt: tuple[Config, dict], tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     from genreflow.flows.cli import main
-    from genreflow.tasks.demo import DEMO_GENRES, generate_demo_set
+    from genreflow.tasks.sources.demo_synth import DEMO_GENRES, generate_demo_set
 
     config, _ = rebuilt
     fresh = tmp_path / "fresh"
@@ -110,7 +110,7 @@ def test_the_gate_keeps_a_worse_model_out_and_promote_by_hand_puts_it_in(
         rebuilt: tuple[Config, dict], capsys: pytest.CaptureFixture[str]) -> None:
     """Runs last in this module: it promotes another model and then restores the good one."""
     from genreflow.flows.cli import main
-    from genreflow.flows.predict import resolve_model_dir
+    from genreflow.model.files import resolve_model_dir
     from genreflow.storage.registry import read_registry
     from genreflow.storage.root import DataRoot
 

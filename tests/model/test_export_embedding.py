@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-# Before TensorFlow: Prefect's logging set-up (flows.cli imports Prefect) closes the handlers it finds, absl's
-# among them, and absl's holds the sys.stderr of the moment it was made (pytest's capture).
 from genreflow.flows.cli import main
 from genreflow.model.export import FORMATS, RUNNERS, ExportError, export_model, info_name
 from genreflow.model.params import AudioConfig

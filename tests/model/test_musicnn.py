@@ -26,7 +26,7 @@ from genreflow.model.musicnn import (
     MusicnnError,
     build_network,
     load_checkpoint,
-    log_mel,
+    log_compressed_mel,
     patches,
 )
 from genreflow.model.weights import MUSICNN, find_weights, user_weights_dir
@@ -82,10 +82,10 @@ def test_a_missing_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
         load_checkpoint(build_network(TINY), tmp_path / "nothing")
 
 
-def test_log_mel_is_musicnns_input_and_stays_finite_when_loud() -> None:
+def test_log_compressed_mel_is_musicnns_input_and_stays_finite_when_loud() -> None:
     t = np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE
     y = (0.99 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    spec = log_mel(y, SAMPLE_RATE)
+    spec = log_compressed_mel(y, SAMPLE_RATE)
     assert spec.shape == (1 + len(y) // HOP_LENGTH, N_MELS)
     assert np.isfinite(spec).all()
     # musicnn under NumPy 1: float16 power, product and log in float32. Above log10(10000 * 6.55 + 1) = 4.82
@@ -100,10 +100,10 @@ def test_log_mel_is_musicnns_input_and_stays_finite_when_loud() -> None:
     assert abs(mel_freqs[np.bincount(spec.argmax(axis=1)).argmax()] - 440) < 60
 
 
-def test_log_mel_resamples_to_16_khz_first() -> None:
+def test_log_compressed_mel_resamples_to_16_khz_first() -> None:
     sr = 22_050
     y = np.random.default_rng(0).normal(0, 0.1, 10 * sr).astype(np.float32)
-    assert log_mel(y, sr).shape == (1 + 10 * SAMPLE_RATE // HOP_LENGTH, N_MELS)  # 626 frames for 10 s
+    assert log_compressed_mel(y, sr).shape == (1 + 10 * SAMPLE_RATE // HOP_LENGTH, N_MELS)  # 626 frames for 10 s
 
 
 def test_patches_are_back_to_back_and_short_input_is_repeated() -> None:
@@ -127,7 +127,7 @@ def test_embed_clips_averages_each_clips_patches(tiny_embedder: MusicnnEmbedder)
     assert tiny_embedder.feature == "max_pool"  # the default embedding
     assert out.vectors.shape == (2, TINY.pool_dims) and out.tags.shape == (2, TINY.n_classes)
     assert out.patches_per_clip.tolist() == [3, 3]
-    per_patch = tiny_embedder.features(patches(log_mel(clips[1].astype(np.float32) / 32768.0, sr)))
+    per_patch = tiny_embedder.features(patches(log_compressed_mel(clips[1].astype(np.float32) / 32768.0, sr)))
     np.testing.assert_allclose(out.vectors[1], per_patch["max_pool"].mean(axis=0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out.tags[1], per_patch["taggram"].mean(axis=0), rtol=1e-5, atol=1e-5)
     assert not np.allclose(out.vectors[0], out.vectors[1])
@@ -142,7 +142,7 @@ def test_unknown_feature_and_bad_audio_are_refused(tiny_checkpoint: tuple[Path, 
     with pytest.raises(MusicnnError, match="NaN"):
         tiny_embedder.embed_audio(np.full(SAMPLE_RATE, np.nan, dtype=np.float32), SAMPLE_RATE)
     with pytest.raises(MusicnnError, match="mono"):
-        log_mel(np.zeros((2, SAMPLE_RATE), dtype=np.float32), SAMPLE_RATE)
+        log_compressed_mel(np.zeros((2, SAMPLE_RATE), dtype=np.float32), SAMPLE_RATE)
 
 
 # ---------------------------------------------------------------- the real weights
@@ -173,7 +173,7 @@ def test_real_mtt_musicnn_scores_classical_music_as_classical(mtt: MusicnnEmbedd
     assert min(classical) > 0.5, classical
     assert max(others) < 0.2, others
     assert mtt.top_tags(_gtzan("classical", 1)[0], sr, n=1)[0][0] == "classical"
-    features = mtt.features(patches(log_mel(_gtzan("metal", 1)[0], sr)))
+    features = mtt.features(patches(log_compressed_mel(_gtzan("metal", 1)[0], sr)))
     assert all(np.isfinite(v).all() for v in features.values())
 
 

@@ -1,14 +1,12 @@
-"""Prediction: clip arrays, whole files of any length, folders with broken files, output formats."""
+"""Prediction: clip arrays, whole files of any length, folders with broken files."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import soundfile as sf
 
@@ -20,7 +18,6 @@ from genreflow.model.predict import (
     FilePrediction,
     PredictError,
     PredictionFailure,
-    format_predictions,
     load_classifier,
     predict_clips,
     predict_file,
@@ -94,48 +91,6 @@ def test_predict_paths_reports_broken_files_and_goes_on(classifier: Classifier, 
     assert broken.path == folder / "broken.mp3" and broken.reason
     assert song.path == folder / "song.wav" and song.n_windows == 2
     assert missing.reason == "no such file"
-
-
-@pytest.fixture
-def mixed_results() -> list[FilePrediction | PredictionFailure]:
-    return [
-        FilePrediction(Path("a/song one.wav"), [("jazz", 0.7), ("blues", 0.2), ("rock", 0.1)], 3),
-        PredictionFailure(Path("b,broken.mp3"), "not decodable audio: Format not recognised"),
-        FilePrediction(Path("two.flac"), [("pop", 0.9), ("rock", 0.1)], 1),
-    ]
-
-
-def test_csv_format_parses(mixed_results: list) -> None:
-    frame = pd.read_csv(io.StringIO(format_predictions(mixed_results, "csv")), keep_default_na=False)
-    assert list(frame.columns) == [
-        "path", "genre_1", "prob_1", "genre_2", "prob_2", "genre_3", "prob_3", "error",
-    ]  # fmt: skip
-    assert frame["path"].tolist() == ["a/song one.wav", "b,broken.mp3", "two.flac"]
-    assert frame.loc[0, "genre_1"] == "jazz" and float(frame.loc[0, "prob_1"]) == pytest.approx(0.7)
-    assert frame.loc[1, "error"].startswith("not decodable") and frame.loc[1, "genre_1"] == ""
-    assert frame.loc[2, "genre_3"] == "" and frame.loc[2, "error"] == ""
-
-
-def test_json_format_parses(mixed_results: list) -> None:
-    items = json.loads(format_predictions(mixed_results, "json"))
-    assert items[0] == {
-        "path": "a/song one.wav",
-        "genres": [
-            {"genre": "jazz", "prob": 0.7},
-            {"genre": "blues", "prob": 0.2},
-            {"genre": "rock", "prob": 0.1},
-        ],
-        "n_windows": 3,
-    }
-    assert items[1] == {"path": "b,broken.mp3", "error": "not decodable audio: Format not recognised"}
-
-
-def test_table_format_is_text(mixed_results: list) -> None:
-    text = format_predictions(mixed_results, "table")
-    assert "top-1" in text and "jazz (0.70)" in text and "error: not decodable" in text
-    assert "\x1b[" not in text  # plain text, no terminal codes
-    with pytest.raises(PredictError, match="unknown output format"):
-        format_predictions(mixed_results, "xml")  # type: ignore[arg-type]
 
 
 def test_load_classifier_checks_the_directory(tmp_path: Path) -> None:

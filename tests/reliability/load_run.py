@@ -129,7 +129,7 @@ def main() -> int:
                      "cpus": os.cpu_count()}
 
     sys.path.insert(0, str(REPO))
-    from genreflow.tasks.demo import generate_demo_set
+    from genreflow.tasks.sources.demo_synth import generate_demo_set
 
     start = time.monotonic()
     generate_demo_set(demo, tracks_per_genre=args.tracks_per_genre, seed=0, workers=args.workers,

@@ -1,6 +1,6 @@
 """Issue 6.5: hostile archives through ``genreflow download``, from a local HTTP server.
 
-tests/tasks/test_download.py checks safe_extract and download_file one by one;
+tests/tasks/sources/test_fma_download.py checks safe_extract and download_file one by one;
 this serves each hostile fma_metadata.zip to the command itself and checks that
 it exits with one error line and that nothing appears outside the target folder
 (nor any extracted entry or completion marker inside it).
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from genreflow.flows.cli import main
-from genreflow.tasks import download
-from tests.tasks.test_download import FakeServer, server  # noqa: F401 - the local HTTP server fixture
+from genreflow.tasks.sources import fma_download
+from tests.tasks.sources.test_fma_download import FakeServer, server  # noqa: F401 - the local HTTP server fixture
 
 ARCHIVE = "fma_metadata.zip"
 
@@ -66,7 +66,7 @@ def test_hostile_archive_is_refused_and_nothing_escapes(
     build, expected = HOSTILE[kind]
     payload = build()
     server.files[f"/fma/{ARCHIVE}"] = payload
-    monkeypatch.setitem(download.FMA_SHA1, ARCHIVE, hashlib.sha1(payload).hexdigest())  # a mirror we trust
+    monkeypatch.setitem(fma_download.FMA_SHA1, ARCHIVE, hashlib.sha1(payload).hexdigest())  # a mirror we trust
     sandbox = tmp_path / "sandbox"
     target = sandbox / "raw"
     outside = tmp_path / "outside"
@@ -96,5 +96,5 @@ def test_wrong_sha1_is_refused_and_nothing_is_kept(
     code, lines = _download(server, target, capsys)
 
     assert code == 1 and len(lines) == 1
-    assert f"sha1 mismatch for {server.url('/fma/')}{ARCHIVE}: expected {download.FMA_SHA1[ARCHIVE]}" in lines[0]
+    assert f"sha1 mismatch for {server.url('/fma/')}{ARCHIVE}: expected {fma_download.FMA_SHA1[ARCHIVE]}" in lines[0]
     assert _tree(tmp_path) == {"raw"} and _tree(target) == set()

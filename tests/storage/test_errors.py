@@ -7,19 +7,19 @@ import pytest
 from genreflow.flows import cli
 from genreflow.flows.config import ConfigError
 from genreflow.flows.lock import DataRootLocked
-from genreflow.flows.predict import ModelNotFound
 from genreflow.flows.preprocess import StageFailed
 from genreflow.flows.train import TrainingError
 from genreflow.model.audio import AudioError
 from genreflow.model.dataset import DatasetError
+from genreflow.model.files import ModelNotFound
 from genreflow.model.musicnn import MusicnnError
 from genreflow.model.predict import PredictError
 from genreflow.model.weights import WeightsError
 from genreflow.storage.errors import GenreflowError
 from genreflow.storage.root import StorageError, UnsafeFileError
-from genreflow.tasks.demo import DemoError
-from genreflow.tasks.download import DownloadError, UnsafeArchiveError
 from genreflow.tasks.sources import IngestError
+from genreflow.tasks.sources.demo_synth import DemoError
+from genreflow.tasks.sources.fma_download import DownloadError, UnsafeArchiveError
 
 USER_ERRORS = [ConfigError, DataRootLocked, ModelNotFound, StageFailed, TrainingError, AudioError, DatasetError,
                PredictError, StorageError, UnsafeFileError, DemoError, DownloadError, UnsafeArchiveError, IngestError,

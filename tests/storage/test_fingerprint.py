@@ -71,3 +71,42 @@ def test_unknown_modules_and_names_are_errors(module: Callable[[str], str]) -> N
         code_version(f"{name}:missing")
     with pytest.raises(ValueError, match="no Python source"):
         code_version("gf_no_such_module_anywhere")
+
+
+def write_module(folder: Path, name: str, source: str) -> str:
+    (folder / f"{name}.py").write_text(textwrap.dedent(source))
+    importlib.invalidate_caches()
+    return name
+
+
+def test_moving_a_definition_between_listed_modules_keeps_the_version_and_a_body_change_does_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20: a version hashes what the code does, not where it lives. A stage lists modules a and b; moving
+    ``double`` from a to b (with the import a now needs) leaves the stage's version as it was, while changing
+    ``double``'s body, wherever it lives, changes it."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    stage = ("gf_probe_a", "gf_probe_b")
+    write_module(tmp_path, "gf_probe_a", ORIGINAL)
+    write_module(tmp_path, "gf_probe_b", "def helper(y):\n    return -y\n")
+    before = code_version(*stage)
+    a_without_double = ORIGINAL.replace('def double(x):\n    """Twice x."""\n    return x * SCALE\n', "")
+    assert "def double" not in a_without_double
+    write_module(tmp_path, "gf_probe_a", "from gf_probe_b import double\n" + a_without_double)
+    write_module(tmp_path, "gf_probe_b", "from gf_probe_a import SCALE\n\n\ndef helper(y):\n    return -y\n\n\n"
+                 "def double(x):\n    from genreflow.storage import fingerprint  # an import of genreflow's own code\n"
+                 "    return x * SCALE\n")
+    assert code_version(*stage) == before
+    write_module(tmp_path, "gf_probe_b",
+                 "def helper(y):\n    return -y\n\n\ndef double(x):\n    return x * SCALE + 1\n")
+    assert code_version(*stage) != before
+    for name in stage:
+        sys.modules.pop(name, None)
+
+
+def test_an_import_of_another_library_is_part_of_the_code(module: Callable[[str], str]) -> None:
+    """Only genreflow's own and the listed modules' imports are left out: swapping numpy's fft for scipy's is a
+    change in what the code does."""
+    name = module("from numpy.fft import rfft\n\ndef f(x):\n    return rfft(x)\n")
+    before = code_version(name)
+    module("from scipy.fft import rfft\n\ndef f(x):\n    return rfft(x)\n")
+    assert code_version(name) != before

@@ -72,6 +72,27 @@ def test_relative_local_root_becomes_absolute(tmp_path: Path, monkeypatch: pytes
     assert DataRoot("relative/data").path == f"{tmp_path}/relative/data"
 
 
+@pytest.mark.parametrize("given", ["relative/data", "./relative/../relative/data", "file://relative/data"])
+def test_relative_local_root_has_an_absolute_url(given: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The url is what tasks on Dask workers get: it must not depend on the worker's working folder."""
+    monkeypatch.chdir(tmp_path)
+    root = DataRoot(given)
+    assert root.url == root.path == f"{tmp_path}/relative/data"
+    assert DataRoot(root.url) == root
+
+
+def test_url_from_another_working_folder_reads_the_same_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "flow").mkdir()
+    (tmp_path / "worker").mkdir()
+    monkeypatch.chdir(tmp_path / "flow")
+    root = DataRoot("data")
+    root.write_json(root.join("stats.json"), {"clips": 3})
+    monkeypatch.chdir(tmp_path / "worker")  # a Dask worker started elsewhere
+    worker_root = DataRoot(root.url)
+    assert worker_root.read_json(worker_root.join("stats.json")) == {"clips": 3}
+    assert not (tmp_path / "worker" / "data").exists()
+
+
 def test_memory_url_root_has_bucket_paths_and_no_local_path() -> None:
     root = DataRoot("memory://bucket/x")
     assert not root.is_local

@@ -13,7 +13,7 @@ from genreflow.tasks.changes import (
     rebuild_changes,
     write_last_rebuild,
 )
-from genreflow.tasks.common import ShardResult
+from genreflow.tasks.workers import ShardResult
 
 TRACKS = {"first_ingest": False, "tracks": 105, "added": 5, "removed": 2, "modified": 1,
           "removed_by_split": {"train": 2}, "test_set_same": True}

@@ -13,8 +13,8 @@ from prefect.states import Completed, Failed, State, exception_to_failed_state
 
 from genreflow.model.params import AudioConfig
 from genreflow.storage.root import QUARANTINE_COLUMNS
-from genreflow.tasks.common import retry_transient
 from genreflow.tasks.decode import INDEX_COLUMNS, decode_shard, to_pcm16
+from genreflow.tasks.workers import retry_transient
 
 SR = 22050
 CLIP = 10 * SR

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from genreflow.storage.root import QUARANTINE_COLUMNS
 from genreflow.tasks.ingest import ingest
-from genreflow.tasks.sources import TRACK_COLUMNS, CsvSource, FmaSource, FolderSource
+from genreflow.tasks.sources import TRACK_COLUMNS
+from genreflow.tasks.sources.fma import FmaSource
+from genreflow.tasks.sources.folder import FolderSource
+from genreflow.tasks.sources.label_csv import CsvSource
 from tests.tasks.collection_files import assert_no_leakage, touch, write_text
 
 # --------------------------------------------------------------------------- ingest

@@ -22,8 +22,8 @@ from genreflow.tasks.predict import (
     expand_inputs,
     plan_prediction,
     predict_stage,
-    prediction_table,
     read_predictions,
+    table_from_windows,
 )
 from tests.model.test_predict import AUDIO, GENRES, save_model_dir, write_tone
 
@@ -97,10 +97,10 @@ def test_shards_are_near_equal_and_at_least_min_shards(model_dir: Path, files: i
     assert len(plan.shards) >= min(MIN_SHARDS, files)
 
 
-def test_prediction_table_rows_columns_and_types() -> None:
+def test_table_from_windows_rows_columns_and_types() -> None:
     probs = np.array([[0.1, 0.6, 0.2, 0.1], [0.3, 0.2, 0.4, 0.1]], dtype=np.float32)  # mean: .2 .4 .3 .1
     results = [FileWindows("/m/a.wav", 20.5, probs), FileWindows("/m/bad.mp3", float("nan"), None, "empty file")]
-    table = prediction_table(results, GENRES, "run-x", top_k=2, windows=True)
+    table = table_from_windows(results, GENRES, "run-x", top_k=2, windows=True)
     assert list(table.columns) == ["path", "duration_s", "n_windows", "genre_1", "prob_1", "genre_2", "prob_2",
                                    "model", "error"] + [f"window_prob_{g}" for g in GENRES]
     good, bad = table.iloc[0], table.iloc[1]
@@ -110,7 +110,7 @@ def test_prediction_table_rows_columns_and_types() -> None:
     assert pd.isna(bad["genre_1"]) and np.isnan(bad["prob_1"]) and bad["error"] == "empty file"
     assert bad["n_windows"] == 0 and bad["window_prob_jazz"] is None
     assert table["prob_1"].dtype == np.float32 and table["n_windows"].dtype == np.int32
-    assert list(prediction_table(results, GENRES, "run-x", top_k=10, windows=False).columns)[-4:] == \
+    assert list(table_from_windows(results, GENRES, "run-x", top_k=10, windows=False).columns)[-4:] == \
         ["genre_4", "prob_4", "model", "error"]  # top-k is capped at the genres there are
 
 

@@ -14,10 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-# Before TensorFlow: Prefect's logging set-up (flows.cli imports Prefect) closes the handlers it finds, absl's
-# among them, and absl's holds the sys.stderr of the moment it was made (pytest's capture).
 from genreflow.flows.cli import main
-from genreflow.model.predict import format_predictions, load_classifier, predict_file, predict_files
+from genreflow.flows.predict_output import format_predictions
+from genreflow.model.predict import load_classifier, predict_file, predict_files
 from genreflow.tasks.predict import WINDOW_PREFIX, ModelRef, plan_prediction, predict_stage, read_predictions
 from tests.model.test_predict_embedding import AUDIO, GENRES, save_embedding_model_dir, write_music
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from genreflow.tasks.sources import FmaSource, IngestError
+from genreflow.tasks.sources import IngestError
+from genreflow.tasks.sources.fma import FmaSource
 from genreflow.tasks.split import assign_shards, split_tracks
 from tests.tasks.collection_files import assert_no_leakage, synthetic_tracks
 

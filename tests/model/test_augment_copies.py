@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genreflow.model.audio_augment import (
+from genreflow.model.augment_copies import (
     AugmentError,
     augment_clip,
     augment_shard,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from genreflow.model.augment import FREQ_MASK_SHARE, FREQ_MASKS, TIME_MASK_SHARE, TIME_MASKS, BatchAugment
+from genreflow.model.batch_augment import FREQ_MASK_SHARE, FREQ_MASKS, TIME_MASK_SHARE, TIME_MASKS, BatchAugment
 
 N_MELS, FRAMES, BATCH, CLASSES = 40, 100, 6, 3
 FILL = np.linspace(-60.0, -20.0, N_MELS).astype(np.float32)

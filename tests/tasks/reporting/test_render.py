@@ -1,36 +1,32 @@
-"""The report's five files, checked for content, self-containment and escaping."""
+"""The renderer: the report's five files and the cross-validation report, checked for content,
+self-containment and escaping; the renderer needs no Prefect and ships its templates."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from genreflow.model.metrics import evaluate_predictions
-from genreflow.tasks.report import (
+from genreflow.tasks.reporting.render import (
+    HEADLINE,
+    artifact_key,
     dataset_summary,
-    render_confusion_png,
-    render_curves_png,
+    render_crossval_report,
     render_report,
     summary_markdown,
     summary_table,
 )
+from tests.tasks.reporting.test_plots import png_pixels
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TRICKY = "R&B <Soul>"  # a genre name that HTML must escape
 GENRES = ["Rock", "Jazz", TRICKY]
 FILES = {"report.md", "report.html", "metrics.json", "confusion.png", "curves.png"}
-
-
-def _png_pixels(data: bytes) -> np.ndarray:
-    from matplotlib.image import imread
-
-    assert data.startswith(PNG_MAGIC)
-    return imread(io.BytesIO(data), format="png")
 
 
 @pytest.fixture
@@ -150,7 +146,7 @@ def test_all_files_present(files: dict[str, bytes]) -> None:
 
 def test_pngs_are_valid(files: dict[str, bytes]) -> None:
     for name in ("confusion.png", "curves.png"):
-        pixels = _png_pixels(files[name])
+        pixels = png_pixels(files[name])
         assert pixels.ndim == 3
         assert pixels.shape[0] > 200 and pixels.shape[1] > 200
         assert pixels.std() > 0  # not a blank canvas
@@ -213,22 +209,6 @@ def test_report_without_baseline_or_validation(metrics: dict, summary: dict, his
     assert json.loads(files["metrics.json"])["training"]["best_val_accuracy"] is None
 
 
-def test_curves_handle_missing_columns() -> None:
-    for history in (
-        pd.DataFrame({"accuracy": [0.3, 0.5], "loss": [1.2, 1.0]}),
-        pd.DataFrame(columns=["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]),
-    ):
-        assert _png_pixels(render_curves_png(history)).ndim == 3
-
-
-def test_confusion_png_ten_genres() -> None:
-    labels = [f"genre {i}" for i in range(10)]
-    matrix = (np.eye(10, dtype=int) * 8 + 1).tolist()
-    matrix[3] = [0] * 10  # a genre with no test track
-    pixels = _png_pixels(render_confusion_png({"labels": labels, "matrix": matrix}))
-    assert pixels.shape[0] > 500
-
-
 def test_user_strings_are_escaped_for_each_format(metrics: dict, history: pd.DataFrame, summary: dict) -> None:
     files = render_report("<i>run</i> | x", metrics, history, summary, {"note": "<b>"})
     page = files["report.html"].decode("utf-8")
@@ -262,8 +242,6 @@ def test_empty_sections_say_so_in_both_formats(metrics: dict, history: pd.DataFr
 
 
 def test_crossval_report_with_and_without_baseline() -> None:
-    from genreflow.tasks.report import render_crossval_report
-
     def spread(mean: float) -> dict:
         return {"mean": mean, "std": mean / 10, "values": [mean]}
 
@@ -300,17 +278,15 @@ def test_templates_ship_with_the_package() -> None:
     from pathlib import Path
 
     tomllib = pytest.importorskip("tomllib")
-    names = {entry.name for entry in (package_files("genreflow.tasks") / "templates").iterdir()}
+    names = {entry.name for entry in (package_files("genreflow.tasks.reporting") / "templates").iterdir()}
     assert {"report.md.j2", "report.html.j2", "crossval.md.j2", "crossval.html.j2", "dataset.md.j2"} <= names
     # Installed from a wheel too, not only from this editable checkout: package-data must cover every file.
-    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["genreflow.tasks"]
+    pyproject = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["genreflow.tasks.reporting"]
     assert all(any(fnmatch(f"templates/{name}", pattern) for pattern in patterns) for name in names)
 
 
 def test_crossval_report_with_two_families_shows_the_chosen_one() -> None:
-    from genreflow.tasks.report import render_crossval_report
-
     def spread(mean: float) -> dict:
         return {"mean": mean, "std": 0.1, "values": [mean]}
 
@@ -332,3 +308,32 @@ def test_an_embedding_models_report_has_no_learning_curves(metrics: dict, summar
     text = files["report.md"].decode("utf-8")
     assert "| Metric | musicnn embedding + logistic regression |" in text
     assert "Embedding: musicnn MSD_musicnn (max_pool), 753 dimensions" in text and "curves.png" not in text
+
+
+def test_a_promotion_shows_the_metrics_it_compared(metrics: dict, history: pd.DataFrame, summary: dict) -> None:
+    from genreflow.tasks.promote import COMPARED  # the promote stage's summary holds these and n_tracks
+
+    run_metrics = {key: metrics[key] for key in (*COMPARED, "n_tracks")}
+    promotion = {"run": "r2", "previous": "r1", "run_metrics": run_metrics,
+                 "previous_metrics": {**run_metrics, "track_accuracy": 0.25}, "decision": "promoted",
+                 "reason": "not worse", "promoted": "r2", "policy": "if-better"}
+    text = render_report("r2", metrics, history, summary, {}, promotion=promotion)["report.md"].decode("utf-8")
+    table = text[text.index("| Metric | This run (r2) | Promoted before (r1), same test tracks |"):]
+    rows = table.splitlines()[2:]
+    rows = rows[: next(i for i, line in enumerate(rows) if not line.startswith("|"))]
+    shown = [line.split(" | ")[0].removeprefix("| ") for line in rows]
+    assert shown == [label for key, label in HEADLINE if key in COMPARED]
+    assert "| Track accuracy (mean-probability vote) | 0.667 | 0.250 |" in table
+
+
+def test_the_renderer_imports_no_prefect() -> None:
+    """The renderer is plain functions: importing it (and the plots) loads neither Prefect nor TensorFlow."""
+    code = ("import sys, genreflow.tasks.reporting.render, genreflow.tasks.reporting.plots; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'tensorflow'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_artifact_keys_are_lower_case_letters_digits_and_dashes() -> None:
+    assert artifact_key("report", "Run_1 (b)") == "genreflow-report-run-1--b-"
+    assert artifact_key("crossval", "cv-0a1b2c") == "genreflow-crossval-cv-0a1b2c"

@@ -1,10 +1,10 @@
 """Augmentation of training batches inside tf.data: random crops, SpecAugment masks and mixup.
 
-Unlike the time-stretch and pitch-shift copies (tasks/augment.py), these cost
-next to nothing, so they are drawn afresh for every batch of every epoch
-instead of being stored. Every draw comes from TensorFlow's stateless random
-ops seeded by (seed, epoch, batch), so a run resumed after a kill sees the
-masks and mixes an uninterrupted run saw.
+Unlike the time-stretch and pitch-shift copies (model/augment_copies.py, which
+the augment stage stores), these cost next to nothing, so they are drawn afresh
+for every batch of every epoch instead of being stored. Every draw comes from
+TensorFlow's stateless random ops seeded by (seed, epoch, batch), so a run
+resumed after a kill sees the masks and mixes an uninterrupted run saw.
 """
 
 from __future__ import annotations

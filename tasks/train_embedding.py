@@ -1,4 +1,4 @@
-"""The embedding model's training: a head fitted on the embed shards, saved with musicnn as one model.
+"""train stage, embedding family: a head fitted on the embed shards, saved with musicnn as one model.
 
 models/<run>/ then holds what a CNN run holds for prediction and export
 (model.keras, labels.json, audio.json) and embedding.json, which says which
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +64,22 @@ def fit_embedding_model(root: DataRoot, spec: OutputSpec, genres: list[str],
     return {**out.extra, "skipped": False}
 
 
+def embedding_clips(root: DataRoot, train_shards: list[str], val_shards: list[str],
+                    train_tracks: Collection[str] | None = None, val_tracks: Collection[str] | None = None
+                    ) -> tuple[list[tuple[pd.DataFrame, np.ndarray]], list[tuple[pd.DataFrame, np.ndarray]]]:
+    """The embedding model's training and validation clips: the original clips of the embed shards named, of
+    only the tracks given where given. A rebuild passes each split's shards; a fold every shard and its tracks."""
+    return (original_clips(root, [("embed", s) for s in train_shards], train_tracks),
+            original_clips(root, [("embed", s) for s in val_shards], val_tracks))
+
+
 @task(name="train-embedding")
 def train_embedding_task(root_url: str, spec: OutputSpec, genres: list[str], train_shards: list[str],
                          val_shards: list[str], train: TrainConfig, audio: AudioConfig, force: bool) -> dict[str, Any]:
     """Fit (or find finished) the embedding model ``spec.key`` on the embed shards; returns its summary."""
     root = DataRoot(root_url)
-    summary = fit_embedding_model(root, spec, genres, original_clips(root, [("embed", s) for s in train_shards]),
-                                  original_clips(root, [("embed", s) for s in val_shards]), train, audio, force)
+    summary = fit_embedding_model(root, spec, genres, *embedding_clips(root, train_shards, val_shards), train, audio,
+                                  force)
     get_run_logger().info("train: embedding model %s%s: C %g, validation track accuracy %s", spec.key,
                           " (already fitted)" if summary["skipped"] else "", summary["C"],
                           f"{summary['val_track_accuracy']:.3f}" if summary["val_track_accuracy"] is not None

@@ -30,6 +30,7 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from genreflow.storage.errors import GenreflowError
+from genreflow.storage.files import HASH_CHUNK, hash_file, move_into_place
 
 DEFAULT_BASE_URL = "https://os.unil.cloud.switch.ch/fma/"
 
@@ -53,7 +54,6 @@ MAX_ATTEMPTS = 5  # attempts per request (connect errors, 5xx/429), and consecut
 BACKOFF_S = 1.0  # urllib3 backoff_factor: the first retry is immediate, retry n waits BACKOFF_S * 2**(n-1)
 MAX_BACKOFF_S = 30.0
 RATIO_MIN_BYTES = 1 << 20  # entries smaller than this are never judged by compression ratio
-HASH_CHUNK = 1 << 20
 MARKER_SUFFIX = ".extracted"  # `<to>/.<archive><suffix>` says that archive was fully extracted
 
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -81,15 +81,6 @@ def _part_path(dest: Path) -> Path:
     return dest.with_suffix(dest.suffix + ".part")
 
 
-def _hash_file(path: Path) -> hashlib._Hash:
-    """sha1 of a file, streamed, so a 7 GiB archive never sits in memory."""
-    h = hashlib.sha1()
-    with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h
-
-
 @dataclass
 class _Part:
     """The ``.part`` file with its running sha1 and size.
@@ -106,7 +97,7 @@ class _Part:
     def load(cls, path: Path) -> _Part:
         """Pick up a part left by an earlier run (or start empty)."""
         if path.exists():
-            return cls(path, _hash_file(path), path.stat().st_size)
+            return cls(path, hash_file(path, hashlib.sha1), path.stat().st_size)
         return cls(path, hashlib.sha1(), 0)
 
     def discard(self) -> None:
@@ -204,7 +195,7 @@ def download_file(
     """
     dest = Path(dest)
     if dest.exists():
-        if sha1 is None or _hash_file(dest).hexdigest() == sha1.lower():
+        if sha1 is None or hash_file(dest, hashlib.sha1).hexdigest() == sha1.lower():
             return dest
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -335,20 +326,6 @@ def _check_entry(info: zipfile.ZipInfo, target: Path, archive: Path, max_ratio: 
         )
 
 
-def _move_into(src: Path, dst: Path) -> None:
-    """Move a tree into place, merging into existing folders, by renames (same filesystem)."""
-    if src.is_dir() and dst.is_dir():
-        for child in src.iterdir():
-            _move_into(child, dst / child.name)
-        src.rmdir()
-        return
-    if dst.is_symlink() or dst.is_file():
-        dst.unlink()
-    elif dst.is_dir():
-        shutil.rmtree(dst)
-    os.replace(src, dst)
-
-
 def _remove_stale_temps(target: Path, prefix: str) -> None:
     """Temp folders left by a killed extraction of the same archive."""
     for stale in target.glob(prefix + "*"):
@@ -395,7 +372,7 @@ def safe_extract(
         try:
             rel_files = _extract_all(zf, infos, tmp, archive, max_total_bytes, max_ratio)
             for top in sorted(tmp.iterdir()):
-                _move_into(top, target / top.name)
+                move_into_place(top, target / top.name, merge=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return [target / rel for rel in rel_files]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genreflow.tasks import demo
-from genreflow.tasks.demo import (
+from genreflow.tasks.sources import demo_synth
+from genreflow.tasks.sources.demo_synth import (
     DEMO_GENRES,
     DemoError,
     demo_path,
@@ -125,7 +125,7 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.Monke
         Path(file).write_bytes(b"half an mp3")
         raise OSError("disk full")
 
-    monkeypatch.setattr(demo.sf, "write", crash_midway)
+    monkeypatch.setattr(demo_synth.sf, "write", crash_midway)
     with pytest.raises(OSError, match="disk full"):
         generate_demo_set(tmp_path, tracks_per_genre=1, seconds=1.0, genres=("Rock",))
     assert list((tmp_path / "Rock").iterdir()) == []

@@ -1,4 +1,5 @@
-"""Which model ``genreflow predict`` uses: --model, else the promoted one, never merely the newest."""
+"""Which model ``genreflow predict`` and ``export`` use (model/files.py resolve_model_dir): --model, else the promoted
+one, never merely the newest."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from genreflow.flows.predict import ModelNotFound, resolve_model_dir
+from genreflow.model.files import ModelNotFound, resolve_model_dir
 from genreflow.storage.registry import PromotionRecord, record_decision
 from genreflow.storage.root import DataRoot
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from genreflow.tasks import download
-from genreflow.tasks.download import (
+from genreflow.tasks.sources import fma_download
+from genreflow.tasks.sources.fma_download import (
     DownloadError,
     UnsafeArchiveError,
     download_file,
@@ -143,7 +143,7 @@ def server() -> Iterator[FakeServer]:
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Retries without sleeping, so the retry tests stay fast."""
-    monkeypatch.setattr(download, "BACKOFF_S", 0.0)
+    monkeypatch.setattr(fma_download, "BACKOFF_S", 0.0)
 
 
 def _payload(size: int = FILE_SIZE) -> bytes:
@@ -291,7 +291,7 @@ def test_transient_503_is_retried(server: FakeServer, tmp_path: Path) -> None:
 def test_gives_up_after_max_attempts(
     server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(download, "MAX_ATTEMPTS", 3)
+    monkeypatch.setattr(fma_download, "MAX_ATTEMPTS", 3)
     server.files["/a.zip"] = _payload()
     server.always_status = 503
 
@@ -360,7 +360,7 @@ def test_drops_that_make_progress_never_exhaust_attempts(
     server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only interruptions without new bytes count: a flaky but moving download finishes."""
-    monkeypatch.setattr(download, "MAX_ATTEMPTS", 2)
+    monkeypatch.setattr(fma_download, "MAX_ATTEMPTS", 2)
     data = _payload()
     server.files["/a.zip"] = data
     server.drop_after["/a.zip"] = DROP_AFTER
@@ -378,7 +378,7 @@ def test_drops_that_make_progress_never_exhaust_attempts(
 def test_drops_without_progress_give_up(
     server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(download, "MAX_ATTEMPTS", 3)
+    monkeypatch.setattr(fma_download, "MAX_ATTEMPTS", 3)
     server.files["/a.zip"] = _payload()
     server.drop_after["/a.zip"] = 0
     server.drop_always = True
@@ -390,7 +390,7 @@ def test_drops_without_progress_give_up(
 
 
 def test_connection_refused_is_retried_then_gives_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(download, "MAX_ATTEMPTS", 2)
+    monkeypatch.setattr(fma_download, "MAX_ATTEMPTS", 2)
     with socket.socket() as s:  # a port nothing listens on once closed
         s.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{s.getsockname()[1]}/a.zip"
@@ -401,11 +401,11 @@ def test_connection_refused_is_retried_then_gives_up(tmp_path: Path, monkeypatch
 
 
 def test_retry_policy_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(download, "MAX_ATTEMPTS", 6)
-    monkeypatch.setattr(download, "BACKOFF_S", 0.5)
-    monkeypatch.setattr(download, "MAX_BACKOFF_S", 3.0)
+    monkeypatch.setattr(fma_download, "MAX_ATTEMPTS", 6)
+    monkeypatch.setattr(fma_download, "BACKOFF_S", 0.5)
+    monkeypatch.setattr(fma_download, "MAX_BACKOFF_S", 3.0)
 
-    policy = download._retry_policy()
+    policy = fma_download._retry_policy()
 
     assert policy.total == 5
     assert {429, 500, 503} <= set(policy.status_forcelist or ()) and 404 not in (policy.status_forcelist or ())
@@ -414,7 +414,7 @@ def test_retry_policy_follows_the_settings(monkeypatch: pytest.MonkeyPatch) -> N
         policy = policy.increment(method="GET", url="/a.zip", error=ConnectionError("test"))
         delays.append(policy.get_backoff_time())
     assert delays == [0, 1.0, 2.0, 3.0]  # immediate, then doubling, capped at MAX_BACKOFF_S
-    with download._session(policy) as session:
+    with fma_download._session(policy) as session:
         assert session.get_adapter("http://127.0.0.1/").max_retries is policy
         assert session.get_adapter("https://example.invalid/").max_retries is policy
 

@@ -8,7 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from genreflow.tasks.sources import CsvSource, FmaSource, FolderSource, IngestError, Skipped, read_source
+from genreflow.tasks.sources import IngestError, Skipped
+from genreflow.tasks.sources.factory import read_source
+from genreflow.tasks.sources.fma import FmaSource
+from genreflow.tasks.sources.folder import FolderSource
+from genreflow.tasks.sources.label_csv import CsvSource
 from tests.tasks.collection_files import FMA_ROWS, touch, write_fma_tracks, write_text
 
 # --------------------------------------------------------------------------- FmaSource
@@ -287,8 +291,8 @@ def test_read_source_factory(tmp_path: Path) -> None:
 
 
 def test_demo_source_brings_its_own_stable_split(tmp_path: Path) -> None:
-    from genreflow.tasks.demo import DEMO_GENRES
-    from genreflow.tasks.sources import DemoSource, demo_split
+    from genreflow.tasks.sources.demo import DemoSource, demo_split
+    from genreflow.tasks.sources.demo_synth import DEMO_GENRES
 
     for genre in DEMO_GENRES:
         for i in range(10):

@@ -1,0 +1,86 @@
+"""What ``genreflow predict`` prints for a handful of files: a table, CSV or JSON of each file's top genres.
+
+The CLI's side of the quick path (flows/predict.py quick_predict); a module of
+its own because its results' types come with TensorFlow (model/predict.py),
+which the CLI module does not import until it predicts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable
+from typing import Literal
+
+from rich.console import Console
+from rich.table import Table
+
+from genreflow.model.params import PREDICT_TOP_K
+from genreflow.model.predict import FilePrediction, PredictError, PredictionFailure
+
+OutputFormat = Literal["table", "csv", "json"]
+FORMATS: tuple[str, ...] = ("table", "csv", "json")
+
+
+def _csv(results: list[FilePrediction | PredictionFailure]) -> str:
+    header = ["path"]
+    for k in range(1, PREDICT_TOP_K + 1):
+        header += [f"genre_{k}", f"prob_{k}"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*header, "error"])
+    for result in results:
+        row: list[str] = [str(result.path)]
+        ranked = result.genres if isinstance(result, FilePrediction) else []
+        for k in range(PREDICT_TOP_K):
+            row += [ranked[k][0], f"{ranked[k][1]:.6f}"] if k < len(ranked) else ["", ""]
+        row.append(result.reason if isinstance(result, PredictionFailure) else "")
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def _json(results: list[FilePrediction | PredictionFailure]) -> str:
+    items = []
+    for result in results:
+        if isinstance(result, FilePrediction):
+            items.append(
+                {
+                    "path": str(result.path),
+                    "genres": [{"genre": g, "prob": round(p, 6)} for g, p in result.genres],
+                    "n_windows": result.n_windows,
+                }
+            )
+        else:
+            items.append({"path": str(result.path), "error": result.reason})
+    return json.dumps(items, indent=2)
+
+
+def _table(results: list[FilePrediction | PredictionFailure]) -> str:
+    table = Table(title="Predicted genres")
+    table.add_column("file", overflow="fold")
+    for k in range(1, PREDICT_TOP_K + 1):
+        table.add_column(f"top-{k}")
+    for result in results:
+        if isinstance(result, FilePrediction):
+            cells = [f"{g} ({p:.2f})" for g, p in result.genres]
+            table.add_row(str(result.path), *cells, *[""] * (PREDICT_TOP_K - len(cells)))
+        else:
+            table.add_row(str(result.path), f"[red]error: {result.reason}[/red]", "", "")
+    width = int(os.environ.get("COLUMNS", "120"))
+    console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
+    console.print(table)
+    return console.export_text()
+
+
+def format_predictions(results: Iterable[FilePrediction | PredictionFailure], fmt: OutputFormat = "table") -> str:
+    """Predictions as a rich table (text), CSV (path,genre_1,prob_1,...,error) or a JSON list."""
+    results = list(results)
+    if fmt == "table":
+        return _table(results)
+    if fmt == "csv":
+        return _csv(results)
+    if fmt == "json":
+        return _json(results)
+    raise PredictError(f"unknown output format {fmt!r}: use one of {', '.join(FORMATS)}")

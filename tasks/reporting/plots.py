@@ -1,0 +1,106 @@
+"""The report's plots as PNG bytes: the confusion-matrix heatmap and the learning curves.
+
+Drawn on matplotlib's Figure and Agg canvas, never pyplot: no display and no
+global state. matplotlib is imported inside the functions, so importing the
+renderer does not load it.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DPI = 110  # sharp enough to read 10 genre names, small enough to embed in HTML
+
+
+def _png(fig: Any) -> bytes:
+    """A figure as PNG bytes via the Agg canvas: no pyplot, no display, no global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def render_confusion_png(confusion: dict[str, Any]) -> bytes:
+    """Heatmap of the track-level confusion matrix, counts written in each cell.
+
+    Colour is the share of the true genre's tracks, so a small genre's errors are
+    as visible as a large one's; the numbers are the counts.
+    """
+    from matplotlib.figure import Figure
+
+    labels = [str(label) for label in confusion["labels"]]
+    matrix = np.asarray(confusion["matrix"], dtype=np.int64).reshape(len(labels), len(labels))
+    n = len(labels)
+    row_sums = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, row_sums, out=np.zeros(matrix.shape), where=row_sums > 0)
+
+    side = max(4.5, 0.65 * n + 2.5)
+    fig = Figure(figsize=(side + 1.2, side))
+    ax = fig.add_subplot()
+    image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    font = 11 if n <= 8 else 9
+    for i in range(n):
+        for j in range(n):
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="white" if shares[i, j] > 0.55 else "black",
+            )
+    ax.set_xticks(range(n), labels, rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("Predicted genre")
+    ax.set_ylabel("True genre")
+    ax.set_title(f"Confusion matrix ({int(matrix.sum())} test tracks)")
+    colorbar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    colorbar.set_label("share of the true genre's tracks")
+    return _png(fig)
+
+
+def render_curves_png(history: pd.DataFrame) -> bytes:
+    """Training and validation accuracy and loss per epoch, side by side.
+
+    history : one row an epoch with epoch, accuracy, loss, val_accuracy, val_loss;
+    any of them may be missing (no validation set, or a history cut short).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = history["epoch"].to_numpy() if "epoch" in history.columns else np.arange(1, len(history) + 1)
+    marker = "o" if len(history) <= 30 else None
+    fig = Figure(figsize=(11, 4.2))
+    for position, (metric, title) in enumerate((("accuracy", "Accuracy"), ("loss", "Loss")), start=1):
+        ax = fig.add_subplot(1, 2, position)
+        plotted = False
+        for column, label, style in ((metric, "training", "-"), (f"val_{metric}", "validation", "--")):
+            if column in history.columns and history[column].notna().any():
+                ax.plot(
+                    epochs,
+                    history[column].to_numpy(dtype=float),
+                    style,
+                    marker=marker,
+                    markersize=3,
+                    label=label,
+                )
+                plotted = True
+        if plotted:
+            ax.legend()
+        else:
+            ax.text(0.5, 0.5, f"no {metric} recorded", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("Learning curves")
+    return _png(fig)
+
