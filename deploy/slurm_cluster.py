@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -76,6 +77,52 @@ def make_cluster(args: argparse.Namespace) -> Any:
         )
 
 
+def check_job_script(cluster: Any) -> None:
+    """``sbatch --test-only`` the worker job script, so that a job SLURM refuses fails the run at once.
+
+    dask-jobqueue submits in the background and only logs a refused ``sbatch`` (a
+    wrong partition or account, more memory than a node has), so without this
+    check the run would wait for workers that can never come.
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="genreflow-worker-") as script:
+        script.write(cluster.job_script())
+        script.flush()
+        checked = subprocess.run(["sbatch", "--test-only", script.name], capture_output=True, text=True)
+    if checked.returncode:
+        raise SystemExit(f"SLURM refuses the worker job:\n{checked.stderr.strip()}\n\nthe job script:\n"
+                         f"{cluster.job_script()}")
+
+
+def queued_jobs() -> set[str] | None:
+    """The ids of this user's jobs in the SLURM queue (pending or running); None when squeue fails."""
+    listed = subprocess.run(["squeue", "--noheader", "--format=%i", f"--user={os.getuid()}"],
+                            capture_output=True, text=True)
+    return set(listed.stdout.split()) if listed.returncode == 0 else None
+
+
+def wait_for_first_worker(cluster: Any, client: Any, log_directory: str, timeout: float, poll: float = 15) -> None:
+    """Wait until a worker joins; stop early when every worker job has left the queue without one.
+
+    Jobs may queue for hours, so the wait is long; but a job that dies at start
+    (no such Python on the compute nodes, the scheduler unreachable) leaves the
+    queue, and waiting on would only hide it: point at the job logs instead.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.wait_for_workers(1, timeout=poll)
+            return
+        except TimeoutError:
+            pass
+        jobs = {job.job_id for job in cluster.workers.values() if getattr(job, "job_id", None)}
+        queued = queued_jobs()
+        if jobs and queued is not None and not jobs & queued:
+            raise SystemExit(f"the worker jobs {', '.join(sorted(jobs))} ended before any worker joined the "
+                             f"scheduler: see their logs in {os.path.abspath(log_directory)}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no worker joined the scheduler within {timeout:.0f} s")
+
+
 def genreflow_command(genreflow_args: Sequence[str], address: str) -> list[str]:
     """``genreflow <args> --dask-address <address>``, the scheduler address appended."""
     args = list(genreflow_args)
@@ -90,6 +137,7 @@ def genreflow_command(genreflow_args: Sequence[str], address: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with make_cluster(args) as cluster:
+        check_job_script(cluster)
         cluster.scale(jobs=args.jobs)
         print(f"Dask scheduler: {cluster.scheduler_address} (dashboard {cluster.dashboard_link})", flush=True)
         if args.print_address:
@@ -103,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from distributed import Client
 
         with Client(cluster) as client:
-            client.wait_for_workers(1, timeout=3600)  # jobs may queue; the rest join while it runs
+            # jobs may queue; the rest join while it runs
+            wait_for_first_worker(cluster, client, args.log_directory, timeout=3600)
         return subprocess.call(command)
 
 

@@ -283,7 +283,7 @@ def booting_cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="module")
 def cluster_demo(booting_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The flow tests' small demo set (3 tracks a genre, 12 s each), encoded while the servers boot."""
-    from genreflow.tasks.demo import generate_demo_set
+    from genreflow.tasks.sources.demo_synth import generate_demo_set
     from tests.flows.conftest import DEMO_SECONDS, DEMO_TRACKS_PER_GENRE
 
     folder = tmp_path_factory.mktemp("cluster-demo")

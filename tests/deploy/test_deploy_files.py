@@ -375,7 +375,9 @@ def test_slurm_example_uses_real_slurmcluster_keywords() -> None:
                                                        "worker_extra_args", "python"}
     accepted = set(inspect.signature(jobqueue.SLURMCluster).parameters) | set(
         inspect.signature(jobqueue.core.JobQueueCluster).parameters) | set(
-        inspect.signature(jobqueue.core.Job).parameters)
+        inspect.signature(jobqueue.core.Job).parameters) | set(
+        inspect.signature(jobqueue.slurm.SLURMJob).parameters) | set(  # queue, account, walltime
+        inspect.signature(jobqueue.SLURMCluster.scale).parameters)  # jobs
     assert used <= accepted, used - accepted
 
 
