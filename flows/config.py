@@ -8,11 +8,15 @@ costs no TensorFlow, Prefect nor scikit-learn: ``genreflow --help`` reads it
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from pathlib import Path
-from typing import Annotated, Any
-
+import os
 import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -153,8 +157,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build_config(file_values: dict[str, Any] | None = None, **overrides: Any) -> Config:
-    """Merge file values and flat ``overrides`` (leaf name -> value) into a Config.
+def build_config(file_values: dict[str, Any] | None = None, _explicit: dict[str, Any] | None = None,
+                 **overrides: Any) -> Config:
+    """Merge file values and flat ``overrides`` (leaf name -> value; None there means "not given") into a
+    Config; ``_explicit`` values are given even when None (``--clips-per-track all``).
 
     Raises ConfigError with a one-line message naming the offending field.
     """
@@ -164,9 +170,8 @@ def build_config(file_values: dict[str, Any] | None = None, **overrides: Any) ->
     if unknown_sections:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown_sections))}")
     leaves = leaf_fields()
-    for name, value in overrides.items():
-        if value is None:
-            continue
+    given = {name: value for name, value in overrides.items() if value is not None} | dict(_explicit or {})
+    for name, value in given.items():
         if name not in leaves:
             raise ConfigError(f"unknown configuration field {name!r}")
         nested.setdefault(leaves[name][0], {})[name] = value
@@ -184,6 +189,210 @@ def format_validation_error(exc: ValidationError) -> str:
         got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
         parts.append(f"{where}: {err['msg']}{got}")
     return "invalid configuration: " + "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- where values come from
+
+PROJECT_FILE = "genreflow.toml"
+ENV_PREFIX = "GENREFLOW_"
+# Where a rebuild records the configuration it ran with, under the data root.
+RECORDED_CONFIG = "config.json"
+# Fields a data root's recorded configuration does not hand on: they say how one run goes, not what the
+# data root holds (a recorded --from-stage would force that stage on every later command).
+NOT_RECORDED: tuple[str, ...] = ("data_root", "from_stage", "to_stage", "evaluate_run", "workers", "dask_address",
+                                 "retries")
+# Fields that hold a local path, resolved against the project file's folder when relative there.
+PATH_FIELDS: tuple[str, ...] = ("data_root", "input", "audio", "weights_dir")
+# The sources of values, highest precedence first (docs: configuration reference).
+Origin = Literal["flag", "environment", "project file", "data root", "default"]
+ORIGINS: tuple[Origin, ...] = ("flag", "environment", "project file", "data root")
+ON_WORDS, OFF_WORDS = ("on", "yes", "true", "1"), ("off", "no", "false", "0")
+
+
+def none_word(field: Any) -> str | None:
+    """The word that types None for an optional number (``all`` clips, ``off`` folds), where it means one."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return extra.get("none_word")
+
+
+def parse_value(name: str, text: str) -> Any:
+    """A leaf field's value from its text, as a flag or an environment variable gives it.
+
+    Raises ValueError with what was expected; a typed None word (``all``, ``off``) is a value, never
+    "not given".
+    """
+    field = leaf_fields()[name][1]
+    return _parse_typed(field.annotation, text, none_word(field))
+
+
+def _parse_typed(annotation: Any, text: str, none: str | None) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        if none is not None and text.strip().lower() == none:
+            return None
+        inner = next(a for a in args if a is not type(None))
+        try:
+            return _parse_typed(inner, text, None)
+        except ValueError as exc:
+            raise ValueError(f"{exc}{f' or {none}' if none else ''}") from None
+    if annotation is bool:
+        word = text.strip().lower()
+        if word not in ON_WORDS + OFF_WORDS:
+            raise ValueError(f"expected on or off, got {text!r}")
+        return word in ON_WORDS
+    if origin is typing.Literal:
+        if text not in args:
+            raise ValueError(f"expected one of {', '.join(map(str, args))}, got {text!r}")
+        return text
+    if origin is list:
+        return [_parse_typed(args[0], part, None) for part in text.replace(",", " ").split()]
+    if annotation in (int, float):
+        try:
+            return annotation(text)
+        except ValueError:
+            raise ValueError(f"invalid {annotation.__name__} value: {text!r}") from None
+    return text
+
+
+def find_project_file(start: Path) -> Path | None:
+    """``genreflow.toml`` in ``start`` or the nearest folder above it, as git, DVC and Kedro find theirs."""
+    for folder in (start, *start.parents):
+        candidate = folder / PROJECT_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def file_leaf_values(path: Path) -> dict[str, Any]:
+    """A configuration file's values as leaf name -> value; relative paths resolved against its folder."""
+    leaves = leaf_fields()
+    values: dict[str, Any] = {}
+    for section, entries in load_config_file(path).items():
+        if section not in Config.model_fields:
+            raise ConfigError(f"{path}: unknown config section [{section}]; known: {', '.join(Config.model_fields)}")
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{path}: [{section}] must hold fields, got {entries!r}")
+        for name, value in entries.items():
+            if leaves.get(name, ("",))[0] != section:
+                raise ConfigError(f"{path}: unknown field {section}.{name}")
+            if name in PATH_FIELDS and isinstance(value, str) and value and "://" not in value:
+                value = str((path.parent / value).resolve()) if not Path(value).is_absolute() else value
+            values[name] = value
+    return values
+
+
+def environment_values(environ: typing.Mapping[str, str]) -> dict[str, Any]:
+    """``GENREFLOW_<FIELD>`` variables as leaf values; a value that does not parse names its variable."""
+    values: dict[str, Any] = {}
+    for name in leaf_fields():
+        variable = ENV_PREFIX + name.upper()
+        if variable in environ:
+            try:
+                values[name] = parse_value(name, environ[variable])
+            except ValueError as exc:
+                raise ConfigError(f"${variable}: {exc}") from None
+    return values
+
+
+def recorded_values(data_root: str) -> dict[str, Any]:
+    """The values the data root's last rebuild was given (its recorded configuration), less NOT_RECORDED."""
+    from genreflow.storage.root import DataRoot
+
+    root = DataRoot(data_root)
+    path = root.join(RECORDED_CONFIG)
+    if not root.exists(path):
+        return {}
+    try:
+        given = dict(root.read_json(path)["given"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a configuration genreflow recorded ({exc}); delete it to go on") from None
+    leaves = leaf_fields()
+    return {name: value for name, value in given.items() if name in leaves and name not in NOT_RECORDED}
+
+
+def record_config(config: Config, given: dict[str, Any], command: str) -> None:
+    """Write what a rebuild was given and the configuration it resolved to into its data root, atomically."""
+    from genreflow.storage.root import DataRoot
+
+    root = DataRoot(config.run.data_root)
+    root.write_json(root.join(RECORDED_CONFIG), {
+        "command": command, "given": {name: given[name] for name in sorted(given)},
+        "config": config.model_dump(mode="json")})
+
+
+def non_default_values(config: Config) -> dict[str, Any]:
+    """The leaf values of ``config`` that differ from a default Config's: what a scheduled run was given, as
+    near as its Config alone tells."""
+    default = _leaf_values(Config())
+    return {name: value for name, value in _leaf_values(config).items() if default[name] != value}
+
+
+def _leaf_values(config: Config) -> dict[str, Any]:
+    return {name: value for section in config.model_dump(mode="json").values() for name, value in section.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigSources:
+    """The values each source gave, leaf name -> value: how a command's configuration came about.
+
+    Precedence, highest first: a flag, then ``GENREFLOW_<FIELD>``, then the project file (``--config`` or the
+    nearest ``genreflow.toml``), then the data root's recorded configuration, then the default.
+    """
+
+    flags: dict[str, Any] = dataclasses.field(default_factory=dict)
+    environment: dict[str, Any] = dataclasses.field(default_factory=dict)
+    project: dict[str, Any] = dataclasses.field(default_factory=dict)
+    recorded: dict[str, Any] = dataclasses.field(default_factory=dict)
+    project_file: Path | None = None
+
+    def by_origin(self) -> dict[Origin, dict[str, Any]]:
+        return dict(zip(ORIGINS, (self.flags, self.environment, self.project, self.recorded), strict=True))
+
+    def given(self) -> dict[str, Any]:
+        """Every value given, each from its highest source."""
+        merged: dict[str, Any] = {}
+        for values in reversed(self.by_origin().values()):
+            merged.update(values)
+        return merged
+
+    def origin(self, name: str) -> Origin:
+        return next((origin for origin, values in self.by_origin().items() if name in values), "default")
+
+    def overridden_record(self) -> list[str]:
+        """One line per recorded value that a higher source changes: the user is told, not surprised."""
+        lines = []
+        for name, value in self.recorded.items():
+            origin = self.origin(name)
+            if origin != "data root" and self.given()[name] != value:
+                lines.append(f"{_source_name(origin, name, self.project_file)} {self.given()[name]!r} overrides "
+                             f"the data root's recorded {name} {value!r}")
+        return lines
+
+    def config(self) -> Config:
+        return build_config(None, _explicit=self.given())
+
+
+def _source_name(origin: Origin, name: str, project_file: Path | None) -> str:
+    return {"flag": f"--{name.replace('_', '-')}", "environment": f"${ENV_PREFIX}{name.upper()}",
+            "project file": f"{project_file} {name}"}.get(origin, name)
+
+
+def config_sources(flags: dict[str, Any], *, config_file: Path | None = None,
+                   environ: typing.Mapping[str, str] | None = None, cwd: Path | None = None,
+                   read_recorded: bool = False) -> ConfigSources:
+    """Gather every source of a command's configuration (see :class:`ConfigSources`).
+
+    ``read_recorded``: commands that work on what a rebuild made (status, train, evaluate, predict, runs)
+    start from the data root's recorded configuration; rebuild and preprocess are what record it.
+    """
+    environment = environment_values(os.environ if environ is None else environ)
+    project_file = config_file or find_project_file(cwd or Path.cwd())
+    project = file_leaf_values(project_file) if project_file else {}
+    sources = ConfigSources(dict(flags), environment, project, {}, project_file)
+    if read_recorded:
+        data_root = sources.given().get("data_root", RunConfig.model_fields["data_root"].default)
+        sources = dataclasses.replace(sources, recorded=recorded_values(data_root))
+    return sources
 
 
 # --------------------------------------------------------------------------- genreflow predict

@@ -48,7 +48,7 @@ def data_root_lock(root: DataRoot | str) -> Iterator[None]:
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}))
+                                 "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}))
         handle.flush()
         yield
     finally:

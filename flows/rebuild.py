@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from genreflow.flows.config import Config, ConfigError
+from genreflow.flows.config import Config, ConfigError, non_default_values, record_config
 from genreflow.flows.lock import check_unlocked, data_root_lock
 from genreflow.flows.preprocess import preprocess_flow, run_preprocess
 from genreflow.flows.progress import StageProgress
@@ -116,8 +116,13 @@ def _check_input_kind(kind: str, value: str | None) -> None:
         raise ConfigError(f"--input {value}: folder not readable")
 
 
-def run_command(command: str, config: Config) -> dict[str, Any]:
-    """Run ``rebuild``, ``preprocess``, ``train`` or ``evaluate`` on the configured task runner."""
+def run_command(command: str, config: Config, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``rebuild``, ``preprocess``, ``train`` or ``evaluate`` on the configured task runner.
+
+    A rebuild or preprocess that finishes records its configuration in the data root (``given``: the values
+    the user gave; a scheduled run, which only has the Config, records those that differ from the defaults),
+    so that status, train and evaluate start from it.
+    """
     root = DataRoot(config.run.data_root)
     if command == "preprocess":
         config = _with_stage_bounds(config, None, PREPROCESS_STAGES[-1])
@@ -129,7 +134,10 @@ def run_command(command: str, config: Config) -> dict[str, Any]:
     runner = make_task_runner(config.run)
     with prefect_api(), cluster_settings():
         if command == "rebuild":
-            return rebuild_flow.with_options(task_runner=runner)(config=config)
-        if command == "preprocess":
-            return preprocess_flow.with_options(task_runner=runner)(config=config)
-        return train_flow.with_options(task_runner=runner)(config=config)
+            outcome = rebuild_flow.with_options(task_runner=runner)(config=config)
+        elif command == "preprocess":
+            outcome = preprocess_flow.with_options(task_runner=runner)(config=config)
+        else:
+            return train_flow.with_options(task_runner=runner)(config=config)
+    record_config(config, non_default_values(config) if given is None else given, command)
+    return outcome

@@ -89,7 +89,10 @@ class AudioConfig(Section):
     sample_rate: int = Field(22050, ge=4000, le=192_000, description="decoding sample rate, Hz")
     clip_seconds: float = Field(10.0, gt=0, le=120, description="clip length, seconds")
     clips_per_track: int | None = Field(
-        None, ge=1, description="clips taken per track; none = every non-overlapping window"
+        None, ge=1, json_schema_extra={"none_word": "all"},
+        description="clips taken per track: N, or all = windows covering the whole track (back to back; the last "
+                    "one ends with the track, so it may overlap the one before) (default: set by --recipe: "
+                    "all, or 1 for --recipe seed)"
     )
     n_mels: int = Field(128, ge=8, le=512, description="mel bands")
     n_fft: int = Field(2048, ge=64, description="FFT size, samples")
@@ -154,7 +157,7 @@ class TrainConfig(Section):
     """
 
     recipe: Recipe = Field("genreflow", description="genreflow (better on real music) or seed (the seed's exact one)")
-    epochs: int = Field(100, ge=1, le=10_000, description="maximum epochs")
+    epochs: int = Field(100, ge=1, le=10_000, description="maximum epochs (at most 6 on --source demo unless given)")
     batch_size: int = Field(64, ge=1, le=4096, description="batch size")
     learning_rate: float = Field(1e-3, gt=0, lt=1, description="Adam learning rate")
     patience: int = Field(10, ge=1, description="early-stopping patience, epochs")
@@ -169,7 +172,9 @@ class TrainConfig(Section):
     class_weights: bool | None = Field(None, description="weight the loss by inverse genre frequency")
     crop_seconds: float | None = Field(None, ge=0, le=120, description="train on random crops this long "
                                        "(needs time pooling; 0 = whole clips); evaluation takes whole clips")
-    folds: int | None = Field(None, ge=2, le=20, description="evaluate by K-fold cross-validation over all tracks")
+    folds: int | None = Field(None, ge=2, le=20, json_schema_extra={"none_word": "off"},
+                              description="`genreflow evaluate`: K-fold cross-validation over all tracks instead of "
+                                          "the test split, or off")
     baseline: bool = Field(True, description="also train and report the MFCC + SVM baseline")
     model: ModelChoice = Field("best", description="best (every family available, the best on validation "
                                "promoted), cnn, or embedding (pretrained musicnn embeddings + logistic regression)")

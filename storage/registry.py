@@ -42,7 +42,7 @@ class PromotionRecord(BaseModel):
     run_track_accuracy: float | None = None
     previous_track_accuracy: float | None = None  # re-scored on the same test tracks
     test_set: str | None = None
-    decided_at: str = Field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    decided_at: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
 
 class Registry(BaseModel):
