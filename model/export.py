@@ -384,7 +384,7 @@ def export_model(classifier: Classifier, audio: AudioConfig, fmt: str, to: Path,
                 raise ExportError(f"the {fmt} export differs from the model by {diff:.3g} on {len(test)} test "
                                   f"windows (at most {VERIFY_TOLERANCE:g} allowed); nothing was written")
         info.update({"tensorflow": _version("tensorflow"), "keras": _version("keras"),
-                     "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                     "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
         if fmt == "onnx":
             info["onnx_opset"] = ONNX_OPSET
         if final.is_dir():

@@ -63,7 +63,7 @@ def write_manifest(
         code=code,
         rows=rows,
         files=entries,
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         extra=extra or {},
     )
     root.write_bytes(manifest_path, manifest.model_dump_json(indent=2).encode())

@@ -58,7 +58,7 @@ def rebuild_changes(tracks: dict[str, Any], results: list[ShardResult], previous
 
 def write_last_rebuild(root: DataRoot, changes: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
     """Record this rebuild for the next one to compare with; the record."""
-    record = {"finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    record = {"finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "codes": code_versions(), "changes": changes,
               "run": (outcome.get("train") or {}).get("run"),
               "promotion": {k: v for k, v in (outcome.get("promotion") or {}).items()

@@ -65,7 +65,7 @@ TYPED: dict[str, tuple[list[str], Any]] = {
     "crop_seconds": (["4"], 4.0),
     "folds": (["5"], 5),
     "baseline": (["off"], False),
-    "model": (["cnn"], "cnn"),
+    "family": (["cnn"], "cnn"),
     "embedding_model": (["MTT_musicnn"], "MTT_musicnn"),
     "embedding_feature": (["penultimate"], "penultimate"),
     "weights_dir": (["/cache/w"], "/cache/w"),
@@ -147,7 +147,7 @@ def test_precedence_flag_environment_project_file_data_root_default(tmp_path: Pa
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    (tmp_path / PROJECT_FILE).write_text(f'[run]\ndata_root = "root"\n[train]\nepochs = 3\nbatch_size = 8\n'
+    (tmp_path / PROJECT_FILE).write_text('[run]\ndata_root = "root"\n[train]\nepochs = 3\nbatch_size = 8\n'
                                          'patience = 4\n[audio]\nn_mels = 64\n')
     record_config(Config.model_validate({"run": {"data_root": str(root)}}),
                   {"epochs": 2, "batch_size": 4, "patience": 2, "n_mels": 32, "n_fft": 1024, "workers": 9}, "rebuild")
@@ -301,3 +301,13 @@ def test_recorded_configuration_is_read_back(tmp_path: Path) -> None:
     assert recorded["given"]["epochs"] == 7 and recorded["config"]["train"]["epochs"] == 7
     config = config_from_args(parse(["status", "--data-root", str(tmp_path)]), read_recorded=True)
     assert config.train.epochs == 7 and config.run.from_stage is None  # a forced stage is not handed on
+
+
+def test_a_renamed_field_is_still_read_under_its_old_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rebuild's --model (a family, where predict's --model is a run) is now --family; scripts, config files and
+    data roots that say model still work."""
+    assert config_from_args(parse(["rebuild", "--model", "cnn"])).train.family == "cnn"
+    (tmp_path / PROJECT_FILE).write_text('[train]\nmodel = "embedding"\n')
+    assert config_from_args(parse(["rebuild"])).train.family == "embedding"
+    monkeypatch.setenv("GENREFLOW_MODEL", "cnn")
+    assert config_from_args(parse(["rebuild"])).train.family == "cnn"
