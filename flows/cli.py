@@ -20,6 +20,7 @@ from typing import Any
 
 from genreflow.flows.config import (
     PROJECT_FILE,
+    RENAMED_FIELDS,
     Config,
     ConfigError,
     ConfigSources,
@@ -156,7 +157,8 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] =
         group = groups.setdefault(section, parser.add_argument_group(f"{section} settings"))
         description = field.description or name.replace("_", " ")
         text = description if "(default" in description else f"{description} (default: {flag_default(name, field)})"
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
+        old_names = [f"--{old.replace('_', '-')}" for old, new in RENAMED_FIELDS.items() if new == name]
+        group.add_argument(f"--{name.replace('_', '-')}", *old_names, dest=name, default=argparse.SUPPRESS,
                            help=text.replace("%", "%%"), **_flag_kwargs(name, field))
 
 

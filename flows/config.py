@@ -170,7 +170,8 @@ def build_config(file_values: dict[str, Any] | None = None, _explicit: dict[str,
     if unknown_sections:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown_sections))}")
     leaves = leaf_fields()
-    given = {name: value for name, value in overrides.items() if value is not None} | dict(_explicit or {})
+    given = {RENAMED_FIELDS.get(name, name): value for name, value in overrides.items() if value is not None} | {
+        RENAMED_FIELDS.get(name, name): value for name, value in (_explicit or {}).items()}
     for name, value in given.items():
         if name not in leaves:
             raise ConfigError(f"unknown configuration field {name!r}")
@@ -201,6 +202,9 @@ RECORDED_CONFIG = "config.json"
 # data root holds (a recorded --from-stage would force that stage on every later command).
 NOT_RECORDED: tuple[str, ...] = ("data_root", "from_stage", "to_stage", "evaluate_run", "workers", "dask_address",
                                  "retries")
+# Fields renamed, by their old names, which config files, recorded configurations, GENREFLOW_<OLD> and --<old>
+# still give: rebuild's --model was a family while predict's --model is a run.
+RENAMED_FIELDS: dict[str, str] = {"model": "family"}
 # Fields that hold a local path, resolved against the project file's folder when relative there.
 PATH_FIELDS: tuple[str, ...] = ("data_root", "input", "audio", "weights_dir")
 # The sources of values, highest precedence first (docs: configuration reference).
@@ -273,6 +277,7 @@ def file_leaf_values(path: Path) -> dict[str, Any]:
         if not isinstance(entries, dict):
             raise ConfigError(f"{path}: [{section}] must hold fields, got {entries!r}")
         for name, value in entries.items():
+            name = RENAMED_FIELDS.get(name, name)
             if leaves.get(name, ("",))[0] != section:
                 raise ConfigError(f"{path}: unknown field {section}.{name}")
             if name in PATH_FIELDS and isinstance(value, str) and value and "://" not in value:
@@ -284,9 +289,11 @@ def file_leaf_values(path: Path) -> dict[str, Any]:
 def environment_values(environ: typing.Mapping[str, str]) -> dict[str, Any]:
     """``GENREFLOW_<FIELD>`` variables as leaf values; a value that does not parse names its variable."""
     values: dict[str, Any] = {}
+    old_names = {new: old for old, new in RENAMED_FIELDS.items()}
     for name in leaf_fields():
-        variable = ENV_PREFIX + name.upper()
-        if variable in environ:
+        variable = next((ENV_PREFIX + n.upper() for n in (name, old_names.get(name)) if n and
+                         ENV_PREFIX + n.upper() in environ), None)
+        if variable is not None:
             try:
                 values[name] = parse_value(name, environ[variable])
             except ValueError as exc:
@@ -307,6 +314,7 @@ def recorded_values(data_root: str) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: not a configuration genreflow recorded ({exc}); delete it to go on") from None
     leaves = leaf_fields()
+    given = {RENAMED_FIELDS.get(name, name): value for name, value in given.items()}
     return {name: value for name, value in given.items() if name in leaves and name not in NOT_RECORDED}
 
 

@@ -38,7 +38,7 @@ def embedding_weights(train: TrainConfig) -> Path | None:
     ``--model best`` trains it where the weights are in the cache; ``--model
     embedding`` fetches them first (flows/preprocess.py); ``--model cnn`` never.
     """
-    return None if train.model == "cnn" else find_weights(MUSICNN, train.weights_dir)
+    return None if train.family == "cnn" else find_weights(MUSICNN, train.weights_dir)
 
 
 def embed_params(train: TrainConfig) -> dict[str, str]:
@@ -178,7 +178,7 @@ def crossval_specs(plans: list[ShardPlan], config: Config, folds: list[Any]) -> 
     for fold in folds:
         key = f"{report.key}/fold-{fold.number}"
         model = (OutputSpec("train", key, stage_code("train"), [shards, fold.train, fold.val, fold.test],
-                            [training_params(config.train), config.audio]) if config.train.model != "embedding"
+                            [training_params(config.train), config.audio]) if config.train.family != "embedding"
                  else None)
         embedding = (OutputSpec("train", f"{key}-embedding", stage_code("head"), [embedded, fold.train, fold.val],
                                 [embed_params(config.train), config.train.seed, config.audio]) if embedded else None)

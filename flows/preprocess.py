@@ -95,10 +95,10 @@ def ensure_embedding_weights(config: Config) -> None:
     """``--model embedding`` fetches musicnn's weights on first use; ``best`` goes on without them, saying how."""
     from genreflow.model.weights import MUSICNN, fetch_weights
 
-    if embedding_weights(config.train) is not None or config.train.model == "cnn":
+    if embedding_weights(config.train) is not None or config.train.family == "cnn":
         return
     logger = get_run_logger()
-    if config.train.model == "embedding":
+    if config.train.family == "embedding":
         logger.info("embed: fetching musicnn's weights (first use; `genreflow weights fetch musicnn` does it ahead)")
         fetch_weights(MUSICNN, config.train.weights_dir)
     else:

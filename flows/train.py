@@ -92,7 +92,7 @@ def run_training(config: Config, root: DataRoot, plans: list[ShardPlan], changes
     its url). ``changes``: what this rebuild changed (tasks/changes.py), for the report."""
     stages = config.stages_to_run()
     check_shards_ready(root, plans)
-    if config.train.model == "embedding" and not any(p.embed for p in plans):
+    if config.train.family == "embedding" and not any(p.embed for p in plans):
         raise TrainingError("--model embedding: musicnn's weights are not in the cache, so there are no embed "
                             "shards; `genreflow rebuild --model embedding` fetches them and embeds")
     tracks = root.read_parquet(tracks_path(root))
@@ -163,7 +163,7 @@ def trained_models(root: DataRoot, plans: list[ShardPlan], config: Config, genre
         family = model_family(root, run)
         trained[family] = outcome["train"] = {**manifest.extra, "run": run, "skipped": True}
         return {family: (run, manifest.fingerprint)}
-    models = {"cnn": train_spec(plans, config) if config.train.model != "embedding" else None,
+    models = {"cnn": train_spec(plans, config) if config.train.family != "embedding" else None,
               "embedding": embedding_model_spec(plans, config)}
     runs = {family: (model.key, model.fingerprint) for family, model in models.items() if model is not None}
     missing = [model.key for model in models.values() if model is not None and state_of(root, model) != "done"]

@@ -19,7 +19,7 @@ Recipe = Literal["genreflow", "seed"]
 # "embedding" trains that one alone ("embedding" fetches the weights on first use).
 ModelChoice = Literal["best", "cnn", "embedding"]
 # TrainConfig fields that say which families train and from which weights: none of them changes the CNN.
-MODEL_FAMILY_FIELDS: tuple[str, ...] = ("model", "embedding_model", "embedding_feature", "weights_dir")
+MODEL_FAMILY_FIELDS: tuple[str, ...] = ("family", "embedding_model", "embedding_feature", "weights_dir")
 EmbeddingModel = Literal["MSD_musicnn", "MTT_musicnn"]
 EmbeddingFeature = Literal["max_pool", "mean_pool", "penultimate"]
 # Where the time-stretch and pitch-shift copies are made: "spectral" derives them from one STFT of the
@@ -176,8 +176,8 @@ class TrainConfig(Section):
                               description="`genreflow evaluate`: K-fold cross-validation over all tracks instead of "
                                           "the test split, or off")
     baseline: bool = Field(True, description="also train and report the MFCC + SVM baseline")
-    model: ModelChoice = Field("best", description="best (every family available, the best on validation "
-                               "promoted), cnn, or embedding (pretrained musicnn embeddings + logistic regression)")
+    family: ModelChoice = Field("best", description="model family: best (every family available, the best on "
+                                "validation promoted), cnn, or embedding (pretrained musicnn embeddings + a head)")
     embedding_model: EmbeddingModel = Field("MSD_musicnn", description="musicnn weights the embedding model uses")
     embedding_feature: EmbeddingFeature = Field("max_pool", description="musicnn layer used as a clip's embedding")
     weights_dir: str | None = Field(None, description="pretrained weights cache (default: the user's cache, or "

@@ -108,10 +108,10 @@ def test_an_unchanged_rebuild_reuses_every_embedding_and_both_models(rebuilt: tu
 
 def test_model_cnn_and_model_embedding_train_one_family(rebuilt: tuple[Config, dict]) -> None:
     config, first = rebuilt
-    cnn_only = config.model_copy(update={"train": config.train.model_copy(update={"model": "cnn"})})
+    cnn_only = config.model_copy(update={"train": config.train.model_copy(update={"family": "cnn"})})
     root = DataRoot(config.run.data_root)
     assert all(p.embed is None for p in plan_shards(root.read_parquet(tracks_path(root)), cnn_only))
-    embedding_only = config.model_copy(update={"train": config.train.model_copy(update={"model": "embedding"})})
+    embedding_only = config.model_copy(update={"train": config.train.model_copy(update={"family": "embedding"})})
     outcome = run_command("train", embedding_only)
     assert set(outcome["trained"]) == {"embedding"} and outcome["trained"]["embedding"]["skipped"]
     assert outcome["selection"]["reason"].startswith("the only model trained")
@@ -154,7 +154,7 @@ def test_status_counts_the_embed_shards_and_the_embedding_model(rebuilt: tuple[C
     status = collect_status(config)
     assert status["stages"]["embed"] == {"done": status["shards"]}
     assert status["embedding_run"] == outcome["trained"]["embedding"]["run"] and status["embedding_train"] == "done"
-    cnn_only = config.model_copy(update={"train": config.train.model_copy(update={"model": "cnn"})})
+    cnn_only = config.model_copy(update={"train": config.train.model_copy(update={"family": "cnn"})})
     assert "embed" not in collect_status(cnn_only)["stages"] and collect_status(cnn_only)["embedding_run"] is None
 
 
@@ -193,7 +193,7 @@ def test_model_embedding_fetches_the_weights_on_first_use_and_best_does_not(
     best = small_config(tmp_path / "root", demo_dir, weights_dir=str(empty))
     flow(ensure_embedding_weights)(best)
     assert fetched == [] and embedding_weights(best.train) is None  # best goes on without them
-    embedding = best.model_copy(update={"train": best.train.model_copy(update={"model": "embedding"})})
+    embedding = best.model_copy(update={"train": best.train.model_copy(update={"family": "embedding"})})
     flow(ensure_embedding_weights)(embedding)
     assert fetched == [str(empty)] and embedding_weights(embedding.train) is not None
     flow(ensure_embedding_weights)(embedding)
@@ -206,6 +206,6 @@ def test_model_embedding_without_embed_shards_is_one_clear_error(rebuilt: tuple[
 
     config, _ = rebuilt
     blind = config.model_copy(update={"train": config.train.model_copy(
-        update={"model": "embedding", "weights_dir": str(tmp_path / "none")})})
+        update={"family": "embedding", "weights_dir": str(tmp_path / "none")})})
     with pytest.raises(TrainingError, match="--model embedding: musicnn's weights are not in the cache"):
         run_command("train", blind)
