@@ -35,8 +35,8 @@ def _file_identity(path: str) -> tuple[int, int]:
 def embedding_weights(train: TrainConfig) -> Path | None:
     """The musicnn weights the embedding family uses, or None when this configuration trains no embedding model.
 
-    ``--model best`` trains it where the weights are in the cache; ``--model
-    embedding`` fetches them first (flows/preprocess.py); ``--model cnn`` never.
+    ``--family best`` trains it where the weights are in the cache; ``--family
+    embedding`` fetches them first (flows/preprocess.py); ``--family cnn`` never.
     """
     return None if train.family == "cnn" else find_weights(MUSICNN, train.weights_dir)
 

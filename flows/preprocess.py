@@ -92,7 +92,7 @@ def run_preprocess(config: Config, root: DataRoot, progress: StageProgress) -> P
 
 
 def ensure_embedding_weights(config: Config) -> None:
-    """``--model embedding`` fetches musicnn's weights on first use; ``best`` goes on without them, saying how."""
+    """``--family embedding`` fetches musicnn's weights on first use; ``best`` goes on without them, saying how."""
     from genreflow.model.weights import MUSICNN, fetch_weights
 
     if embedding_weights(config.train) is not None or config.train.family == "cnn":
@@ -103,7 +103,7 @@ def ensure_embedding_weights(config: Config) -> None:
         fetch_weights(MUSICNN, config.train.weights_dir)
     else:
         logger.info("embedding model skipped: musicnn's weights are not in the cache (`genreflow weights fetch "
-                    "musicnn` adds them; --model cnn silences this)")
+                    "musicnn` adds them; --family cnn silences this)")
 
 
 def longest_first(plans: list[ShardPlan], augment: bool) -> list[ShardPlan]:

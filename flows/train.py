@@ -93,8 +93,8 @@ def run_training(config: Config, root: DataRoot, plans: list[ShardPlan], changes
     stages = config.stages_to_run()
     check_shards_ready(root, plans)
     if config.train.family == "embedding" and not any(p.embed for p in plans):
-        raise TrainingError("--model embedding: musicnn's weights are not in the cache, so there are no embed "
-                            "shards; `genreflow rebuild --model embedding` fetches them and embeds")
+        raise TrainingError("--family embedding: musicnn's weights are not in the cache, so there are no embed "
+                            "shards; `genreflow rebuild --family embedding` fetches them and embeds")
     tracks = root.read_parquet(tracks_path(root))
     genres = sorted(tracks["genre"].unique())
     if config.train.folds:
@@ -151,7 +151,7 @@ def evaluate_models(root: DataRoot, plans: list[ShardPlan], config: Config, runs
 def trained_models(root: DataRoot, plans: list[ShardPlan], config: Config, genres: list[str], stats: dict,
                    outcome: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """family -> (run, fingerprint) of the models to evaluate: ``--evaluate-run``'s, or those this configuration
-    trains (trained, resumed or found finished here): the CNN unless ``--model embedding``, the embedding
+    trains (trained, resumed or found finished here): the CNN unless ``--family embedding``, the embedding
     model where the plan has embed shards. Their summaries go to ``outcome["trained"]``."""
     trained: dict[str, dict[str, Any]] = {}
     outcome["trained"] = trained

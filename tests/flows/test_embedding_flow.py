@@ -207,5 +207,5 @@ def test_model_embedding_without_embed_shards_is_one_clear_error(rebuilt: tuple[
     config, _ = rebuilt
     blind = config.model_copy(update={"train": config.train.model_copy(
         update={"family": "embedding", "weights_dir": str(tmp_path / "none")})})
-    with pytest.raises(TrainingError, match="--model embedding: musicnn's weights are not in the cache"):
+    with pytest.raises(TrainingError, match="--family embedding: musicnn's weights are not in the cache"):
         run_command("train", blind)
