@@ -35,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="FILE", help="write ratios, figures and machine here")
     parser.add_argument("--workdir", type=Path, metavar="DIR",
                         help="keep the generated demo set here and reuse it next time (default: a temp dir)")
-    parser.add_argument("--only", choices=["library-predict", "incremental", "augmented"],
+    parser.add_argument("--only", choices=["library-predict", "incremental", "augmented", "library-incremental"],
                         help="run only this comparison (library-predict: issue 15's, about 10 minutes on 2 cores; "
-                             "incremental: issue 12's, about 4; augmented: issue 13's, about 8)")
+                             "incremental: issue 12's, about 4; augmented: issue 13's, about 8; "
+                             "library-incremental: issue 24's, about 6)")
     args = parser.parse_args(argv)
     _environment()
     from genreflow.bench.suite import main as run_suite

@@ -18,7 +18,8 @@ Order of a run (each step prints a line):
    LocalCluster each), for the figures;
 6. children with TensorFlow: input pipeline vs memory, peak RSS on the base and a 4x set, prediction;
 7. issue 15: ``genreflow predict`` over a library of linked copies on a warm 2-worker cluster against the
-   model's own inference rate on the same windows, in alternating rounds (bench/library_predict.py).
+   model's own inference rate on the same windows, in alternating rounds (bench/library_predict.py);
+   issue 24: a rerun after 5 % new files against a cold run of the grown library (bench/library_incremental.py).
 """
 
 from __future__ import annotations
@@ -451,6 +452,18 @@ def _library_predict(profile: Profile, workdir: Path, base: inputs.BenchSet, fig
                                             workdir / "library-predict", log, cold=profile.library_cold)
     ratios.update(found)
     figures["library_predict"] = detail
+    _library_incremental(profile, workdir, base, figures, ratios, log)
+
+
+def _library_incremental(profile: Profile, workdir: Path, base: inputs.BenchSet, figures: dict[str, Any],
+                         ratios: dict[str, float | None], log: Callable[[str], None]) -> None:
+    """Issue 24's ratio (bench/library_incremental.py); needs the temporary Prefect API up."""
+    from genreflow.bench import library_incremental
+
+    found, detail = library_incremental.measure(base, profile.library_files, profile.library_rounds,
+                                                workdir / "library-incremental", log)
+    ratios.update(found)
+    figures["library_incremental"] = detail
 
 
 def _run_only(profile: Profile, workdir: Path, measure: Callable[[inputs.BenchSet, dict[str, Any],
@@ -505,8 +518,20 @@ def run_augmented_only(profile: Profile, workdir: Path, log: Callable[[str], Non
     return _run_only(profile, workdir, measure)
 
 
+def run_library_incremental_only(profile: Profile, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Only issue 24's comparison (``--only library-incremental``)."""
+    from genreflow.flows.runner import prefect_api
+
+    def measure(base: inputs.BenchSet, figures: dict[str, Any], ratios: dict[str, float | None]) -> None:
+        with prefect_api():
+            _library_incremental(profile, workdir, base, figures, ratios, log)
+
+    return _run_only(profile, workdir, measure)
+
+
 ONLY: dict[str, Callable[[Profile, Path, Callable[[str], None]], dict[str, Any]]] = {
-    "library-predict": run_library_only, "incremental": run_incremental_only, "augmented": run_augmented_only}
+    "library-predict": run_library_only, "incremental": run_incremental_only, "augmented": run_augmented_only,
+    "library-incremental": run_library_incremental_only}
 
 
 def _count_clips(root: Path) -> dict[str, int]:
@@ -583,6 +608,7 @@ def main(quick: bool, json_path: Path | None, workdir: Path | None, only: str | 
             shutil.rmtree(folder / "roots", ignore_errors=True)
             shutil.rmtree(folder / "train-x4", ignore_errors=True)
             shutil.rmtree(folder / "library-predict", ignore_errors=True)
+            shutil.rmtree(folder / "library-incremental", ignore_errors=True)
     doc["figures"]["total_s"] = time.perf_counter() - log.start
     print()
     print(report.format_table(doc["ratios"]))

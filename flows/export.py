@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from genreflow.flows.config import data_root_of
 from genreflow.model.files import model_audio, resolve_model_dir
 
 FORMATS: tuple[str, ...] = ("savedmodel", "tflite", "onnx")  # model/export.py's, named here without TensorFlow
@@ -17,7 +18,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=list(FORMATS), dest="export_format",
                         help="savedmodel (TensorFlow), tflite (TFLite/LiteRT) or onnx (onnxruntime and others)")
     parser.add_argument("--to", required=True, type=Path, metavar="DIR", help="folder to write the export into")
-    parser.add_argument("--data-root", default="genreflow-data", help="where to find RUN (default: genreflow-data)")
+    parser.add_argument("--data-root", default=None,
+                        help="where to find RUN (default: $GENREFLOW_DATA_ROOT, the project file's, or genreflow-data)")
 
 
 def export_command(args: argparse.Namespace) -> int:
@@ -25,7 +27,7 @@ def export_command(args: argparse.Namespace) -> int:
     from genreflow.model.export import export_model
     from genreflow.model.predict import load_classifier
 
-    model_dir = resolve_model_dir(Path(args.run), args.data_root)
+    model_dir = resolve_model_dir(Path(args.run), data_root_of(args.data_root))
     classifier = load_classifier(model_dir)
     result = export_model(classifier, model_audio(model_dir), args.export_format, args.to)
     checked = "" if result.max_abs_diff is None else f"; its runtime matches the model to {result.max_abs_diff:.1e}"

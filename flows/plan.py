@@ -3,7 +3,8 @@
 The flows, ``genreflow status`` and the bench all plan with these functions,
 so "done" means the same thing to each: an output whose manifest records the
 fingerprint of the OutputSpec planned here (storage/outputs.py computes it from
-the stage's code version, its inputs and its parameters).
+the stage's code version, its inputs and its parameters), and no other version
+of the libraries that make the stage's output (tasks/stages.py, stage_libraries).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from genreflow.model.params import MODEL_FAMILY_FIELDS, RECIPE_KNOBS, TrainConfi
 from genreflow.model.weights import MUSICNN, find_weights, weights_checksum
 from genreflow.storage.outputs import OutputSpec
 from genreflow.tasks.evaluate import INPUT_STAGES
-from genreflow.tasks.stages import stage_code
+from genreflow.tasks.stages import stage_code, stage_libraries
 from genreflow.tasks.workers import ShardPlan
 
 
@@ -53,19 +54,20 @@ def plan_shards(tracks: pd.DataFrame, config: Config) -> list[ShardPlan]:
                      "clips_per_track": audio.clips_per_track}
     mel_params = {"n_fft": audio.n_fft, "hop_length": audio.hop_length, "n_mels": audio.n_mels}
     codes = {stage: stage_code(stage) for stage in ("decode", "mel", "augment", "embed")}
+    libraries = {stage: stage_libraries(stage) for stage in codes}
     embedding = embedding_weights(config.train) is not None
     plans = []
     for shard, group in tracks.groupby("shard", sort=True):
         group = group.reset_index(drop=True)
         shard = str(shard)
         rows = [(t.track_id, t.path, t.genre, t.split, *_file_identity(t.path)) for t in group.itertuples()]
-        decode = OutputSpec("decode", shard, codes["decode"], rows, decode_params)
+        decode = OutputSpec("decode", shard, codes["decode"], rows, decode_params, libraries["decode"])
         split = str(group["split"].iloc[0])
-        augment = (OutputSpec("augment", shard, codes["augment"], [decode.fingerprint], [mel_params, config.augment])
-                   if split == "train" and config.augment.names() else None)
-        mel = OutputSpec("mel", shard, codes["mel"], [decode.fingerprint], mel_params)
+        augment = (OutputSpec("augment", shard, codes["augment"], [decode.fingerprint], [mel_params, config.augment],
+                              libraries["augment"]) if split == "train" and config.augment.names() else None)
+        mel = OutputSpec("mel", shard, codes["mel"], [decode.fingerprint], mel_params, libraries["mel"])
         embed = (OutputSpec("embed", shard, codes["embed"], [decode.fingerprint, weights_checksum()],
-                            embed_params(config.train)) if embedding else None)
+                            embed_params(config.train), libraries["embed"]) if embedding else None)
         plans.append(ShardPlan(shard, split, group, decode, mel, augment, embed))
     return plans
 
@@ -93,13 +95,15 @@ def _training_specs(plans: list[ShardPlan]) -> list[OutputSpec]:
 
 def stats_spec(plans: list[ShardPlan]) -> OutputSpec:
     """stats.json: made from the training clips (mel and augmented)."""
-    return OutputSpec("stats", code=stage_code("stats"), inputs=[s.fingerprint for s in _training_specs(plans)])
+    return OutputSpec("stats", code=stage_code("stats"), inputs=[s.fingerprint for s in _training_specs(plans)],
+                      libraries=stage_libraries("stats"))
 
 
 def baseline_spec(plans: list[ShardPlan], seed: int) -> OutputSpec:
     """The baseline of the single split: its mel shards of every split, and its seed; keyed by its fingerprint."""
     spec = OutputSpec("baseline", code=stage_code("baseline"),
-                      inputs=[(p.shard, p.split, p.mel.fingerprint) for p in plans], params={"seed": seed})
+                      inputs=[(p.shard, p.split, p.mel.fingerprint) for p in plans], params={"seed": seed},
+                      libraries=stage_libraries("baseline"))
     return spec.with_key(spec.fingerprint[:12])
 
 
@@ -119,7 +123,7 @@ def train_spec(plans: list[ShardPlan], config: Config) -> OutputSpec:
     finished model and a killed one its checkpoint."""
     shards = [(p.shard, p.mel.fingerprint, p.augment.fingerprint if p.augment else None) for p in plans]
     spec = OutputSpec("train", code=stage_code("train"), inputs=[stats_spec(plans).fingerprint, shards],
-                      params=[training_params(config.train), config.audio])
+                      params=[training_params(config.train), config.audio], libraries=stage_libraries("train"))
     return spec.with_key("run-" + spec.fingerprint[:12])
 
 
@@ -130,7 +134,8 @@ def evaluate_spec(plans: list[ShardPlan], run: str, model_fingerprint: str, fami
         outputs = [p.output(INPUT_STAGES[family]) for p in plans if p.split == split]
         return [output.fingerprint if output else None for output in outputs]
 
-    return OutputSpec("evaluate", run, stage_code("evaluate"), [model_fingerprint, shards("test"), shards("val")])
+    return OutputSpec("evaluate", run, stage_code("evaluate"), [model_fingerprint, shards("test"), shards("val")],
+                      libraries=stage_libraries("evaluate"))
 
 
 def embedding_model_spec(plans: list[ShardPlan], config: Config) -> OutputSpec | None:
@@ -140,14 +145,15 @@ def embedding_model_spec(plans: list[ShardPlan], config: Config) -> OutputSpec |
     if not shards:
         return None
     spec = OutputSpec("train", code=stage_code("head"), inputs=shards,
-                      params=[embed_params(config.train), config.train.seed, config.audio])
+                      params=[embed_params(config.train), config.train.seed, config.audio],
+                      libraries=stage_libraries("head"))
     return spec.with_key("emb-" + spec.fingerprint[:12])
 
 
 def promote_spec(evaluate: OutputSpec, config: Config) -> OutputSpec:
     """The gate's decision on the evaluated run: decided once per evaluation and policy."""
     return OutputSpec("promote", evaluate.key, stage_code("promote"), [evaluate.fingerprint],
-                      [config.run.promote, config.run.promote_tolerance])
+                      [config.run.promote, config.run.promote_tolerance], stage_libraries("promote"))
 
 
 def report_spec(evaluate: OutputSpec, inputs: list[OutputSpec | None], config: Config,
@@ -156,7 +162,7 @@ def report_spec(evaluate: OutputSpec, inputs: list[OutputSpec | None], config: C
     and the configuration."""
     return OutputSpec("report", evaluate.key, stage_code("report"),
                       [evaluate.fingerprint, *(spec.fingerprint if spec else None for spec in inputs), changes],
-                      config)
+                      config, stage_libraries("report"))
 
 
 def crossval_specs(plans: list[ShardPlan], config: Config, folds: list[Any]) -> tuple[OutputSpec, list[
@@ -171,19 +177,21 @@ def crossval_specs(plans: list[ShardPlan], config: Config, folds: list[Any]) -> 
     shards = [(p.shard, p.mel.fingerprint, p.augment.fingerprint if p.augment else None) for p in plans]
     params = [config.train.folds, config.split.split_seed, config.split.val_fraction, training_params(config.train),
               config.audio]
-    report = OutputSpec("crossval", code=stage_code("crossval"), inputs=shards, params=params)
+    report = OutputSpec("crossval", code=stage_code("crossval"), inputs=shards, params=params,
+                        libraries=stage_libraries("crossval"))
     report = report.with_key("cv-" + report.fingerprint[:12])
     embedded = [p.embed.fingerprint for p in plans if p.embed is not None]
     per_fold = []
     for fold in folds:
         key = f"{report.key}/fold-{fold.number}"
         model = (OutputSpec("train", key, stage_code("train"), [shards, fold.train, fold.val, fold.test],
-                            [training_params(config.train), config.audio]) if config.train.family != "embedding"
-                 else None)
+                            [training_params(config.train), config.audio], stage_libraries("train"))
+                 if config.train.family != "embedding" else None)
         embedding = (OutputSpec("train", f"{key}-embedding", stage_code("head"), [embedded, fold.train, fold.val],
-                                [embed_params(config.train), config.train.seed, config.audio]) if embedded else None)
+                                [embed_params(config.train), config.train.seed, config.audio],
+                                stage_libraries("head")) if embedded else None)
         result = OutputSpec("fold", key, stage_code("fold"), [spec.fingerprint if spec else None
                                                               for spec in (model, embedding)],
-                            {"baseline": config.train.baseline})
+                            {"baseline": config.train.baseline}, stage_libraries("fold"))
         per_fold.append((model, embedding, result))
     return report, per_fold

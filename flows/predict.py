@@ -5,10 +5,13 @@ The command line: its flags, and which way a run goes. How much is asked decides
 - **a handful of files** (at most ``--local-max``) and no table asked for: the
   quick path. The model is loaded in this process and each file's top genres
   are printed (table, CSV or JSON; flows/predict_output.py); no cluster, no flow.
-- **a table** (``--out``, ``--windows``) of a handful of files: the shards of a
-  library run (tasks/predict.py), predicted in this process.
-- **more files, or ``--dask-address``**: the same shards as tasks of a Prefect
+- **a table** (``--out``, ``--windows``, ``--playlists``) of a handful of files:
+  the buckets of a library run (tasks/predict.py), predicted in this process.
+- **more files, or ``--dask-address``**: the same buckets in tasks of a Prefect
   flow on Dask workers, each worker loading the model once.
+
+A table run keeps up with the library: a rerun predicts only the files added or
+changed since the last one in the same work root (README "A library").
 
 Table runs live in flows/predict_flow.py, which imports nothing from here. This
 module imports it, Prefect and TensorFlow only when a run needs them, so that
@@ -18,13 +21,22 @@ module imports it, Prefect and TensorFlow only when a run needs them, so that
 from __future__ import annotations
 
 import argparse
+import io
+import posixpath
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from genreflow.flows.config import DEFAULT_OUT, LOCAL_MAX_FILES, ConfigError, PredictOptions
+from genreflow.flows.config import DEFAULT_OUT, LOCAL_MAX_FILES, ConfigError, data_root_of
+from genreflow.flows.predict_options import LibraryOptions
 from genreflow.model.files import model_audio, resolve_model_dir
+from genreflow.model.params import PREDICT_TOP_K
+
+if TYPE_CHECKING:
+    from genreflow.tasks.library import Listing
+    from genreflow.tasks.predict import PredictSummary
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,13 +44,18 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, metavar="FILE_FOLDER_OR_CSV",
                         help="audio files, folders (searched recursively) or CSV files with a 'path' column")
     parser.add_argument("--model", type=Path,
-                        help="model folder, its model.keras, or a run name under DATA_ROOT/models (default: latest)")
-    parser.add_argument("--format", choices=["table", "csv", "json"], default="table",
-                        help="output of a handful of files without --out (default: table)")
-    parser.add_argument("--data-root", default="genreflow-data", help="where to find the latest model")
+                        help="model folder, its model.keras, or a run name under DATA_ROOT/models (default: the "
+                             "data root's promoted model)")
+    parser.add_argument("--output-format", "--format", dest="format", choices=["table", "csv", "json"], default=None,
+                        help="print the predictions as a table, CSV or JSON (default: table for a handful of files; "
+                             "a table run prints its summary, and the rows too when this is given)")
+    parser.add_argument("--data-root", default=None,
+                        help="where to find the promoted model (default: $GENREFLOW_DATA_ROOT, the project file's, "
+                             "or genreflow-data)")
     parser.add_argument("--out", default=None, metavar="PATH",
                         help=f"write the predictions table here (Parquet, a path or fsspec URL; default {DEFAULT_OUT} "
-                             "for more files than --local-max)")
+                             "for more files than --local-max); x.csv: path, genre, probability, top3, model, "
+                             "error for beets and spreadsheets")
     parser.add_argument("--windows", action="store_true", help="add each window's probabilities to the table")
     parser.add_argument("--top-k", type=int, default=3, metavar="K", help="genres per file (default: 3)")
     parser.add_argument("--work", default=None, metavar="DIR",
@@ -49,14 +66,25 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retries", type=int, default=2, metavar="N", help="retries of a task on I/O errors")
     parser.add_argument("--local-max", type=int, default=LOCAL_MAX_FILES, metavar="N",
                         help=f"up to N files run in this process, without a cluster (default: {LOCAL_MAX_FILES})")
+    library = parser.add_argument_group("a library kept up to date (a table run)")
+    library.add_argument("--content-hash", action="store_true",
+                         help="a file counts as changed when its bytes do, not its size or mtime (reads every file "
+                              "on every run; for libraries whose mtimes are not to be trusted)")
+    library.add_argument("--retry-failed", action="store_true",
+                         help="predict again the files that failed last time even if they did not change")
+    library.add_argument("--playlists", default=None, metavar="DIR",
+                         help="write one M3U8 playlist per predicted genre into DIR (paths relative to it)")
 
 
-def options_from_args(args: argparse.Namespace, model_dir: Path) -> PredictOptions:
+def options_from_args(args: argparse.Namespace, model_dir: Path) -> LibraryOptions:
     try:
-        return PredictOptions(inputs=[str(p) for p in args.paths], model_dir=str(model_dir),
+        return LibraryOptions(inputs=[str(p) for p in args.paths], model_dir=str(model_dir),
                               out=args.out or DEFAULT_OUT, work=args.work, top_k=args.top_k, windows=args.windows,
                               shard_size=args.shard_size, workers=args.workers, dask_address=args.dask_address,
-                              retries=args.retries, local_max=args.local_max)
+                              retries=args.retries, local_max=args.local_max,
+                              content_hash=getattr(args, "content_hash", False),
+                              retry_failed=getattr(args, "retry_failed", False),
+                              playlists=getattr(args, "playlists", None))
     except ValidationError as exc:
         problems = [f"--{'.'.join(map(str, err['loc'])).replace('_', '-')}: {err['msg']} (got {err['input']!r})"
                     for err in exc.errors()]
@@ -65,30 +93,56 @@ def options_from_args(args: argparse.Namespace, model_dir: Path) -> PredictOptio
 
 def predict_command(args: argparse.Namespace) -> int:
     """Run ``genreflow predict``: the quick path, a table in this process, or the library flow."""
-    from genreflow.tasks.predict import collect_files, expand_inputs  # Prefect: once a run starts
+    from genreflow.tasks.library import expand_inputs, list_library  # pandas, soundfile: once a run starts
 
-    model_dir = resolve_model_dir(args.model, args.data_root)
+    model_dir = resolve_model_dir(args.model, data_root_of(args.data_root))
     options = options_from_args(args, model_dir)
-    files = collect_files(args.paths)
-    table = args.out is not None or args.windows
-    if not table and not options.dask_address and len(files) <= options.local_max:
-        return quick_predict([Path(p) for p in expand_inputs(args.paths)], model_dir, args.format)
-    from genreflow.flows.predict_flow import local_table_predict, run_library_predict  # Dask: a table run only
-
-    if options.dask_address or len(files) > options.local_max:
-        summary = run_library_predict(options)
-    else:
-        summary = local_table_predict(options, files)
+    listing = list_library(args.paths)
+    table = args.out is not None or args.windows or options.playlists is not None
+    if not table and not options.dask_address and len(listing.files) <= options.local_max:
+        return quick_predict([Path(p) for p in expand_inputs(args.paths)], model_dir, args.format or "table",
+                             options.top_k)
+    summary = table_predict(options, listing)
+    if args.format:  # asked for: the rows as the quick path prints them, whatever the number of files
+        print_table_rows(options.out, args.format)
     return 1 if summary.files and summary.predicted == 0 else 0
 
 
-def quick_predict(paths: list[Path], model_dir: Path, fmt: str) -> int:
-    """Print each file's top-3 genres; unreadable files get an error line and the batch goes on."""
+def print_table_rows(out: str, fmt: str) -> None:
+    """The written predictions table's rows, printed as ``--output-format`` says."""
+    import pandas as pd
+
+    from genreflow.flows.predict_flow import parent_url
+    from genreflow.flows.predict_output import format_predictions, table_results
+    from genreflow.storage.root import DataRoot
+
+    root = DataRoot(parent_url(out))
+    path = root.join(posixpath.basename(out))
+    if out.endswith(".csv"):  # the spreadsheet's columns: its one genre a file
+        table = pd.read_csv(io.BytesIO(root.read_bytes(path)), keep_default_na=False).rename(
+            columns={"genre": "genre_1", "probability": "prob_1"})
+    else:
+        table = root.read_parquet(path)
+    print(format_predictions(table_results(table), fmt))
+
+
+def table_predict(options: LibraryOptions, listing: Listing) -> PredictSummary:
+    """A table run: the library flow on Dask for more than ``--local-max`` files (or ``--dask-address``), else
+    its buckets in this process. ``genreflow tag`` runs the same to get its table."""
+    from genreflow.flows.predict_flow import local_table_predict, run_library_predict  # Dask: a table run only
+
+    if options.dask_address or len(listing.files) > options.local_max:
+        return run_library_predict(options)
+    return local_table_predict(options, listing)
+
+
+def quick_predict(paths: list[Path], model_dir: Path, fmt: str, top_k: int = PREDICT_TOP_K) -> int:
+    """Print each file's top genres; unreadable files get an error line and the batch goes on."""
     from genreflow.flows.predict_output import format_predictions  # TensorFlow: the quick path predicts here
     from genreflow.model.predict import PredictionFailure, load_classifier, predict_paths
 
     classifier = load_classifier(model_dir)
-    results = list(predict_paths(classifier, paths, model_audio(model_dir)))
+    results = list(predict_paths(classifier, paths, model_audio(model_dir), top_k))
     print(format_predictions(results, fmt))
     failures = [r for r in results if isinstance(r, PredictionFailure)]
     for failure in failures:

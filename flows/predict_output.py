@@ -12,8 +12,10 @@ import io
 import json
 import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Literal
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
@@ -24,9 +26,15 @@ OutputFormat = Literal["table", "csv", "json"]
 FORMATS: tuple[str, ...] = ("table", "csv", "json")
 
 
+def _ranks(results: list[FilePrediction | PredictionFailure]) -> int:
+    """Genre columns to print: as many as a file was given (``--top-k``), at least one."""
+    return max([len(r.genres) for r in results if isinstance(r, FilePrediction)] or [PREDICT_TOP_K])
+
+
 def _csv(results: list[FilePrediction | PredictionFailure]) -> str:
+    ranks = _ranks(results)
     header = ["path"]
-    for k in range(1, PREDICT_TOP_K + 1):
+    for k in range(1, ranks + 1):
         header += [f"genre_{k}", f"prob_{k}"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -34,7 +42,7 @@ def _csv(results: list[FilePrediction | PredictionFailure]) -> str:
     for result in results:
         row: list[str] = [str(result.path)]
         ranked = result.genres if isinstance(result, FilePrediction) else []
-        for k in range(PREDICT_TOP_K):
+        for k in range(ranks):
             row += [ranked[k][0], f"{ranked[k][1]:.6f}"] if k < len(ranked) else ["", ""]
         row.append(result.reason if isinstance(result, PredictionFailure) else "")
         writer.writerow(row)
@@ -58,16 +66,17 @@ def _json(results: list[FilePrediction | PredictionFailure]) -> str:
 
 
 def _table(results: list[FilePrediction | PredictionFailure]) -> str:
+    ranks = _ranks(results)
     table = Table(title="Predicted genres")
     table.add_column("file", overflow="fold")
-    for k in range(1, PREDICT_TOP_K + 1):
+    for k in range(1, ranks + 1):
         table.add_column(f"top-{k}")
     for result in results:
         if isinstance(result, FilePrediction):
             cells = [f"{g} ({p:.2f})" for g, p in result.genres]
-            table.add_row(str(result.path), *cells, *[""] * (PREDICT_TOP_K - len(cells)))
+            table.add_row(str(result.path), *cells, *[""] * (ranks - len(cells)))
         else:
-            table.add_row(str(result.path), f"[red]error: {result.reason}[/red]", "", "")
+            table.add_row(str(result.path), f"[red]error: {result.reason}[/red]", *[""] * (ranks - 1))
     width = int(os.environ.get("COLUMNS", "120"))
     console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
     console.print(table)
@@ -84,3 +93,17 @@ def format_predictions(results: Iterable[FilePrediction | PredictionFailure], fm
     if fmt == "json":
         return _json(results)
     raise PredictError(f"unknown output format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def table_results(table: pd.DataFrame) -> list[FilePrediction | PredictionFailure]:
+    """A predictions table's rows (genre_k/prob_k columns) as the quick path's results, to print them alike."""
+    ranks = sorted(int(c.split("_")[1]) for c in table.columns if c.startswith("genre_") and c[6:].isdigit())
+    results: list[FilePrediction | PredictionFailure] = []
+    for row in table.itertuples(index=False):
+        record = row._asdict()
+        if record.get("error"):
+            results.append(PredictionFailure(Path(record["path"]), str(record["error"])))
+            continue
+        genres = [(str(record[f"genre_{k}"]), float(record[f"prob_{k}"])) for k in ranks if record[f"genre_{k}"]]
+        results.append(FilePrediction(Path(record["path"]), genres, int(record.get("n_windows") or 0)))
+    return results

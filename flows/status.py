@@ -9,27 +9,36 @@ from rich.table import Table
 
 from genreflow.flows.config import Config
 from genreflow.flows.plan import baseline_spec, embedding_model_spec, plan_shards, stats_spec, train_spec
-from genreflow.storage.outputs import SHARD_STAGES, OutputSpec, staleness, state_of, tracks_path
+from genreflow.storage.outputs import SHARD_STAGES, OutputSpec, dependency_changes, staleness, state_of, tracks_path
 from genreflow.storage.registry import read_registry
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.changes import changes_markdown, code_changes, read_last_rebuild
 from genreflow.tasks.workers import ShardPlan
 
 # What an output can be, as status reports it: "stale" outputs were made from other inputs or
-# parameters, "code-changed" ones by another version of their stage's code.
-STATES: tuple[str, ...] = ("done", "stale", "code-changed", "missing", "corrupt")
+# parameters, "code-changed" ones by another version of their stage's code, "dependency-changed" ones with
+# another version of a library that makes the stage's output (or one upstream of it).
+STATES: tuple[str, ...] = ("done", "stale", "code-changed", "dependency-changed", "missing", "corrupt")
+_STALENESS_STATES = {"code": "code-changed", "dependencies": "dependency-changed"}
 
 
-def output_status(root: DataRoot, spec: OutputSpec) -> str:
-    """One of STATES for the output ``spec`` plans."""
+def output_status(root: DataRoot, spec: OutputSpec, changed: set[str] | None = None) -> str:
+    """One of STATES for the output ``spec`` plans; ``changed`` gathers "librosa 0.10.2 → 0.11.0" for each
+    library version that made a dependency-changed output."""
     state = state_of(root, spec)
-    return "code-changed" if state == "stale" and staleness(root, spec) == "code" else state
+    if state != "stale":
+        return state
+    state = _STALENESS_STATES.get(staleness(root, spec) or "", state)
+    if state == "dependency-changed" and changed is not None:
+        changed.update(f"{name} {before} → {now}" for name, (before, now) in dependency_changes(root, spec).items())
+    return state
 
 
-def stage_states(root: DataRoot, plans: list[ShardPlan]) -> dict[str, Counter]:
+def stage_states(root: DataRoot, plans: list[ShardPlan], changed: set[str] | None = None) -> dict[str, Counter]:
     """For each shard stage, how many of its planned shards are in each of STATES; embed only where planned
-    (with an embedding model)."""
-    states = {stage: Counter(output_status(root, spec) for p in plans if (spec := p.output(stage)) is not None)
+    (with an embedding model). ``changed``: as output_status's."""
+    states = {stage: Counter(output_status(root, spec, changed) for p in plans
+                             if (spec := p.output(stage)) is not None)
               for stage in SHARD_STAGES}
     return {stage: counts for stage, counts in states.items() if stage != "embed" or counts}
 
@@ -45,19 +54,21 @@ def collect_status(config: Config) -> dict:
     model = train_spec(plans, config)
     embedding = embedding_model_spec(plans, config)
     last = read_last_rebuild(root)
+    changed: set[str] = set()  # library versions that made dependency-changed outputs, gathered as they are seen
     return {
         "data_root": root.url,
         "ingested": True,
         "tracks": len(tracks),
         "shards": len(plans),
         "quarantined": quarantined,
-        "stages": {stage: dict(counter) for stage, counter in stage_states(root, plans).items()},
-        "stats": output_status(root, stats_spec(plans)),
-        "baseline": output_status(root, baseline_spec(plans, config.train.seed)),
+        "stages": {stage: dict(counter) for stage, counter in stage_states(root, plans, changed).items()},
+        "stats": output_status(root, stats_spec(plans), changed),
+        "baseline": output_status(root, baseline_spec(plans, config.train.seed), changed),
         "run": model.key,
-        "train": output_status(root, model),
+        "train": output_status(root, model, changed),
         "embedding_run": embedding.key if embedding else None,
-        "embedding_train": output_status(root, embedding) if embedding else None,
+        "embedding_train": output_status(root, embedding, changed) if embedding else None,
+        "dependencies_changed": sorted(changed),  # filled by the calls above, evaluated before this entry
         "promoted": read_registry(root).promoted,
         "last_rebuild": last,
         "code_changed_since_last_rebuild": code_changes(last),
@@ -72,10 +83,13 @@ def print_status(config: Config) -> None:
         return
     console.print(f"data root {status['data_root']}: {status['tracks']} tracks in {status['shards']} shards, "
                   f"{status['quarantined']} quarantined")
-    table = Table("stage", "done", "stale: inputs changed", "stale: code changed", "missing", "corrupt")
+    table = Table("stage", "done", "stale: inputs changed", "stale: code changed", "stale: dependency changed",
+                  "missing", "corrupt")
     for stage, counts in status["stages"].items():
         table.add_row(stage, *(str(counts.get(k, 0)) for k in STATES))
     console.print(table)
+    if status["dependencies_changed"]:
+        console.print(f"stale: dependency changed ({', '.join(status['dependencies_changed'])})", markup=False)
     embedding = (f"   embedding model {status['embedding_run']}: {status['embedding_train']}"
                  if status["embedding_run"] else "")
     console.print(f"stats: {status['stats']}   baseline: {status['baseline']}   model {status['run']}: "

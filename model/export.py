@@ -21,6 +21,16 @@ instead of the CNN's log-mel dB. The converters unroll the TimeDistributed
 over the P patches; the weights stay one copy (a full-size export is about
 1.9 MB in each format).
 
+An embedding classifier with a track-level head (issue 22) is exported as
+the file-level graph a file's prediction is: its input's batch axis is the
+windows of ONE file (any number), the graph pools their embeddings (the mean)
+and applies the head and its temperature, and its output is the file's one
+row of probabilities [shape=(1, n_genres)], so a consumer decides a file as
+genreflow's evaluation decides a track. That graph is a function of the
+model's own layers (model/embedding.py ``window_embedding_model`` and
+``track_head_model``), so ONNX comes from tf2onnx's ``from_function``; the
+head holds its constants in variables, which tf2onnx freezes.
+
 Converters: Keras' own ExportArchive (SavedModel), TensorFlow's TFLite
 converter (from that SavedModel), and tf2onnx's ``from_keras``. Keras 3.15's
 ``model.export(format="onnx")`` (tf2onnx's ``from_function`` underneath)
@@ -55,7 +65,7 @@ from genreflow.model.files import EMBEDDING_FILE
 from genreflow.model.mel import AMIN, TOP_DB
 from genreflow.model.musicnn import FLOAT16_MAX, HOP_LENGTH, LOG_SCALE, N_FFT, N_MELS, PATCH_FRAMES, SAMPLE_RATE
 from genreflow.model.params import AudioConfig
-from genreflow.model.predict import Classifier, predict_clips
+from genreflow.model.predict import Classifier, file_probabilities, predict_clips, predict_windows
 from genreflow.model.quiet_tf import keras, tf
 from genreflow.storage.errors import GenreflowError
 
@@ -103,30 +113,51 @@ def model_input_spec(classifier: Classifier, audio: AudioConfig) -> Any:
 # --------------------------------------------------------------------------- the three formats
 
 
-def write_savedmodel(model: keras.Model, spec: Any, target: Path) -> None:
+GraphCall = Callable[[Any], Any]  # the graph's input tensor to its probabilities, where it is not model(x)
+
+
+def file_graph(classifier: Classifier) -> GraphCall | None:
+    """A track-level head's exported graph: one file's windows to its probabilities (1, n_genres); None for a
+    model exported as it is (a window to its probabilities)."""
+    if not classifier.is_track_level:
+        return None
+    embed, head = classifier.embedding_model, classifier.head_model
+
+    def call(x: Any) -> Any:
+        return head(tf.reduce_mean(embed(x, training=False), axis=0, keepdims=True), training=False)
+
+    return call
+
+
+def write_savedmodel(model: keras.Model, spec: Any, target: Path, call: GraphCall | None = None) -> None:
     """A SavedModel whose ``serve`` (and ``serving_default``) signature maps ``spec`` (its name the input's)
-    to probabilities."""
+    to probabilities: ``call(x)`` where given, else ``model(x)``."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(name="serve", fn=lambda x: {OUTPUT_NAME: model(x, training=False)}, input_signature=[spec])
+    graph = call or (lambda x: model(x, training=False))
+    archive.add_endpoint(name="serve", fn=lambda x: {OUTPUT_NAME: graph(x)}, input_signature=[spec])
     archive.write_out(str(target), verbose=False)
 
 
-def write_tflite(model: keras.Model, spec: Any, target: Path) -> None:
+def write_tflite(model: keras.Model, spec: Any, target: Path, call: GraphCall | None = None) -> None:
     """A TFLite flatbuffer converted from the SavedModel, keeping its ``serving_default`` signature."""
     with tempfile.TemporaryDirectory(prefix="genreflow-export-") as scratch:
-        write_savedmodel(model, spec, Path(scratch) / "saved_model")
+        write_savedmodel(model, spec, Path(scratch) / "saved_model", call)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(scratch) / "saved_model"))
         target.write_bytes(converter.convert())
 
 
-def write_onnx(model: keras.Model, spec: Any, target: Path) -> None:
+def write_onnx(model: keras.Model, spec: Any, target: Path, call: GraphCall | None = None) -> None:
     """An ONNX graph by tf2onnx (opset ONNX_OPSET), its input ``spec``'s name and its output renamed probabilities."""
     try:
         import tf2onnx
     except ImportError:
         raise ExportError("ONNX export needs tf2onnx and onnx: pip install 'genreflow[export]'") from None
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=[spec], opset=ONNX_OPSET)
+    if call is None:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=[spec], opset=ONNX_OPSET)
+    else:
+        proto, _ = tf2onnx.convert.from_function(tf.function(call, input_signature=[spec]), input_signature=[spec],
+                                                 opset=ONNX_OPSET)
     if len(proto.graph.output) != 1 or len(proto.graph.input) != 1:
         raise ExportError(f"tf2onnx made a graph of {len(proto.graph.input)} inputs and {len(proto.graph.output)} "
                           "outputs; the model must have one of each")
@@ -137,7 +168,7 @@ def write_onnx(model: keras.Model, spec: Any, target: Path) -> None:
     target.write_bytes(proto.SerializeToString())
 
 
-WRITERS: dict[str, Callable[[keras.Model, Any, Path], None]] = {
+WRITERS: dict[str, Callable[[keras.Model, Any, Path, GraphCall | None], None]] = {
     "savedmodel": write_savedmodel, "tflite": write_tflite, "onnx": write_onnx}
 
 
@@ -249,6 +280,8 @@ def describe_embedding(classifier: Classifier, audio: AudioConfig, fmt: str, mod
     embedding_file = classifier.model_dir / EMBEDDING_FILE
     embedding = json.loads(embedding_file.read_text()) if embedding_file.is_file() else {}
     norm = classifier.model.get_layer(EMBEDDING_NORM_LAYER)
+    track = classifier.is_track_level
+    dims = int(classifier.head_model.input_shape[-1]) if track else int(np.asarray(norm.mean).size)
     resample = (f"librosa.resample(window, orig_sr={sr}, target_sr={SAMPLE_RATE}, res_type='soxr_hq')"
                 if sr != SAMPLE_RATE else "window")
     return {
@@ -264,6 +297,15 @@ def describe_embedding(classifier: Classifier, audio: AudioConfig, fmt: str, mod
                           "frame, mel band): frames first, the transpose of librosa's (band, frame)"},
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None, len(classifier.genres)],
                    "what": "softmax probability of each genre, in the order of labels"},
+        **({"file_graph": {
+            "input": "the batch axis is the windows of ONE file, all of them, any number (a file shorter than a "
+                     "window: its one zero-padded window)",
+            "output": "one row [shape=(1, n_genres)]: the file's probabilities. The graph takes each window's "
+                      "embedding (musicnn, the mean over its patches), their mean over the file's windows, the "
+                      "track-level head and its calibration temperature",
+            "head": {key: embedding.get(key) for key in ("head", "pooling", "temperature", "C", "gamma_scale",
+                                                         "alpha", "support_vectors") if key in embedding}}}
+           if track else {}),
         "audio": audio.model_dump(mode="json"),
         "audio_note": "sample_rate and clip_seconds cut the windows (every window of a file is predicted, whatever "
                       "clips_per_track); n_mels, n_fft and hop_length are the CNN's log-mel settings, unused by this "
@@ -292,11 +334,14 @@ def describe_embedding(classifier: Classifier, audio: AudioConfig, fmt: str, mod
         },
         "normalisation": {
             "in_graph": True, "layer": EMBEDDING_NORM_LAYER, "axis": "embedding dimension",
-            "dims": int(np.asarray(norm.mean).size),
+            "dims": dims,
             "note": "the standardisation of the window's musicnn embedding (the mean over its patches) is inside "
                     "the exported graph; there is no band normalisation: feed the patches as computed above"},
         "embedding": embedding,
-        "file_probabilities": "the mean of the file's window probabilities; its top genre is genreflow's prediction",
+        "file_probabilities": (
+            "the graph's one output row, given all the file's windows at once; its top genre is genreflow's "
+            "prediction" if track else
+            "the mean of the file's window probabilities; its top genre is genreflow's prediction"),
     }
 
 
@@ -358,7 +403,7 @@ def export_model(classifier: Classifier, audio: AudioConfig, fmt: str, to: Path,
     try:
         staged = scratch / name
         try:
-            WRITERS[fmt](classifier.model, model_input_spec(classifier, audio), staged)
+            WRITERS[fmt](classifier.model, model_input_spec(classifier, audio), staged, file_graph(classifier))
         except ExportError:
             raise
         except Exception as exc:  # a converter's own failure: say which and why, in one line
@@ -368,7 +413,12 @@ def export_model(classifier: Classifier, audio: AudioConfig, fmt: str, to: Path,
         info = describe(classifier, audio, fmt, name)
         diff = None
         if verify:
-            if embedding:
+            if embedding and classifier.is_track_level:  # whole files: all the windows, then the first alone
+                test = verify_patches(audio) if windows is None else np.asarray(windows, np.float32)
+                files = (test, test[:1])
+                expected = np.vstack([file_probabilities(classifier, *predict_windows(classifier, f)) for f in files])
+                got = np.vstack([RUNNERS[fmt](staged, f) for f in files])
+            elif embedding:
                 test = verify_patches(audio) if windows is None else np.asarray(windows, np.float32)
                 expected = predict_clips(classifier.model, test)
             else:
@@ -376,7 +426,9 @@ def export_model(classifier: Classifier, audio: AudioConfig, fmt: str, to: Path,
                 if test.ndim == 3:
                     test = test[..., np.newaxis]
                 expected = predict_clips(classifier.model, test[..., 0])
-            diff = float(np.max(np.abs(RUNNERS[fmt](staged, test) - expected)))
+            if not (embedding and classifier.is_track_level):
+                got = RUNNERS[fmt](staged, test)
+            diff = float(np.max(np.abs(got - expected)))
             runtime, package = RUNTIMES[fmt]
             info["verified"] = {"runtime": runtime, "version": _version(package), "windows": len(test),
                                 "max_abs_diff": diff, "tolerance": VERIFY_TOLERANCE}

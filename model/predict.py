@@ -15,21 +15,38 @@ the window resampled to 16 kHz by musicnn's own front end.
 ``predict_file`` classifies one file with its own batch (the quick path of a
 handful of files); ``predict_files`` streams many files and batches windows
 across them, so the model runs on full batches (the library path).
+
+An embedding classifier with a track-level head (issue 22) decides a file as
+the evaluation decides a track: the mean of its windows' embeddings through
+the head (:func:`predict_windows`, :func:`file_probabilities`), so one file
+of many windows gets one decision, not a vote. Its window probabilities are
+each window's own decision (a one-window file's). Older clip-level models
+keep the mean of their windows' probabilities.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from genreflow.model.audio import AUDIO_EXTENSIONS, AudioError, clip_windows, decode_audio, pad_tolerance
-from genreflow.model.embedding import is_embedding_classifier, patches_per_window, window_patches
+from genreflow.model.embedding import (
+    is_embedding_classifier,
+    is_track_classifier,
+    patches_per_window,
+    pool_windows,
+    track_head_model,
+    window_embedding_model,
+    window_patches,
+)
 from genreflow.model.files import LABELS_FILE, MODEL_FILE
 from genreflow.model.mel import log_mel
 from genreflow.model.params import PREDICT_TOP_K, AudioConfig
@@ -58,6 +75,21 @@ class Classifier:
     def is_embedding(self) -> bool:
         """Whether the model is the embedding family's (musicnn patches in), not the CNN (log-mel in)."""
         return is_embedding_classifier(self.model)
+
+    @property
+    def is_track_level(self) -> bool:
+        """Whether a file is decided by its windows' pooled embeddings (a track-level head), not their vote."""
+        return is_track_classifier(self.model)
+
+    @cached_property
+    def embedding_model(self) -> keras.Model:
+        """A track-level classifier's windows to their embeddings (its own layers, model/embedding.py)."""
+        return window_embedding_model(self.model)
+
+    @cached_property
+    def head_model(self) -> keras.Model:
+        """A track-level classifier's pooled embeddings to calibrated probabilities."""
+        return track_head_model(self.model)
 
     @property
     def clip_shape(self) -> tuple[int, int | None]:
@@ -196,12 +228,65 @@ def file_windows(path: str | Path, audio: AudioConfig, classifier: Classifier | 
     return x, len(y) / audio.sample_rate
 
 
-def predict_file(classifier: Classifier, path: Path, audio: AudioConfig) -> FilePrediction:
-    """Top genres of one audio file; raises AudioError for files that cannot be decoded."""
+def predict_windows(classifier: Classifier, x: np.ndarray, batch_size: int = 64
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each window's probabilities, and for a track-level head the window embeddings a file's decision pools.
+
+    x : the windows' model input (:func:`window_input`). Returns (probs [shape=(n, n_genres)] float32,
+    embeddings [shape=(n, dims)] float32 or None): a track-level head's window probabilities are the
+    head on each window's own embedding, what the saved model gives a window.
+    """
+    if not classifier.is_track_level:
+        return predict_clips(classifier.model, x, batch_size), None
+    expected = tuple(int(d) for d in classifier.model.input_shape[1:])
+    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        raise PredictError(f"an embedding classifier takes musicnn patches of shape (n, "
+                           f"{', '.join(map(str, expected))}), got shape {x.shape}")
+    step = min(batch_size, EMBEDDING_BATCH)
+    dims = int(classifier.embedding_model.output_shape[-1])
+    embeddings = np.empty((len(x), dims), np.float32)
+    for start in range(0, len(x), step):
+        batch = np.asarray(x[start : start + step], dtype=np.float32)
+        embeddings[start : start + len(batch)] = np.asarray(classifier.embedding_model.predict_on_batch(batch))
+    probs = np.asarray(classifier.head_model.predict_on_batch(embeddings), np.float32) if len(x) else \
+        np.empty((0, len(classifier.genres)), np.float32)
+    return probs, embeddings
+
+
+def file_probabilities(classifier: Classifier, probs: np.ndarray, embeddings: np.ndarray | None) -> np.ndarray:
+    """A file's probabilities from its windows' (:func:`predict_windows`): the head on their pooled embeddings
+    for a track-level head, else the mean of the windows' probabilities. [shape=(n_genres,)], float32."""
+    if embeddings is None:
+        return np.asarray(probs, np.float32).mean(axis=0)
+    return np.asarray(classifier.head_model.predict_on_batch(pool_windows(embeddings)), np.float32)[0]
+
+
+def predict_file(classifier: Classifier, path: Path, audio: AudioConfig, top_k: int = PREDICT_TOP_K
+                 ) -> FilePrediction:
+    """The ``top_k`` genres of one audio file; raises AudioError for files that cannot be decoded."""
     check_audio_settings(classifier, audio)
     mels, _ = file_windows(path, audio, classifier)
-    probs = predict_clips(classifier.model, mels).mean(axis=0)
-    return FilePrediction(path=Path(path), genres=_top(classifier.genres, probs), n_windows=len(mels))
+    probs = file_probabilities(classifier, *predict_windows(classifier, mels))
+    return FilePrediction(path=Path(path), genres=_top(classifier.genres, probs, top_k), n_windows=len(mels))
+
+
+def check_regular_file(path: str) -> None:
+    """Raise AudioError unless ``path`` is a regular file: never open a FIFO (it would block the worker) or a device.
+
+    "no such file" for a missing file or a dangling link, else the system's reason (a link loop, no permission).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise AudioError("no such file") from None
+    except OSError as exc:
+        raise AudioError(f"cannot open: {(exc.strerror or type(exc).__name__).lower()}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" \
+            if stat.S_ISSOCK(mode) else "a device"
+        raise AudioError(f"not a regular file ({kind})")
+    if not os.access(path, os.R_OK):
+        raise AudioError("cannot open: permission denied")
 
 
 @dataclass(frozen=True)
@@ -209,16 +294,22 @@ class FileWindows:
     """Every window's genre probabilities of one file, or the reason it could not be read.
 
     probs : np.ndarray [shape=(n_windows, n_genres)], float32, in label order; None for a failure.
+    file_probs : np.ndarray [shape=(n_genres,)], a track-level head's decision from the pooled window
+    embeddings (:func:`file_probabilities`); None for a model whose windows vote.
     """
 
     path: str
     duration_s: float
     probs: np.ndarray | None
     error: str = ""
+    file_probs: np.ndarray | None = None
 
     @property
     def mean(self) -> np.ndarray | None:
-        """The file's probabilities: the mean over its windows, as predict_file and the evaluation vote."""
+        """The file's probabilities, as predict_file and the evaluation decide: a track-level head's pooled
+        decision, else the mean over the windows (the evaluation's vote)."""
+        if self.file_probs is not None:
+            return self.file_probs
         return None if self.probs is None else self.probs.mean(axis=0)
 
 
@@ -237,29 +328,39 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], audio: Au
     files: deque[tuple[str, float, int, str]] = deque()  # path, seconds, windows (-1: failed), error
     queued: list[np.ndarray] = []  # decoded windows not yet run, in order
     done: list[np.ndarray] = []  # probabilities of windows run, not yet handed out
+    done_embeddings: list[np.ndarray] = []  # a track-level head's window embeddings, beside them
 
     def run(count: int) -> None:
         windows = np.concatenate(queued)
         queued[:] = [windows[count:]] if count < len(windows) else []
-        done.append(predict_clips(classifier.model, windows[:count], batch_size))
+        probs, embeddings = predict_windows(classifier, windows[:count], batch_size)
+        done.append(probs)
+        if embeddings is not None:
+            done_embeddings.append(embeddings)
 
     def hand_out() -> Iterator[FileWindows]:
         probs = np.concatenate(done) if done else np.empty((0, len(classifier.genres)), np.float32)
+        embeddings = np.concatenate(done_embeddings) if done_embeddings else None
         used = 0
         while files and files[0][2] <= len(probs) - used:
             path, seconds, count, error = files.popleft()
             if count < 0:
                 yield FileWindows(path, float("nan"), None, error)
                 continue
-            yield FileWindows(path, seconds, probs[used : used + count])
+            window_probs = probs[used : used + count]
+            file_probs = None if embeddings is None else file_probabilities(
+                classifier, window_probs, embeddings[used : used + count])
+            yield FileWindows(path, seconds, window_probs, file_probs=file_probs)
             used += count
         done[:] = [probs[used:]]
+        if embeddings is not None:
+            done_embeddings[:] = [embeddings[used:]]
 
     for path in map(str, paths):
         try:
-            if not os.path.exists(path):
-                raise AudioError("no such file")
-            mels, seconds = file_windows(path, audio, classifier)
+            check_regular_file(path)
+            # bytes: libsndfile takes a name that is not UTF-8 only as bytes (soundfile encodes str strictly)
+            mels, seconds = file_windows(os.fsencode(path), audio, classifier)
         except (AudioError, OSError) as exc:
             files.append((path, float("nan"), -1, str(exc) or type(exc).__name__))
         else:
@@ -284,15 +385,16 @@ def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
 
 
 def predict_paths(
-    classifier: Classifier, paths: list[Path], audio: AudioConfig
+    classifier: Classifier, paths: list[Path], audio: AudioConfig, top_k: int = PREDICT_TOP_K
 ) -> Iterator[FilePrediction | PredictionFailure]:
-    """Predictions for files and folders; a file that cannot be read yields a failure, not an error."""
+    """Predictions (``top_k`` genres each) for files and folders; a file that cannot be read yields a failure,
+    not an error."""
     for path in expand_paths(paths):
         if not path.exists():
             yield PredictionFailure(path, "no such file")
             continue
         try:
-            yield predict_file(classifier, path, audio)
+            yield predict_file(classifier, path, audio, top_k)
         except (AudioError, OSError) as exc:
             yield PredictionFailure(path, str(exc) or type(exc).__name__)
 

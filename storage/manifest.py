@@ -4,12 +4,19 @@ A manifest is written after its files, atomically, and lists each file's size
 and checksum plus the fingerprint of the inputs and parameters. An output is
 *done* only when its manifest exists, its fingerprint matches and every file
 still has its recorded size and checksum; anything else is recomputed.
+
+A manifest also records the versions of the libraries whose numerics made the
+output (``libraries``), beside the fingerprint rather than in it: an output
+whose recorded version of a library differs from the installed one is stale,
+and one that records none of a library (written by an earlier genreflow) is
+taken as made with the installed version, so upgrading genreflow redoes nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import posixpath
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -38,6 +45,9 @@ class Manifest(BaseModel):
     files: dict[str, FileEntry]
     created_at: str
     extra: dict[str, Any] = Field(default_factory=dict)
+    # {library: version} of the libraries whose numerics made it (tasks/stages.py, STAGE_LIBRARIES), compared
+    # apart from the fingerprint (library_changes); empty in a manifest of an earlier genreflow.
+    libraries: dict[str, str] = Field(default_factory=dict)
 
 
 def write_manifest(
@@ -50,11 +60,12 @@ def write_manifest(
     rows: int,
     extra: dict[str, Any] | None = None,
     code: str = "",
+    libraries: Mapping[str, str] | None = None,
 ) -> Manifest:
     """Record ``files`` (paths beside the manifest) as one complete output."""
     entries = {
-        posixpath.basename(path): FileEntry(size=root.size(path), checksum=root.checksum(path),
-                                            mtime_ns=root.mtime_ns(path))
+        _relative(manifest_path, path): FileEntry(size=root.size(path), checksum=root.checksum(path),
+                                                  mtime_ns=root.mtime_ns(path))
         for path in files
     }
     manifest = Manifest(
@@ -65,9 +76,17 @@ def write_manifest(
         files=entries,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         extra=extra or {},
+        libraries=dict(libraries or {}),
     )
     root.write_bytes(manifest_path, manifest.model_dump_json(indent=2).encode())
     return manifest
+
+
+def _relative(manifest_path: str, path: str) -> str:
+    """``path`` relative to the manifest's folder: a file name, or ``excerpts/x.mp3`` for one in a sub-folder of
+    it (a report's excerpts); files_intact finds it again with DataRoot.sibling."""
+    folder = posixpath.dirname(manifest_path)
+    return path[len(folder) + 1:] if folder and path.startswith(folder + "/") else posixpath.basename(path)
 
 
 def read_manifest(root: DataRoot, manifest_path: str) -> Manifest | None:
@@ -80,18 +99,33 @@ def read_manifest(root: DataRoot, manifest_path: str) -> Manifest | None:
         return None
 
 
+def library_changes(recorded: Mapping[str, str], current: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """{library: (version recorded, version installed)} of each library of ``current`` that ``recorded`` holds
+    at another version.
+
+    A library the manifest does not record is taken to be at the installed
+    version: a manifest of an earlier genreflow records none, and its output is
+    adopted as it is rather than redone.
+    """
+    return {name: (recorded[name], version) for name, version in sorted(current.items())
+            if name in recorded and recorded[name] != version}
+
+
 def output_state(
-    root: DataRoot, manifest_path: str, fingerprint: str, verify_checksums: bool = True
+    root: DataRoot, manifest_path: str, fingerprint: str, verify_checksums: bool = True,
+    libraries: Mapping[str, str] | None = None,
 ) -> State:
-    """done, stale (made from other inputs), missing, or corrupt (files altered).
+    """done, stale (made from other inputs, or with other versions of ``libraries``), missing, or corrupt
+    (files altered).
 
     ``verify_checksums``: re-hash every file whose modification time changed since it was sealed (all of
-    them where the filesystem has none); without it, sizes alone are compared.
+    them where the filesystem has none); without it, sizes alone are compared. ``libraries``: the installed
+    versions the output must have been made with (library_changes); None compares none.
     """
     manifest = read_manifest(root, manifest_path)
     if manifest is None:
         return "missing"
-    if manifest.fingerprint != fingerprint:
+    if manifest.fingerprint != fingerprint or library_changes(manifest.libraries, libraries or {}):
         return "stale"
     return "done" if files_intact(root, manifest_path, manifest, verify_checksums) else "corrupt"
 

@@ -21,6 +21,14 @@ stage writes through :func:`open_output`::
   (upstream fingerprints or content hashes) and its parameters, as in
   huggingface/datasets. The manifest records the code version on its own too,
   so a stale output can say whether its inputs or its code changed.
+- **Libraries**: the installed versions of the libraries whose numerics make
+  the stage's output (``spec.libraries``, tasks/stages.py) are recorded in the
+  manifest beside the fingerprint, not hashed into it, and an output made with
+  another version of one is stale. A manifest that records no version of a
+  library (an earlier genreflow's) is adopted as made with the installed one,
+  and gains it the first time a rebuild finds the output done
+  (:func:`done_manifest`), so upgrading genreflow recomputes nothing and a later
+  upgrade of the library is seen.
 - **Sealing**: the old manifest is removed before the first file is written and
   the new one is written last, only if the block succeeds. A crash at any
   moment leaves either a complete, verified output or one the next run redoes.
@@ -29,7 +37,7 @@ stage writes through :func:`open_output`::
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -39,7 +47,14 @@ import numpy as np
 import pandas as pd
 
 from genreflow.storage.fingerprint import fingerprint
-from genreflow.storage.manifest import Manifest, files_intact, output_state, read_manifest, write_manifest
+from genreflow.storage.manifest import (
+    Manifest,
+    files_intact,
+    library_changes,
+    output_state,
+    read_manifest,
+    write_manifest,
+)
 from genreflow.storage.root import DataRoot, StorageError
 
 # stage -> (folder, stem) templates. {key} is the output's key; {parent} and {leaf} are the key split at
@@ -69,7 +84,7 @@ TRACKS_TABLE, SKIPPED_TABLE = ".parquet", ".skipped.parquet"
 # Shard stages: one output per shard, their files side by side in the stage's folder.
 SHARD_STAGES: tuple[str, ...] = ("decode", "mel", "augment", "embed")
 
-Staleness = Literal["code", "inputs"]
+Staleness = Literal["code", "inputs", "dependencies"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,9 @@ class OutputSpec:
     ``inputs`` are the fingerprints of the outputs it reads, or a content hash of
     what it reads from outside the data root; ``params`` anything JSON-like
     (pydantic models are dumped). The key is a name, not part of the fingerprint.
+    ``libraries`` ({library: installed version}, kept as sorted pairs) are not in
+    the fingerprint either: the manifest records them and done compares them
+    apart (see the module docstring).
     """
 
     stage: str
@@ -86,17 +104,23 @@ class OutputSpec:
     code: str = ""
     inputs: Any = ()
     params: Any = None
+    libraries: Mapping[str, str] | tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.stage not in LAYOUT:
             raise ValueError(f"unknown stage output {self.stage!r}; known: {', '.join(LAYOUT)}")
+        object.__setattr__(self, "libraries", tuple(sorted(dict(self.libraries).items())))
+
+    @property
+    def library_versions(self) -> dict[str, str]:
+        return dict(self.libraries)
 
     @cached_property
     def fingerprint(self) -> str:
         return fingerprint(self.stage, self.code, self.inputs, self.params)
 
     def with_key(self, key: str) -> OutputSpec:
-        return OutputSpec(self.stage, key, self.code, self.inputs, self.params)
+        return OutputSpec(self.stage, key, self.code, self.inputs, self.params, self.libraries)
 
     @property
     def name(self) -> str:
@@ -223,7 +247,8 @@ class Output:
 
     def seal(self) -> Manifest:
         return write_manifest(self.root, self.manifest_path, name=self.spec.name, fingerprint=self.spec.fingerprint,
-                              files=self.files, rows=self.rows, extra=self.extra, code=self.spec.code)
+                              files=self.files, rows=self.rows, extra=self.extra, code=self.spec.code,
+                              libraries=self.spec.library_versions)
 
 
 @contextmanager
@@ -233,11 +258,10 @@ def open_output(root: DataRoot, spec: OutputSpec, force: bool = False) -> Iterat
     ``force`` (``--from-stage``) writes it again even when it is done.
     """
     out = Output(root, spec)
-    out.done = not force and output_state(root, out.manifest_path, spec.fingerprint) == "done"
-    if out.done:
-        manifest = out.manifest()
-        if manifest is not None:
-            out.rows, out.extra = manifest.rows, dict(manifest.extra)
+    manifest = None if force else done_manifest(root, spec)
+    out.done = manifest is not None
+    if manifest is not None:
+        out.rows, out.extra = manifest.rows, dict(manifest.extra)
         yield out
         return
     out.clear()
@@ -245,15 +269,19 @@ def open_output(root: DataRoot, spec: OutputSpec, force: bool = False) -> Iterat
     out.seal()
 
 
-def sealed_manifest(root: DataRoot, stage: str, key: str = "", fingerprint: str | None = None) -> Manifest | None:
-    """The manifest of an output whose files are intact as sealed, else None; with ``fingerprint``, only
-    if it also records that one (the output is done, as state_of says, in one read of the manifest).
+def sealed_manifest(root: DataRoot, stage: str, key: str = "", fingerprint: str | None = None,
+                    libraries: Mapping[str, str] | None = None) -> Manifest | None:
+    """The manifest of an output whose files are intact as sealed, else None; with ``fingerprint`` (and
+    ``libraries``), only if it also records that one (and no other version of those libraries): the output
+    is done, as state_of says, in one read of the manifest.
 
     The fingerprint is compared before any file is checked, so a stale output costs no hashing.
     """
     manifest_file = manifest_path(root, stage, key)
     manifest = read_manifest(root, manifest_file)
     if manifest is None or (fingerprint is not None and manifest.fingerprint != fingerprint):
+        return None
+    if library_changes(manifest.libraries, libraries or {}):
         return None
     return manifest if files_intact(root, manifest_file, manifest) else None
 
@@ -270,18 +298,47 @@ def read_sealed_parquet(root: DataRoot, stage: str, key: str, name: str) -> pd.D
 
 
 def done_manifest(root: DataRoot, spec: OutputSpec) -> Manifest | None:
-    """The manifest of ``spec``'s output when that output is done (state_of), else None."""
-    return sealed_manifest(root, spec.stage, spec.key, spec.fingerprint)
+    """The manifest of ``spec``'s output when that output is done (state_of), else None.
+
+    The rebuild's check (open_output, and the flow's for a finished shard): a
+    done manifest that records no version of some of ``spec``'s libraries (an
+    earlier genreflow's) is adopted as made with the installed ones, which are
+    written into it here, so that a later upgrade of one of them makes it stale.
+    Only the manifest is rewritten (atomically); its files are untouched.
+    """
+    manifest = sealed_manifest(root, spec.stage, spec.key, spec.fingerprint, spec.library_versions)
+    if manifest is None:
+        return None
+    unrecorded = {name: version for name, version in spec.libraries if name not in manifest.libraries}
+    if not unrecorded:
+        return manifest
+    adopted = manifest.model_copy(update={"libraries": {**manifest.libraries, **unrecorded}})
+    root.write_bytes(manifest_path(root, spec.stage, spec.key), adopted.model_dump_json(indent=2).encode())
+    return adopted
 
 
 def state_of(root: DataRoot, spec: OutputSpec, verify: bool = True) -> str:
-    """done, stale, missing or corrupt (storage.manifest.output_state) of the output ``spec`` plans."""
-    return output_state(root, manifest_path(root, spec.stage, spec.key), spec.fingerprint, verify)
+    """done, stale, missing or corrupt (storage.manifest.output_state) of the output ``spec`` plans.
+
+    Reads only: an adopted manifest (see done_manifest) is done here without being written.
+    """
+    return output_state(root, manifest_path(root, spec.stage, spec.key), spec.fingerprint, verify,
+                        spec.library_versions)
 
 
 def staleness(root: DataRoot, spec: OutputSpec) -> Staleness | None:
-    """Why an output is stale: its own code changed, or what it was made from; None when not stale."""
+    """Why an output is stale: its own code changed, what it was made from, or a library that made it
+    ("dependencies", :func:`dependency_changes`); None when not stale."""
     manifest = read_manifest(root, manifest_path(root, spec.stage, spec.key))
-    if manifest is None or manifest.fingerprint == spec.fingerprint:
+    if manifest is None:
         return None
-    return "code" if manifest.code != spec.code else "inputs"
+    if manifest.fingerprint != spec.fingerprint:
+        return "code" if manifest.code != spec.code else "inputs"
+    return "dependencies" if library_changes(manifest.libraries, spec.library_versions) else None
+
+
+def dependency_changes(root: DataRoot, spec: OutputSpec) -> dict[str, tuple[str, str]]:
+    """{library: (version the output was made with, version installed)} of each of ``spec``'s libraries whose
+    version changed since its output was sealed; empty when it has no manifest."""
+    manifest = read_manifest(root, manifest_path(root, spec.stage, spec.key))
+    return {} if manifest is None else library_changes(manifest.libraries, spec.library_versions)

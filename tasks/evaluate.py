@@ -16,7 +16,7 @@ import pandas as pd
 from prefect import task
 
 from genreflow.model.files import EMBEDDING_FILE
-from genreflow.model.metrics import evaluate_predictions
+from genreflow.model.metrics import evaluate_predictions, prob_columns, track_probabilities
 from genreflow.storage.outputs import OutputSpec, open_output, output_location, output_path
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import open_shard_array, read_shard_index
@@ -55,13 +55,24 @@ def model_scorer(root: DataRoot, name: str) -> Scorer:
     and metrics on the original clips of those shards (of those tracks).
 
     Each family reads its own shards of the same clips: the CNN the mel
-    shards, the embedding model the embed shards, through its head only.
+    shards, the embedding model the embed shards, through its head only. A
+    track-level head (issue 22) decides a track from the mean of its clips'
+    embeddings, as prediction decides a file: each clip's row carries its
+    track's probabilities, so the track vote is that decision. The metrics add
+    ``ece`` (10 bins, over the tracks, of the probabilities the model gives)
+    with its bins (``reliability``) and, for a track-level head,
+    ``ece_uncalibrated`` and ``reliability_uncalibrated`` (its temperature left out).
     """
     from genreflow.model.predict import load_classifier, predict_clips
 
     family = model_family(root, name)
     classifier = load_classifier(Path(root.local_path(output_location(root, "train", name)[0])))
-    if family == "embedding":
+    track_heads = None  # a track-level head: (calibrated, logits)
+    if family == "embedding" and classifier.is_track_level:
+        from genreflow.model.embedding import track_head_model
+
+        track_heads = (track_head_model(classifier.model), track_head_model(classifier.model, calibrated=False))
+    elif family == "embedding":
         from genreflow.model.embedding import head_model
 
         head = head_model(classifier.model)
@@ -76,11 +87,38 @@ def model_scorer(root: DataRoot, name: str) -> Scorer:
         clips = original_clips(root, [(INPUT_STAGES[family], shard) for shard in shards], tracks)
         if not clips:
             raise ValueError("no clips to evaluate: the split left no tracks")
-        probs = [predict(array[index["row"].to_numpy()]) for index, array in clips]
-        return evaluate_predictions(pd.concat([index for index, _ in clips], ignore_index=True),
-                                    np.concatenate(probs), list(classifier.genres))
+        index = pd.concat([index for index, _ in clips], ignore_index=True)
+        genres = list(classifier.genres)
+        if track_heads is None:  # clip by clip, a shard at a time
+            probs = np.concatenate([predict(array[part["row"].to_numpy()]) for part, array in clips])
+            predictions, metrics = evaluate_predictions(index, probs, genres)
+            metrics["ece"], metrics["reliability"] = track_calibration(index, probs, genres)
+            return predictions, metrics
+        from genreflow.model.embedding import track_decision
+        from genreflow.model.track_head import softmax
+
+        x = np.concatenate([np.asarray(array[part["row"].to_numpy()]) for part, array in clips])  # small: embeddings
+        track_ids = index["track_id"].astype(str).to_numpy()
+        probs = track_decision(track_heads[0], x, track_ids)
+        predictions, metrics = evaluate_predictions(index, probs, genres)
+        metrics["ece"], metrics["reliability"] = track_calibration(index, probs, genres)
+        metrics["ece_uncalibrated"], metrics["reliability_uncalibrated"] = track_calibration(
+            index, softmax(track_decision(track_heads[1], x, track_ids)), genres)
+        return predictions, metrics
 
     return score
+
+
+def track_calibration(clips: pd.DataFrame, probs: np.ndarray, genres: list[str]
+                      ) -> tuple[float, list[dict[str, float]]]:
+    """Expected calibration error (10 bins) of the tracks' probabilities (their clips' mean, as the vote), and
+    the bins it sums (the report's reliability diagram): count, mean top probability and accuracy of each."""
+    from genreflow.model.track_head import expected_calibration_error, reliability_table
+
+    tracks = track_probabilities(clips, probs, genres)
+    labels = np.array([genres.index(g) for g in tracks["genre"].astype(str)])
+    track_probs = tracks[prob_columns(genres)].to_numpy(np.float64)
+    return expected_calibration_error(track_probs, labels), reliability_table(track_probs, labels)
 
 
 def score_model(root: DataRoot, name: str, shards: list[str], tracks: Collection[str] | None = None

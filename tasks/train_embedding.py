@@ -1,5 +1,12 @@
 """train stage, embedding family: a head fitted on the embed shards, saved with musicnn as one model.
 
+The head is track-level (issue 22, model/track_head.py): one vector a training
+track (its clips' embeddings pooled), its kind and hyperparameters chosen by
+cross-validation over the training tracks only (grouped by artist where the
+tracks table knows them), its temperature fitted on their out-of-fold
+predictions. The validation tracks are not used: they stay for the choice
+between the CNN and the embedding family.
+
 models/<run>/ then holds what a CNN run holds for prediction and export
 (model.keras, labels.json, audio.json) and embedding.json, which says which
 weights and layer it stands on and what the fit chose. There is no epoch loop,
@@ -21,7 +28,7 @@ from prefect import get_run_logger, task
 
 from genreflow.model.files import AUDIO_FILE, EMBEDDING_FILE, LABELS_FILE, MODEL_FILE
 from genreflow.model.params import AudioConfig, TrainConfig
-from genreflow.storage.outputs import OutputSpec, open_output
+from genreflow.storage.outputs import OutputSpec, open_output, tracks_path
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.evaluate import original_clips
 
@@ -34,12 +41,31 @@ def stacked(clips: list[tuple[pd.DataFrame, np.ndarray]]) -> tuple[np.ndarray, p
     return np.concatenate(arrays), pd.concat([index for index, _ in clips], ignore_index=True)
 
 
+def track_artists(root: DataRoot) -> dict[str, Any] | None:
+    """Each track's artist from the ingest table (None where unknown), or None without a tracks table."""
+    if not root.exists(tracks_path(root)):
+        return None
+    tracks = root.read_parquet(tracks_path(root))
+    if "artist" not in tracks.columns:
+        return None
+    return dict(zip(tracks["track_id"].astype(str), tracks["artist"], strict=True))
+
+
 def fit_embedding_model(root: DataRoot, spec: OutputSpec, genres: list[str],
                         train_clips: list[tuple[pd.DataFrame, np.ndarray]],
                         val_clips: list[tuple[pd.DataFrame, np.ndarray]], train: TrainConfig, audio: AudioConfig,
                         force: bool) -> dict[str, Any]:
-    """Fit (or find finished) the embedding model models/<spec.key>/ on the clips' embeddings; its summary."""
-    from genreflow.model.embedding import build_classifier, describe_head, fit_head, patches_per_window
+    """Fit (or find finished) the embedding model models/<spec.key>/ on the clips' embeddings; its summary.
+
+    The track-level head learns from ``train_clips`` only; ``val_clips`` are counted, not used (the choice
+    between families scores the validation tracks).
+    """
+    from genreflow.model.embedding import (
+        build_track_classifier,
+        describe_track_head,
+        fit_track_level_head,
+        patches_per_window,
+    )
     from genreflow.model.weights import weights_checksum
     from genreflow.tasks.embed import load_embedder
 
@@ -47,19 +73,22 @@ def fit_embedding_model(root: DataRoot, spec: OutputSpec, genres: list[str],
         if out.done:
             return {**out.extra, "skipped": True}
         start = time.perf_counter()
-        (x_train, train_index), (x_val, val_index) = stacked(train_clips), stacked(val_clips)
-        head = fit_head(x_train, train_index, x_val, val_index, genres, train.seed)
+        x_train, train_index = stacked(train_clips)
+        head = fit_track_level_head(x_train, train_index, genres, train.seed, artists=track_artists(root))
+        fit_seconds = time.perf_counter() - start
         embedder = load_embedder(train.embedding_model, train.embedding_feature, train.weights_dir)
-        model = build_classifier(embedder, head, patches_per_window(audio))
+        model = build_track_classifier(embedder, head, patches_per_window(audio))
         out.write_json(LABELS_FILE, list(genres))
         model.save(Path(root.local_path(out.add(MODEL_FILE))))
         out.write_bytes(AUDIO_FILE, audio.model_dump_json(indent=2).encode())
-        fitted = describe_head(head)
+        fitted = describe_track_head(head)
         out.write_bytes(EMBEDDING_FILE, json.dumps({
             "family": "embedding", "embedder": train.embedding_model, "feature": train.embedding_feature,
             "weights_sha256": weights_checksum(), **fitted}, indent=2).encode())
         out.rows = len(x_train)
         out.extra = {"family": "embedding", **fitted, "train_clips": len(x_train),
+                     "train_tracks": int(train_index["track_id"].nunique()),
+                     "val_clips": sum(len(index) for index, _ in val_clips), "fit_seconds": fit_seconds,
                      "seconds": time.perf_counter() - start}
     return {**out.extra, "skipped": False}
 
@@ -80,8 +109,11 @@ def train_embedding_task(root_url: str, spec: OutputSpec, genres: list[str], tra
     root = DataRoot(root_url)
     summary = fit_embedding_model(root, spec, genres, *embedding_clips(root, train_shards, val_shards), train, audio,
                                   force)
-    get_run_logger().info("train: embedding model %s%s: C %g, validation track accuracy %s", spec.key,
-                          " (already fitted)" if summary["skipped"] else "", summary["C"],
-                          f"{summary['val_track_accuracy']:.3f}" if summary["val_track_accuracy"] is not None
-                          else "-")
+    inner = summary.get("inner_accuracy")
+    get_run_logger().info("train: embedding model %s%s: %s head (%s), temperature %.3g, inner %s-fold CV track "
+                          "accuracy %s", spec.key, " (already fitted)" if summary["skipped"] else "",
+                          summary.get("head"), ", ".join(f"{k} {summary[k]:g}" for k in ("C", "gamma_scale", "alpha")
+                                                         if summary.get(k) is not None),
+                          summary.get("temperature", 1.0), summary.get("inner_folds"),
+                          "-" if inner is None else f"{inner:.3f}")
     return {**summary, "run": spec.key}

@@ -1,4 +1,4 @@
-"""The report's plots as PNG bytes: the confusion-matrix heatmap and the learning curves.
+"""The report's plots as PNG bytes: the confusion-matrix heatmap, the learning curves, the reliability diagram.
 
 Drawn on matplotlib's Figure and Agg canvas, never pyplot: no display and no
 global state. matplotlib is imported inside the functions, so importing the
@@ -104,3 +104,34 @@ def render_curves_png(history: pd.DataFrame) -> bytes:
     fig.suptitle("Learning curves")
     return _png(fig)
 
+
+
+def render_reliability_png(bins: list[dict[str, Any]], uncalibrated: list[dict[str, Any]] | None = None) -> bytes:
+    """Reliability diagram of the test tracks: accuracy against mean top probability per confidence bin.
+
+    bins (model/track_head.py ``reliability_table``): lo, hi, count, confidence, accuracy per bin. A
+    calibrated model's points lie on the diagonal; the marker's area is the bin's share of the tracks.
+    ``uncalibrated`` draws the same head without its temperature beside it.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.8, 4.6))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="calibrated")
+    series = [("as predicted", bins, "tab:blue")]
+    if uncalibrated:
+        series.insert(0, ("before calibration", uncalibrated, "tab:orange"))
+    for label, rows, colour in series:
+        used = [r for r in rows if r["count"]]
+        total = max(sum(r["count"] for r in used), 1)
+        ax.plot([r["confidence"] for r in used], [r["accuracy"] for r in used], color=colour, linewidth=1.2,
+                label=label)
+        ax.scatter([r["confidence"] for r in used], [r["accuracy"] for r in used], color=colour,
+                   s=[20 + 400 * r["count"] / total for r in used], alpha=0.7)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("mean top probability in the bin")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title("Reliability (test tracks, 10 bins)")
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(fig)

@@ -22,7 +22,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from genreflow.tasks.changes import changes_lines
-from genreflow.tasks.reporting.plots import render_confusion_png, render_curves_png
+from genreflow.tasks.reporting.plots import render_confusion_png, render_curves_png, render_reliability_png
 from genreflow.tasks.select import FAMILY_NAMES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -36,6 +36,13 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("macro_f1", "Macro-F1 (track)"),
     ("chance", "Chance (1 / genres)"),
 )
+# Calibration rows (issue 22) added under the headline where evaluate's metrics have them: the expected
+# calibration error of the test tracks' probabilities, 10 bins, as the model gives them and without its
+# temperature (a track-level embedding head only).
+CALIBRATION: tuple[tuple[str, str], ...] = (
+    ("ece", "ECE, 10 bins (track)"),
+    ("ece_uncalibrated", "ECE before calibration (track)"),
+)
 
 
 # --- tables and templates --------------------------------------------------
@@ -47,6 +54,8 @@ class Table:
 
     header: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
+    # In the HTML only: per cell, the href its text links to (None: plain text), e.g. a confusion cell's mistakes.
+    links: tuple[tuple[str | None, ...], ...] | None = None
 
     @property
     def numeric(self) -> tuple[bool, ...]:
@@ -258,7 +267,7 @@ def _headline_table(metrics: dict[str, Any], baseline: dict[str, Any] | None, na
     if baseline is not None:
         header.append(str(baseline.get("name", "baseline")))
     rows = []
-    for key, label in HEADLINE:
+    for key, label in (*HEADLINE, *((k, label) for k, label in CALIBRATION if metrics.get(k) is not None)):
         row = [label, metrics.get(key)]
         if baseline is not None:
             row.append(baseline.get(key))
@@ -277,13 +286,67 @@ def _per_genre_table(metrics: dict[str, Any]) -> Table:
     )
 
 
-def _confusion_table(confusion: dict[str, Any]) -> Table:
-    """The confusion counts as text, for readers (and diff tools) that cannot see the heatmap."""
+def _confusion_table(confusion: dict[str, Any], anchors: dict[tuple[str, str], str] | None = None) -> Table:
+    """The confusion counts as text, for readers (and diff tools) that cannot see the heatmap. ``anchors``:
+    (true, predicted) -> the id of the first Mistakes row of that pair, which the HTML cell links to."""
     labels = [str(label) for label in confusion["labels"]]
-    return _table(
+    table = _table(
         ["true \\ predicted", *labels],
         [[label, *row] for label, row in zip(labels, confusion["matrix"], strict=True)],
     )
+    if not anchors:
+        return table
+    links = tuple((None, *(f"#{anchors[(true, predicted)]}" if (true, predicted) in anchors else None
+                           for predicted in labels)) for true in labels)
+    return Table(table.header, table.rows, links)
+
+
+def mistake_anchor(genres: list[str], true: str, predicted: str) -> str:
+    """The HTML id of the first Mistakes row of a (true, predicted) pair: genre positions, since a genre name
+    may hold any character."""
+    return f"mistakes-{genres.index(true)}-{genres.index(predicted)}"
+
+
+def _clock(seconds: float) -> str:
+    """Seconds as m:ss, as a player shows a position."""
+    whole = round(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def _window(row: dict[str, Any], clip_seconds: float | None) -> str:
+    """Where in the track an excerpt is: "0:10–0:20"."""
+    if row.get("offset") is None:
+        return MISSING
+    start = float(row["offset"])
+    return _clock(start) + (f"–{_clock(start + clip_seconds)}" if clip_seconds else "")
+
+
+def _top_text(top: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{entry['genre']} {entry['probability']:.3f}" for entry in top)
+
+
+def _listen_rows(rows: list[dict[str, Any]], clip_seconds: float | None) -> list[dict[str, Any]]:
+    """What every row with a player shares, formatted once for both templates: its window and excerpt."""
+    return [{"window": _window(row, clip_seconds), "excerpt": row.get("excerpt"),
+             "excerpt_error": row.get("excerpt_error")} for row in rows]
+
+
+def _mistakes_context(mistakes: list[dict[str, Any]] | None, genres: list[str], clip_seconds: float | None
+                      ) -> tuple[list[dict[str, Any]] | None, dict[tuple[str, str], str]]:
+    """The Mistakes rows as text, and the anchor of each (true, predicted) pair's first row."""
+    if mistakes is None:
+        return None, {}
+    anchors: dict[tuple[str, str], str] = {}
+    rows = []
+    for row, listen in zip(mistakes, _listen_rows(mistakes, clip_seconds), strict=True):
+        pair = (row["genre"], row["predicted"])
+        anchor = None
+        if pair not in anchors and row["genre"] in genres and row["predicted"] in genres:
+            anchor = anchors[pair] = mistake_anchor(genres, *pair)
+        rows.append({**listen, "anchor": anchor, "genre": str(row["genre"]), "path": str(row["path"]),
+                     "predicted": f"{row['predicted']} ({row['confidence']:.3f})",
+                     "true_probability": f"{row['true_probability']:.3f}", "top3": _top_text(row["top3"])})
+    return rows, anchors
 
 
 def _training_context(training: dict[str, Any]) -> dict[str, str]:
@@ -358,8 +421,10 @@ def render_report(
     changes: dict[str, Any] | None = None,
     selection: dict[str, Any] | None = None,
     model: dict[str, Any] | None = None,
+    mistakes: list[dict[str, Any]] | None = None,
 ) -> dict[str, bytes]:
-    """Every file of reports/<run>/ as bytes, keyed by file name.
+    """Every file of reports/<run>/ as bytes, keyed by file name (the excerpts the Mistakes rows play are
+    written by the report stage, not here).
 
     Returns report.md, report.html (self-contained), metrics.json, confusion.png
     and (without ``model``) curves.png. baseline, when given, holds metrics under the same keys
@@ -369,11 +434,19 @@ def render_report(
     rebuild changed since the previous one. selection (tasks.select.choose_model)
     lists every model family trained, on validation and test, and why this run
     was chosen; model (embedding.json) describes an embedding model, which has
-    no epochs to plot.
+    no epochs to plot. mistakes (tasks.mistakes.confident_mistakes, with the
+    excerpt and offset tasks.excerpts.add_excerpts gives each row) makes the
+    Mistakes section, its rows linked from the confusion matrix's cells.
     """
+    genres = [str(label) for label in metrics["confusion"]["labels"]]
+    clip_seconds = (config.get("audio") or {}).get("clip_seconds")
+    mistake_rows, anchors = _mistakes_context(mistakes, genres, clip_seconds)
     images = {"confusion.png": render_confusion_png(metrics["confusion"])}
     if model is None:  # an embedding model has no epochs: its report shows no curves
         images["curves.png"] = render_curves_png(history)
+    if metrics.get("reliability"):  # evaluate's calibration bins (issue 22)
+        images["reliability.png"] = render_reliability_png(metrics["reliability"],
+                                                           metrics.get("reliability_uncalibrated"))
     training = training_summary(history)
     context: dict[str, Any] = {
         "title": f"genreflow report: {run}",
@@ -382,7 +455,8 @@ def render_report(
         "n_clips": _cell(metrics.get("n_clips")),
         "per_genre": _per_genre_table(metrics),
         "absent": [str(genre) for genre in metrics.get("absent_genres") or []],
-        "confusion": _confusion_table(metrics["confusion"]),
+        "confusion": _confusion_table(metrics["confusion"], anchors),
+        "mistakes": mistake_rows,
         "training": _training_context(training),
         "dataset": _dataset_context(summary),
         "config": _config_text(config),
@@ -390,6 +464,7 @@ def render_report(
         "changes": changes_lines(changes) if changes else [],
         "selection": _selection_context(selection),
         "embedding": _embedding_context(model),
+        "reliability": "reliability.png" in images,
     }
     # The HTML embeds the PNGs as data URIs, so the page needs no file beside it.
     embedded = {name: base64.b64encode(data).decode("ascii") for name, data in images.items()}
@@ -411,6 +486,8 @@ def render_report(
         document["selection"] = selection
     if model is not None:
         document["model"] = model
+    if mistakes is not None:
+        document["mistakes"] = mistakes
     metrics_json = json.dumps(_plain(document), indent=2, allow_nan=False, default=str) + "\n"
 
     return {
@@ -438,15 +515,35 @@ def _mean_std(entry: dict[str, Any] | None) -> str:
     return MISSING if not entry else f"{entry['mean']:.3f} ± {entry['std']:.3f}"
 
 
+def _suspects_context(issues: list[dict[str, Any]] | None, total: int | None, clip_seconds: float | None
+                      ) -> dict[str, Any] | None:
+    """The Suspect labels section: the first ranked rows (tasks/label_issues.py) with their players."""
+    if issues is None:
+        return None
+    rows = [{**listen, "rank": str(row["rank"]), "path": str(row["path"]), "given": str(row["given_genre"]),
+             "given_probability": f"{row['given_probability']:.3f}",
+             "suggested": f"{row['suggested_genre']} ({row['suggested_probability']:.3f})",
+             "fold": _cell(row.get("fold")), "confident": _cell(bool(row.get("confident_learning")))}
+            for row, listen in zip(issues, _listen_rows(issues, clip_seconds), strict=True)]
+    return {"rows": rows, "total": total if total is not None else len(rows)}
+
+
 def render_crossval_report(run: str, summary: dict[str, Any], folds: list[dict[str, Any]],
-                           config: dict[str, Any]) -> dict[str, bytes]:
+                           config: dict[str, Any], label_issues: list[dict[str, Any]] | None = None,
+                           n_label_issues: int | None = None) -> dict[str, bytes]:
     """crossval.md, crossval.html and crossval.json: mean ± std over folds, then each fold, each model family
-    (and, with more than one, the one each fold's validation tracks chose) beside the baseline."""
+    (and, with more than one, the one each fold's validation tracks chose) beside the baseline.
+
+    label_issues: the first rows of the suspect labels (tasks/label_issues.py, each with the excerpt
+    tasks/excerpts.add_excerpts gave it), of ``n_label_issues`` in all; None leaves the section out.
+    """
     shown = [model for model in CROSSVAL_MODELS if model in summary]
     if "embedding" not in summary:
         shown = [model for model in shown if model != "chosen"]  # one family: the chosen one is the CNN
     header = ["Metric (mean ± std over folds)", *(CROSSVAL_MODELS[model] for model in shown)]
     rows = [[label, *(_mean_std(summary[model].get(key)) for model in shown)] for key, label in CROSSVAL_METRICS]
+    rows += [[label, *(_mean_std(summary[model].get(key)) for model in shown)] for key, label in CALIBRATION
+             if any(summary[model].get(key) for model in shown)]  # where the folds had them (issue 22)
     families = [model for model in shown if model in ("cnn", "embedding")]
     fold_header = ["fold", "train / val / test tracks", "epochs"]
     for model in families:
@@ -473,13 +570,44 @@ def render_crossval_report(run: str, summary: dict[str, Any], folds: list[dict[s
         "metrics": _table(header, rows),
         "folds": _table(fold_header, fold_rows),
         "config": _config_text(config),
+        "suspects": _suspects_context(label_issues, n_label_issues,
+                                      (config.get("audio") or {}).get("clip_seconds")),
     }
-    document = {"run": run, "summary": summary, "folds": folds}
+    document: dict[str, Any] = {"run": run, "summary": summary, "folds": folds}
+    if label_issues is not None:
+        document["label_issues"] = {"total": n_label_issues, "shown": label_issues}
     return {
         "crossval.md": _render("crossval.md.j2", **context).encode("utf-8"),
         "crossval.html": _render("crossval.html.j2", **context).encode("utf-8"),
         "crossval.json": (json.dumps(_plain(document), indent=2, allow_nan=False, default=str) + "\n").encode(),
     }
+
+
+# --- the index of runs ------------------------------------------------------------------------
+
+
+def _signed(value: float | None) -> str:
+    return MISSING if value is None else f"{value:+.3f}"
+
+
+def render_index(runs: list[dict[str, Any]], changes: list[dict[str, Any]]) -> bytes:
+    """reports/index.html: every trained run, newest first, linking its report, then the change in test track
+    accuracy per genre of each run beside the one before it on the same test tracks (tasks/runs.py)."""
+    header = ["Run", "Family", "Finished", "Tracks", "Validation track acc.", "Test track acc.", "ECE", "Promoted"]
+    rows = [[run["run"], run["family"], str(run["date"])[:16].replace("T", " "), run["tracks"],
+             run["val_track_accuracy"], run["test_track_accuracy"], run["ece"], bool(run["promoted"])]
+            for run in runs]
+    table = _table(header, rows)
+    # A run's report is beside index.html in reports/: link it relative to the index.
+    links = tuple((run["report"].removeprefix("reports/") if run["report"] else None, *([None] * 7)) for run in runs)
+    pairs = [{"run": pair["run"], "previous": pair["previous"], "family": pair["family"],
+              "test_set": pair["test_set"], "overall": _signed(pair["track_accuracy"]),
+              "table": _table(["genre", "change in test track accuracy"],
+                              [[genre, _signed(change)] for genre, change in pair["per_genre"].items()])}
+             for pair in changes]
+    page = _render("index.html.j2", title="genreflow runs", runs=Table(table.header, table.rows, links or None),
+                   n_runs=len(runs), pairs=pairs)
+    return page.encode("utf-8")
 
 
 # --- Prefect artifact keys -------------------------------------------------------------------

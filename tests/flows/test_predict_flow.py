@@ -1,8 +1,9 @@
-"""``genreflow predict`` on a library: a flow on 2 Dask workers, broken files, a kill -9 and a resume.
+"""``genreflow predict`` on a library: a flow on 2 Dask workers, broken files, a kill -9 and a resume, and a
+library that changes between runs.
 
 The library is the session's demo set (24 mp3 files) beside three broken
 files; the model is a small untrained CNN on 1 s windows (tests/model/test_export.py),
-so each of the 12 s demo files gives 12 windows. A handful of files keeps the
+so each of the 10.25 s demo files gives 11 windows. A handful of files keeps the
 quick path: no cluster, no flow, and the output of the functions it always used.
 """
 
@@ -25,9 +26,9 @@ import soundfile as sf
 
 # Before TensorFlow (tests.model.test_export imports it): Prefect's logging set-up closes the handlers
 # it finds, absl's among them, and absl's holds the sys.stderr of the moment it was made.
-from genreflow.flows.config import PredictOptions
-from genreflow.flows.predict_flow import run_library_predict
-from genreflow.tasks.predict import MIN_SHARDS
+from genreflow.flows.predict_flow import local_table_predict, run_library_predict
+from genreflow.flows.predict_options import LibraryOptions
+from genreflow.tasks.predict import MIN_BUCKETS, bucket_of
 from genreflow.tasks.sources.demo_synth import DEMO_GENRES
 from tests.flows.conftest import DEMO_SECONDS, DEMO_TRACKS_PER_GENRE
 from tests.model.test_export import AUDIO, GENRES, save_model
@@ -40,7 +41,13 @@ BROKEN = {"broken.mp3": "not decodable audio", "empty.wav": "empty file (0 bytes
           "silent.wav": "silent (peak below -80 dBFS)"}
 GOOD = DEMO_TRACKS_PER_GENRE * len(DEMO_GENRES)
 FILES = GOOD + len(BROKEN)
-SHARDS = max(-(-FILES // SHARD_SIZE), min(MIN_SHARDS, FILES))  # tasks/predict.py plan_prediction
+BUCKET_GLOB = "predictions.parts/predict-*/b*.manifest.json"  # every sealed bucket of the run
+
+
+def bucket_count(library: Path) -> int:
+    """Buckets of the library's files (tasks/predict.py plan_prediction): the hash buckets its files fall in."""
+    files = [str(p) for p in library.rglob("*") if p.is_file()]
+    return len({bucket_of(path, MIN_BUCKETS) for path in files})
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +70,12 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_model(tmp_path_factory.mktemp("models") / "run-library", "genreflow")
 
 
-def options(library: Path, model_dir: Path, out: Path, **extra: object) -> PredictOptions:
+def options(library: Path, model_dir: Path, out: Path, **extra: object) -> LibraryOptions:
     values: dict[str, object] = {"inputs": [str(library)], "model_dir": str(model_dir), "out": str(out),
                                  "windows": True, "shard_size": SHARD_SIZE, "workers": 2, "retries": 0,
                                  "local_max": 0}
     values.update(extra)
-    return PredictOptions(**values)
+    return LibraryOptions(**values)
 
 
 def cli_args(library: Path, model_dir: Path, out: Path) -> list[str]:
@@ -107,8 +114,8 @@ def test_every_good_file_gets_a_row_and_every_bad_file_its_reason(reference: tup
     assert table["model"].eq("run-library").all()
     assert (summary.files, summary.predicted, len(summary.failures)) == (len(files), GOOD, len(BROKEN))
     assert sum(summary.genres.values()) == GOOD
-    # each worker loaded the model once, not once a shard
-    assert len(list(out.parent.glob("predictions.parts/predict-*/shard-*.manifest.json"))) == SHARDS == 16
+    # each worker loaded the model once, not once a bucket
+    assert len(list(out.parent.glob(BUCKET_GLOB))) == bucket_count(library)
     assert 1 <= summary.model_loads <= 2 and summary.load_s < summary.worker_s
 
 
@@ -124,6 +131,7 @@ def test_the_summary_is_a_prefect_artifact(reference: tuple) -> None:
     assert len(found) == 1
     text = str(found[0].data)
     assert f"{summary.files} files, {GOOD} predicted, {len(BROKEN)} failed" in text
+    assert f"| added | {FILES} |" in text and "| reused | 0 |" in text and "First run." in text
     assert all(f"| {genre} | {n} |" in text for genre, n in summary.genres.items())
     assert "silent (peak below -80 dBFS)" in text
 
@@ -134,22 +142,22 @@ def _finished_shards(out: Path) -> dict[str, tuple[bytes, int]]:
     A shard whose table is written but whose manifest is not was cut short, and is redone.
     """
     work = out.parent / "predictions.parts"
-    sealed = [m.name.removesuffix(".manifest.json") for m in work.glob("predict-*/shard-*.manifest.json")]
+    sealed = [m.name.removesuffix(".manifest.json") for m in work.glob("predict-*/b*.manifest.json")]
     return {str(p.relative_to(work)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(work.glob("predict-*/shard-*")) if p.name.split(".")[0] in sealed}
+            for p in sorted(work.glob("predict-*/b*")) if p.name.split(".")[0] in sealed}
 
 
 def test_kill_then_rerun_predicts_no_file_twice_and_gives_the_same_table(
         reference: tuple, library: Path, model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "predictions.parquet"
-    shards = SHARDS
+    shards = bucket_count(library)
     env = cli_env(tmp_path)
     with open(tmp_path / "killed.log", "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "genreflow.flows.cli", *cli_args(library, model_dir, out)],
                                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 900
     try:
-        while not list(tmp_path.glob("predictions.parts/predict-*/shard-*.manifest.json")):
+        while not list(tmp_path.glob(BUCKET_GLOB)):
             assert process.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no shard finished in time"
             time.sleep(0.01)
@@ -159,13 +167,15 @@ def test_kill_then_rerun_predicts_no_file_twice_and_gives_the_same_table(
     before = _finished_shards(out)
     finished = [name for name in before if name.endswith(".manifest.json")]
     assert len(before) == 2 * len(finished)
-    assert 0 < len(finished) < shards, "the kill must land between the first and the last shard"
+    assert 0 < len(finished) < shards, "the kill must land between the first and the last bucket"
     assert not out.exists()
 
     summary = run_library_predict(options(library, model_dir, out))
+    assert summary.computed == FILES - sum(int(json.loads((out.parent / "predictions.parts" / name).read_text())
+                                               ["rows"]) for name in finished)  # no file predicted twice
 
     after = _finished_shards(out)
-    assert {name: after[name] for name in before} == before, "a shard finished before the kill was predicted again"
+    assert {name: after[name] for name in before} == before, "a bucket finished before the kill was predicted again"
     assert len([name for name in after if name.endswith(".manifest.json")]) == shards
     assert 1 <= summary.model_loads <= 2
     expected, got = pq.read_table(reference[1]), pq.read_table(out)
@@ -228,3 +238,69 @@ def test_predict_flags_and_inputs_fail_in_one_line(model_dir: Path, tmp_path: Pa
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert code in (1, 2) and len(err) == 1 and message in err[0], (extra, err)
     assert json.loads((model_dir / "labels.json").read_text()) == GENRES
+
+
+# --------------------------------------------------------------------------- a library that changes between runs
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(source, target)
+
+
+def test_a_library_that_changes_is_predicted_incrementally_and_equals_a_cold_run(
+        demo_dir: Path, model_dir: Path, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    demo = sorted(demo_dir.rglob("*.mp3"))
+    library = tmp_path / "library"
+    for path in demo[:10]:
+        _link(path, library / path.parent.name / path.name)
+    out = tmp_path / "predictions.parquet"
+    first = run_library_predict(options(library, model_dir, out))
+    assert first.computed == 10 and first.changes is not None and first.changes.first_run
+    before = pd.read_parquet(out)
+
+    # grown by 2, shrunk by 1, one file modified (another recording under the same path)
+    for path in demo[10:12]:
+        _link(path, library / path.parent.name / path.name)
+    gone = library / demo[0].parent.name / demo[0].name
+    gone.unlink()
+    modified = library / demo[1].parent.name / demo[1].name
+    modified.unlink()
+    modified.write_bytes(demo[15].read_bytes())
+    playlists = tmp_path / "playlists"
+    second = run_library_predict(options(library, model_dir, out, playlists=str(playlists)))
+    assert second.changes is not None and (second.changes.added, second.changes.removed, second.changes.modified,
+                                           second.changes.unchanged) == (2, 1, 1, 8)
+    assert second.computed == 3 and second.reused == 8 and second.files == 11  # from the manifests' counts
+    table = pd.read_parquet(out)
+    assert str(gone) not in set(table["path"]) and len(table) == 11
+    kept = before[~before["path"].isin([str(gone), str(modified)])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(table[table["path"].isin(kept["path"])].reset_index(drop=True), kept)
+    assert second.change_line() == ("since the last run: 2 added, 1 removed, 1 modified, 8 unchanged; "
+                                    "3 predicted, 8 reused")
+
+    # the same files from nothing, in this process: the same table, to the bit
+    cold_out = tmp_path / "cold" / "predictions.parquet"
+    local_table_predict(options(library, model_dir, cold_out), [str(library)])
+    assert pq.read_table(out).equals(pq.read_table(cold_out), check_metadata=False)
+
+    # the artifact says what changed
+    run_id = next(p.name for p in (tmp_path / "predictions.parts").iterdir() if p.is_dir())
+    with get_client(sync_client=True) as client:
+        key = ArtifactFilterKey(any_=[f"genreflow-{run_id}"])
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=key))
+    text = str(max(found, key=lambda a: a.created).data)
+    assert "| added | 2 |" in text and "| removed | 1 |" in text and "| modified | 1 |" in text
+    assert "| reused | 8 |" in text
+
+    # the playlists: one per genre, every entry an existing file relative to the playlist
+    lists = sorted(playlists.glob("*.m3u8"))
+    assert {p.stem for p in lists} == set(table.loc[table["error"] == "", "genre_1"])
+    entries = [os.path.normpath(p.parent / line) for p in lists
+               for line in p.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+    assert sorted(entries) == sorted(table.loc[table["error"] == "", "path"])  # relative to the playlist's folder
+    assert all(os.path.isfile(entry) for entry in entries)
+    assert not any(line.startswith("/") for p in lists for line in p.read_text().splitlines())

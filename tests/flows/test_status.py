@@ -63,3 +63,36 @@ def test_an_altered_shard_is_corrupt(tmp_path: Path) -> None:
     npy = Path(root.local_path(output_path(root, "decode", plans[0].shard, ".npy")))
     npy.write_bytes(npy.read_bytes()[:-2] + b"\x01\x01")
     assert collect_status(config)["stages"]["decode"] == {"corrupt": 1, "missing": 2}
+
+
+def test_a_changed_library_version_makes_what_it_made_stale_and_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from genreflow.tasks import stages
+
+    config = build_config(None, data_root=str(tmp_path / "root"))
+    root = DataRoot(config.run.data_root)
+    tracks = _ingested(root, tmp_path)
+    plans = plan_shards(tracks, config)
+    index = pd.DataFrame({"track_id": [0], "row": [0]})
+    for plan in plans:  # the last decode shard as an earlier genreflow sealed it: with no versions
+        decode = plan.decode if plan is not plans[-1] else replace(plan.decode, libraries=())
+        for spec in (decode, plan.mel):
+            with open_output(root, spec) as out:
+                write_shard(out, array=np.zeros((1, 4), np.int16), index=index)
+    assert collect_status(config)["stages"]["decode"] == {"done": 3} and collect_status(config)[
+        "dependencies_changed"] == []
+
+    installed = stages.library_version
+    for library, stale_decode in (("soxr", 2), ("librosa", 0)):
+        monkeypatch.setattr(stages, "library_version",
+                            lambda name, library=library: "0.0.1" if name == library else installed(name))
+        status = collect_status(config)
+        # soxr makes decode (and so mel); librosa makes mel only. An output that recorded no versions is adopted.
+        assert status["stages"]["decode"] == {k: v for k, v in {"done": 3 - stale_decode,
+                                                                 "dependency-changed": stale_decode}.items() if v}
+        assert status["stages"]["mel"] == {"dependency-changed": 3}
+        assert status["dependencies_changed"] == [f"{library} {installed(library)} → 0.0.1"]
+        print_status(config)
+        assert f"stale: dependency changed ({library} {installed(library)} → 0.0.1)" in capsys.readouterr().out

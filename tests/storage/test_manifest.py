@@ -14,7 +14,7 @@ import pytest
 
 from genreflow.model.params import AudioConfig
 from genreflow.storage.fingerprint import fingerprint, frame_fingerprint
-from genreflow.storage.manifest import output_state, read_manifest, write_manifest
+from genreflow.storage.manifest import library_changes, output_state, read_manifest, write_manifest
 from genreflow.storage.outputs import manifest_path as shard_manifest_path
 from genreflow.storage.outputs import output_path
 from genreflow.storage.root import DataRoot
@@ -71,6 +71,27 @@ def test_state_done_when_fingerprint_and_files_match(sealed: tuple[DataRoot, str
 def test_state_stale_for_another_fingerprint(sealed: tuple[DataRoot, str, list[str]]) -> None:
     root, manifest_path, _ = sealed
     assert output_state(root, manifest_path, "fp-2") == "stale"
+
+
+def test_library_versions_are_compared_on_the_libraries_both_name() -> None:
+    """A library the manifest does not record is taken at the installed version (an earlier genreflow's manifest
+    records none); one it records at another version is a change."""
+    current = {"librosa": "0.11.0", "numpy": "2.1.0", "scipy": "1.14.0"}
+    assert library_changes({}, current) == {}
+    assert library_changes({"numpy": "2.1.0", "keras": "3.0.0"}, current) == {}
+    assert library_changes({"librosa": "0.10.2", "numpy": "2.1.0"}, current) == {"librosa": ("0.10.2", "0.11.0")}
+
+
+def test_state_stale_for_another_version_of_a_recorded_library(root: DataRoot) -> None:
+    files = [output_path(root, "mel", "s0", ".npy")]
+    root.write_bytes(files[0], DATA)
+    path = shard_manifest_path(root, "mel", "s0")
+    manifest = write_manifest(root, path, name="mel/s0", fingerprint="fp-1", files=files, rows=1,
+                              libraries={"librosa": "0.10.2"})
+    assert manifest.libraries == read_manifest(root, path).libraries == {"librosa": "0.10.2"}  # type: ignore[union-attr]
+    assert output_state(root, path, "fp-1", libraries={"librosa": "0.10.2", "numpy": "2.1.0"}) == "done"
+    assert output_state(root, path, "fp-1", libraries={"librosa": "0.11.0"}) == "stale"
+    assert output_state(root, path, "fp-1") == "done"  # without versions to compare, none are
 
 
 def test_state_missing_without_manifest(root: DataRoot) -> None:

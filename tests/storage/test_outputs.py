@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from genreflow.storage.manifest import read_manifest
+from genreflow.storage.manifest import Manifest, read_manifest
 from genreflow.storage.outputs import (
     LAYOUT,
     OutputSpec,
@@ -185,3 +185,57 @@ def test_outputs_of_genreflow_0_1_are_removed_and_nothing_else(root: DataRoot) -
     assert not root.exists(root.join("audio")) and not root.exists(root.join("mel-aug"))
     assert all(root.exists(root.join(p)) for p in ("mel/train-0000.npy", "tracks.parquet", "models/LATEST"))
     assert remove_legacy_outputs(root) == []
+
+
+def test_library_versions_are_recorded_beside_the_fingerprint_and_compared(root: DataRoot) -> None:
+    from genreflow.storage.outputs import dependency_changes
+
+    made = OutputSpec("stats", code="v1", inputs="a", params={"chunk": 256},
+                      libraries={"numpy": "2.0.0", "librosa": "0.10.2"})
+    assert made.fingerprint == stats().fingerprint and made.library_versions == {"librosa": "0.10.2", "numpy": "2.0.0"}
+    assert made.with_key("other").libraries == made.libraries
+    with open_output(root, made) as out:
+        out.write_json(".json", {"clips": 3})
+    manifest = read_manifest(root, out.manifest_path)
+    assert manifest is not None and manifest.libraries == {"librosa": "0.10.2", "numpy": "2.0.0"}
+    assert state_of(root, made) == "done" and staleness(root, made) is None
+
+    upgraded = OutputSpec("stats", code="v1", inputs="a", params={"chunk": 256},
+                          libraries={"numpy": "2.0.0", "librosa": "0.11.0"})
+    assert (state_of(root, upgraded), staleness(root, upgraded)) == ("stale", "dependencies")
+    assert dependency_changes(root, upgraded) == {"librosa": ("0.10.2", "0.11.0")}
+    assert done_manifest(root, upgraded) is None
+    assert staleness(root, stats(code="v2")) == "code"  # a changed fingerprint is said first
+    with open_output(root, upgraded) as again:
+        assert not again.done
+        again.write_json(".json", {"clips": 3})
+    assert read_manifest(root, out.manifest_path).libraries["librosa"] == "0.11.0"  # type: ignore[union-attr]
+    assert state_of(root, made) == "stale" and state_of(root, upgraded) == "done"
+
+
+def test_a_manifest_without_versions_is_adopted_and_gains_them_at_the_rebuilds_check(root: DataRoot) -> None:
+    """An earlier genreflow recorded no versions: its output is done as it is, and the first rebuild that finds it
+    done writes the installed versions into its manifest, so a later upgrade of a library makes it stale."""
+    with open_output(root, stats()) as out:  # as an earlier genreflow wrote it
+        out.write_json(".json", {"clips": 3})
+    before = root.read_bytes(out.manifest_path)
+    assert read_manifest(root, out.manifest_path).libraries == {}  # type: ignore[union-attr]
+    current = OutputSpec("stats", code="v1", inputs="a", params={"chunk": 256}, libraries={"numpy": "2.0.0"})
+    assert state_of(root, current) == "done" and staleness(root, current) is None
+    assert root.read_bytes(out.manifest_path) == before  # status only reads
+    with open_output(root, current) as again:
+        assert again.done
+    adopted = read_manifest(root, out.manifest_path)
+    assert adopted is not None and adopted.libraries == {"numpy": "2.0.0"}
+    # Only the versions are added: the files, their checksums and the time it was sealed are the same.
+    assert adopted.model_dump(exclude={"libraries"}) == Manifest.model_validate_json(before).model_dump(
+        exclude={"libraries"})
+    assert state_of(root, current) == "done"
+    # A library declared later is adopted the same way; one recorded at another version is not.
+    more = OutputSpec("stats", code="v1", inputs="a", params={"chunk": 256},
+                      libraries={"numpy": "2.0.0", "scipy": "1.13.0"})
+    assert done_manifest(root, more) is not None
+    versions = read_manifest(root, out.manifest_path).libraries  # type: ignore[union-attr]
+    assert versions == {"numpy": "2.0.0", "scipy": "1.13.0"}
+    newer = OutputSpec("stats", code="v1", inputs="a", params={"chunk": 256}, libraries={"numpy": "2.1.0"})
+    assert state_of(root, newer) == "stale" and done_manifest(root, newer) is None

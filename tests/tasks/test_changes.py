@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.changes import (
     changes_lines,
     code_changes,
     code_versions,
+    dependency_changes,
+    library_versions,
     read_last_rebuild,
     rebuild_changes,
     write_last_rebuild,
@@ -30,8 +34,11 @@ def test_summary_counts_shards_per_stage_and_says_it_in_order() -> None:
         "Tracks: 5 added, 2 removed (train 2), 1 modified (re-tagged, moved or re-split); 105 now.",
         "Shards: decode 1 recomputed, 1 reused; mel 1 recomputed, 0 reused; augment 1 recomputed, 0 reused.",
         "Stages whose code changed: none.",
+        "Dependencies changed: none.",
         "Test set: the same tracks as the previous rebuild.",
     ]
+    del changes["dependencies_changed"]  # the record of a genreflow that compared no versions
+    assert "Dependencies changed: none." not in changes_lines(changes)
 
 
 def test_the_next_rebuild_compares_code_with_the_last_one(tmp_path: Path) -> None:
@@ -45,3 +52,20 @@ def test_the_next_rebuild_compares_code_with_the_last_one(tmp_path: Path) -> Non
     assert set(code_versions()) >= {"ingest", "decode", "mel", "augment", "stats", "train", "evaluate", "report"}
     (tmp_path / "rebuilds" / "last.json").write_text("{not json")
     assert read_last_rebuild(root) is None  # unreadable: as if there were none
+
+
+def test_the_next_rebuild_says_which_dependencies_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genreflow.tasks import stages
+
+    root = DataRoot(str(tmp_path))
+    record = write_last_rebuild(root, rebuild_changes(TRACKS, [], None), {})
+    assert record["libraries"] == library_versions() and {"librosa", "soxr", "libsndfile", "keras"} <= set(
+        record["libraries"])
+    assert dependency_changes(record) == {} and dependency_changes({"codes": {}}) == {}  # none recorded: none compared
+    installed = stages.library_version
+    monkeypatch.setattr(stages, "library_version", lambda name: "9.9.9" if name == "librosa" else installed(name))
+    before = record["libraries"]["librosa"]
+    changes = rebuild_changes(TRACKS, [], read_last_rebuild(root))
+    assert changes["dependencies_changed"] == {"librosa": [before, "9.9.9"]}
+    assert f"Dependencies changed: librosa {before} → 9.9.9 (used by mel, augment, embed, baseline, predict)." in (
+        changes_lines(changes))

@@ -8,7 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from genreflow.tasks.stages import SAME_OUTPUTS_AS, STAGE_CODE, STAGES, current_stage_code, stage_code
+from genreflow.tasks.stages import (
+    SAME_OUTPUTS_AS,
+    STAGE_CODE,
+    STAGE_LIBRARIES,
+    STAGE_READS,
+    STAGES,
+    current_stage_code,
+    library_names,
+    library_version,
+    stage_code,
+    stage_libraries,
+)
 
 # model/ modules that hold no computation of an output: parameter types, file names, the quiet TF import, the
 # fetching of pretrained weights (their checksum is an input of the outputs made with them).
@@ -73,3 +84,72 @@ def test_a_stage_whose_code_changes_leaves_its_recorded_equivalence(monkeypatch:
         assert current_stage_code(stage) != now and stage_code(stage) == current_stage_code(stage)
     finally:
         stage_code.cache_clear()
+
+
+# --------------------------------------------------------------------------- libraries
+
+# Import name -> the library's name in STAGE_LIBRARIES, for the libraries whose numerics can make an output.
+NUMERIC_IMPORTS = {"numpy": "numpy", "scipy": "scipy", "librosa": "librosa", "soxr": "soxr", "soundfile": "soundfile",
+                   "sklearn": "scikit-learn", "tensorflow": "tensorflow", "keras": "keras"}
+# (stage, library) that a stage's listed modules import without their numerics making its output.
+NOT_NUMERICS = {
+    ("ingest", "numpy"), ("ingest", "soundfile"), ("ingest", "soxr"),  # model/audio for its file extensions only
+    ("decode", "numpy"),  # downmixes, pads and rounds float32 samples: exact in every version
+    ("predict", "scikit-learn"),  # model/metrics' scores; a prediction uses its numpy track aggregation only
+}
+
+
+def numeric_imports(module: str) -> set[str]:
+    """The STAGE_LIBRARIES names of the numeric libraries that ``module`` imports (at any depth of its source)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin
+    found = set()
+    for node in ast.walk(ast.parse(Path(spec.origin).read_text())):
+        names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                 else [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+        found.update(NUMERIC_IMPORTS[top] for name in names if (top := name.split(".")[0]) in NUMERIC_IMPORTS)
+    return found
+
+
+def test_every_stage_declares_its_libraries_and_what_it_reads() -> None:
+    assert set(STAGE_LIBRARIES) == set(STAGE_CODE) == set(STAGE_READS)
+    assert all(set(read) <= set(STAGE_READS) for read in STAGE_READS.values())
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_CODE))
+def test_a_stages_libraries_cover_the_numeric_libraries_its_code_imports(stage: str) -> None:
+    """A numeric library that a stage's code imports is among its libraries (its own or upstream), unless
+    NOT_NUMERICS says why its numerics do not make the output."""
+    used = set().union(*(numeric_imports(source.partition(":")[0]) for source in STAGE_CODE[stage]))
+    missing = {name for name in used - library_names(stage) if (stage, name) not in NOT_NUMERICS}
+    assert not missing, f"{stage}: add {sorted(missing)} to STAGE_LIBRARIES (or to NOT_NUMERICS, with the reason)"
+
+
+def test_a_stages_libraries_are_its_own_and_everything_upstream() -> None:
+    assert library_names("ingest") == set()  # tasks/ingest.py builds its spec without libraries: wire them first
+    assert library_names("decode") == {"soundfile", "libsndfile", "soxr"}
+    assert "librosa" not in library_names("decode")
+    assert library_names("mel") == library_names("decode") | {"numpy", "scipy", "librosa"}
+    for stage, upstream in (("stats", "augment"), ("train", "stats"), ("evaluate", "train"), ("evaluate", "head"),
+                            ("report", "evaluate"), ("crossval", "fold"), ("head", "embed")):
+        assert library_names(upstream) <= library_names(stage), (stage, upstream)
+    assert {"tensorflow", "keras"}.isdisjoint(library_names("stats") | library_names("baseline"))
+    with pytest.raises(ValueError, match="unknown stage"):
+        library_names("audio")
+
+
+def test_installed_versions_are_read_from_metadata_without_importing_tensorflow() -> None:
+    import subprocess
+    import sys
+
+    import numpy
+    import soundfile
+
+    assert library_version("numpy") == numpy.__version__
+    assert library_version("libsndfile") == soundfile.__libsndfile_version__
+    assert library_version("no-such-library-here") is None
+    assert stage_libraries("mel") == {name: library_version(name) for name in sorted(library_names("mel"))}
+    assert list(stage_libraries("embed")) == sorted(stage_libraries("embed"))
+    code = ("import sys; from genreflow.tasks.stages import library_version as v; "
+            "assert v('tensorflow') and v('keras'); assert 'tensorflow' not in sys.modules, 'imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

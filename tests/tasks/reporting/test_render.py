@@ -337,3 +337,84 @@ def test_the_renderer_imports_no_prefect() -> None:
 def test_artifact_keys_are_lower_case_letters_digits_and_dashes() -> None:
     assert artifact_key("report", "Run_1 (b)") == "genreflow-report-run-1--b-"
     assert artifact_key("crossval", "cv-0a1b2c") == "genreflow-crossval-cv-0a1b2c"
+
+
+def mistake_rows() -> list[dict]:
+    """What tasks.mistakes and tasks.excerpts give the renderer: the Jazz track taken for Rock, one excerpt."""
+    top3 = [{"genre": "Rock", "probability": 0.55}, {"genre": "Jazz", "probability": 0.35},
+            {"genre": TRICKY, "probability": 0.1}]
+    return [{"genre": "Jazz", "track_id": 2, "path": "jazz/<two> | b.mp3", "predicted": "Rock", "confidence": 0.55,
+             "true_probability": 0.35, "top3": top3, "clip_index": 1, "excerpt": "excerpts/two-clip1.mp3",
+             "offset": 10.0},
+            {"genre": TRICKY, "track_id": 3, "path": "rb/3.mp3", "predicted": "Rock", "confidence": 0.4,
+             "true_probability": 0.3, "top3": top3, "clip_index": 0, "excerpt": None, "offset": None,
+             "excerpt_error": "file not readable: No such file or directory"}]
+
+
+def test_mistakes_in_each_format(metrics: dict, history: pd.DataFrame, summary: dict) -> None:
+    files = render_report("r", metrics, history, summary, {"audio": {"clip_seconds": 10.0}}, mistakes=mistake_rows())
+    text = files["report.md"].decode("utf-8")
+    section = text[text.index("## Mistakes"):text.index("## Training")]
+    assert "| true genre | track | predicted | p(true) | top 3 | window | excerpt |" in section
+    assert ("| Jazz | jazz/<two> \\| b.mp3 | Rock (0.550) | 0.350 | Rock 0.550, Jazz 0.350, R&B <Soul> 0.100 "
+            "| 0:10–0:20 | [mp3](excerpts/two-clip1.mp3) |") in section
+    assert "| – | file not readable: No such file or directory |" in section
+
+    page = files["report.html"].decode("utf-8")
+    assert page.count("<audio ") == 1 and 'src="excerpts/two-clip1.mp3"' in page
+    assert page.count('<tr class="mistake"') == 2
+    # Each confusion cell with rows links to the first of them; genre positions, not names, make the ids.
+    assert '<tr class="mistake" id="mistakes-1-0">' in page and '<a href="#mistakes-1-0">1</a>' in page
+    assert 'id="mistakes-2-0"' in page and "jazz/&lt;two&gt; | b.mp3" in page
+    assert "<two>" not in page
+
+    document = json.loads(files["metrics.json"])
+    assert document["mistakes"][0]["path"] == "jazz/<two> | b.mp3"
+    assert document["mistakes"][0]["top3"][0] == {"genre": "Rock", "probability": 0.55}
+
+
+def test_no_mistakes_says_so(metrics: dict, history: pd.DataFrame, summary: dict) -> None:
+    files = render_report("r", metrics, history, summary, {}, mistakes=[])
+    for name in ("report.md", "report.html"):
+        assert "No test track was predicted wrongly." in files[name].decode("utf-8")
+    assert "<a href" not in files["report.html"].decode("utf-8")
+
+
+def test_crossval_report_lists_suspect_labels() -> None:
+    folds = [{"fold": 1, "tracks": {"train": 8, "val": 2, "test": 3}, "training": {"epochs_run": 3},
+              "cnn": {"track_accuracy": 0.6, "macro_f1": 0.55}}]
+    summary = {"folds": 1, "cnn": {"track_accuracy": {"mean": 0.6, "std": 0.0, "values": [0.6]}}}
+    issues = [{"rank": 1, "path": "rock/<a>.mp3", "given_genre": "Rock", "suggested_genre": "Jazz",
+               "given_probability": 0.01, "suggested_probability": 0.9, "confident_learning": True,
+               "track_id": "rock/a", "fold": 1,
+               "clip_index": 0, "excerpt": "excerpts/a-clip0.mp3", "offset": 0.0}]
+    files = render_crossval_report("cv", summary, folds, {"audio": {"clip_seconds": 10.0}}, label_issues=issues,
+                                   n_label_issues=7)
+    text = files["crossval.md"].decode("utf-8")
+    assert "## Suspect labels" in text and "7 track(s) whose out-of-fold prediction" in text
+    assert ("| 1 | rock/<a>.mp3 | Rock | 0.010 | Jazz (0.900) | yes | 1 | 0:00–0:10 | [mp3](excerpts/a-clip0.mp3) |"
+            in text)
+    page = files["crossval.html"].decode("utf-8")
+    assert page.count("<audio ") == 1 and "rock/&lt;a&gt;.mp3" in page
+    assert json.loads(files["crossval.json"])["label_issues"]["total"] == 7
+    none = render_crossval_report("cv", summary, folds, {}, label_issues=[], n_label_issues=0)
+    assert "No track's given genre is in doubt" in none["crossval.md"].decode("utf-8")
+    assert "Suspect labels" not in render_crossval_report("cv", summary, folds, {})["crossval.md"].decode("utf-8")
+
+
+def test_index_links_each_report_and_shows_the_change_per_genre() -> None:
+    from genreflow.tasks.reporting.render import render_index
+
+    runs = [{"run": "run-b", "family": "cnn", "date": "2026-12-07T10:00:00+00:00", "tracks": 96,
+             "val_track_accuracy": 1.0, "test_track_accuracy": 0.75, "ece": None, "promoted": False,
+             "report": "reports/run-b/report.html"},
+            {"run": "run-a", "family": "cnn", "date": "2026-12-06T10:00:00+00:00", "tracks": 96,
+             "val_track_accuracy": 0.9, "test_track_accuracy": 0.5, "ece": 0.05, "promoted": True, "report": None}]
+    changes = [{"run": "run-b", "previous": "run-a", "family": "cnn", "test_set": "abc", "track_accuracy": 0.25,
+                "per_genre": {TRICKY: 0.5, "Rock": None}}]
+    page = render_index(runs, changes).decode("utf-8")
+    assert '<a href="run-b/report.html">run-b</a>' in page and "<td>run-a</td>" in page
+    assert page.index("run-b") < page.index("run-a")
+    assert "<h3>run-b against run-a</h3>" in page and "track accuracy +0.250" in page
+    assert "<td>R&amp;B &lt;Soul&gt;</td><td class=\"num\">+0.500</td>" in page
+    assert "No trained run yet" in render_index([], []).decode("utf-8")

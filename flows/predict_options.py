@@ -1,0 +1,37 @@
+"""The options of a library run of ``genreflow predict`` beyond flows.config.PredictOptions.
+
+A module of its own, light like flows/config.py (pydantic only), so that the
+CLI builds them without importing Prefect, and the flow takes them as its one
+parameter.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from genreflow.flows.config import PredictOptions, default_work
+
+CSV_SUFFIX = ".csv"
+
+
+class LibraryOptions(PredictOptions):
+    """A table run that keeps up with a library, and the results it hands on."""
+
+    content_hash: bool = Field(False, description="a file's identity is its size and a hash of its bytes, "
+                                                  "not its size and mtime")
+    retry_failed: bool = Field(False, description="predict again the files that failed, changed or not")
+    playlists: str | None = Field(None, description="write one M3U8 playlist per genre into this folder")
+
+    @property
+    def csv(self) -> bool:
+        """``--out x.csv``: the table as a CSV for beets, spreadsheets and scripts, not Parquet."""
+        return self.out.lower().endswith(CSV_SUFFIX)
+
+    @property
+    def work_root(self) -> str:
+        """As PredictOptions', with ``x.csv`` giving ``x.parts`` too."""
+        from genreflow.storage.root import DataRoot
+
+        if self.work is None and self.csv:
+            return DataRoot(default_work(self.out[: -len(CSV_SUFFIX)])).url
+        return super().work_root
