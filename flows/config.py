@@ -66,6 +66,9 @@ class RunConfig(Section):
                                  "promoted one on the same test tracks, less the tolerance), always or never")
     promote_tolerance: float = Field(0.01, ge=0, le=1, description="track accuracy a new model may lose to the "
                                                                    "promoted one and still be promoted")
+    mlflow_uri: str | None = Field(None, description="also log each rebuild and cross-validation fold to this MLflow "
+                                                     "tracking URI, e.g. sqlite:///mlflow.db; needs pip install "
+                                                     "'genreflow[mlflow]' (default: off)")
     evaluate_run: str | None = Field(None, description="the trained run to evaluate and report (default: the one "
                                                        "this configuration trains; `genreflow evaluate`: the "
                                                        "promoted one)")

@@ -162,7 +162,8 @@ def report_spec(evaluate: OutputSpec, inputs: list[OutputSpec | None], config: C
     and the configuration."""
     return OutputSpec("report", evaluate.key, stage_code("report"),
                       [evaluate.fingerprint, *(spec.fingerprint if spec else None for spec in inputs), changes],
-                      config, stage_libraries("report"))
+                      # Where runs are tracked changes no report: switching MLflow on must not redo them.
+                      config.model_dump(mode="json", exclude={"run": {"mlflow_uri"}}), stage_libraries("report"))
 
 
 def crossval_specs(plans: list[ShardPlan], config: Config, folds: list[Any]) -> tuple[OutputSpec, list[

@@ -79,6 +79,7 @@ TYPED: dict[str, tuple[list[str], Any]] = {
     "promote": (["never"], "never"),
     "promote_tolerance": (["0.05"], 0.05),
     "evaluate_run": (["run-abc"], "run-abc"),
+    "mlflow_uri": (["sqlite:///mlflow.db"], "sqlite:///mlflow.db"),
 }
 # The words that type None: never "not given".
 NONE_WORDS: dict[str, tuple[str, list[str]]] = {
@@ -311,3 +312,16 @@ def test_a_renamed_field_is_still_read_under_its_old_name(tmp_path: Path, monkey
     assert config_from_args(parse(["rebuild"])).train.family == "embedding"
     monkeypatch.setenv("GENREFLOW_MODEL", "cnn")
     assert config_from_args(parse(["rebuild"])).train.family == "cnn"
+
+
+def test_mlflow_uri_is_a_flag_that_changes_no_report() -> None:
+    """--mlflow-uri (or GENREFLOW_MLFLOW_URI) switches tracking on; the report it logs is the same report."""
+    from genreflow.flows.plan import report_spec
+    from genreflow.storage.outputs import OutputSpec
+
+    evaluate = OutputSpec("evaluate", "run-x", "code", ["inputs"])
+    tracked = config_from_args(parse(["rebuild", "--mlflow-uri", "sqlite:///m.db"]))
+    assert tracked.run.mlflow_uri == "sqlite:///m.db"
+    assert report_spec(evaluate, [], tracked).fingerprint == report_spec(evaluate, [], Config()).fingerprint
+    assert report_spec(evaluate, [], config_from_args(parse(["rebuild", "--epochs", "3"]))).fingerprint != \
+        report_spec(evaluate, [], Config()).fingerprint
