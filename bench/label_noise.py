@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from genreflow.bench.model_quality import run_genreflow
 from genreflow.model.audio import AUDIO_EXTENSIONS
 from genreflow.tasks.label_issues import LABEL_ISSUES_FILE, precision_recall_at_k
 
@@ -70,16 +70,6 @@ def score_label_issues(issues: pd.DataFrame, swapped: dict[str, str]) -> dict[st
             "recall_all_flagged": len(found) / k, "suggested_true_genre": right}
 
 
-def _genreflow(args: list[str], log: Path) -> None:
-    with open(log, "a") as handle:
-        handle.write(f"\n$ genreflow {' '.join(args)}\n")
-        handle.flush()
-        done = subprocess.run([sys.executable, "-m", "genreflow.flows.cli", *args], stdout=handle,
-                              stderr=subprocess.STDOUT, env={**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
-    if done.returncode != 0:
-        raise SystemExit(f"genreflow {' '.join(args)} failed (exit {done.returncode}); see {log}")
-
-
 def run(source: Path, work: Path, fraction: float, seed: int, folds: int, flags: list[str]) -> dict[str, Any]:
     """Swap, cross-validate and score; the result as a dict."""
     work = work.absolute()
@@ -88,8 +78,8 @@ def run(source: Path, work: Path, fraction: float, seed: int, folds: int, flags:
     root, log = work / "root", work / "genreflow.log"
     common = ["--source", "folder", "--input", str(collection), "--data-root", str(root), *flags]
     start = time.perf_counter()
-    _genreflow(["preprocess", *common], log)
-    _genreflow(["evaluate", "--folds", str(folds), *common], log)
+    run_genreflow(["preprocess", *common], log)
+    run_genreflow(["evaluate", "--folds", str(folds), *common], log)
     reports = sorted(root.glob(f"reports/cv-*/{LABEL_ISSUES_FILE}"), key=lambda p: p.stat().st_mtime_ns)
     if not reports:
         raise SystemExit(f"no {LABEL_ISSUES_FILE} under {root}")

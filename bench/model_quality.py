@@ -58,7 +58,7 @@ def _preprocessing_key(flags: list[str]) -> str:
     return "-".join(sorted(parts)) or "default"
 
 
-def _genreflow(args: list[str], log: Path) -> float:
+def run_genreflow(args: list[str], log: Path) -> float:
     """Run ``genreflow ARGS``, its output appended to ``log``; seconds taken. Raises on failure."""
     start = time.perf_counter()
     with open(log, "a") as handle:
@@ -83,8 +83,8 @@ def run_variant(name: str, flags: list[str], common: list[str], work: Path, fold
                 ) -> dict[str, Any]:
     root = work / f"root-{_preprocessing_key(flags)}"
     argv = [*common, "--data-root", str(root), *flags]
-    _genreflow(["preprocess", *argv], log)  # a no-op where the shards are current
-    seconds = _genreflow(["evaluate", *argv, "--folds", str(folds)], log)
+    run_genreflow(["preprocess", *argv], log)  # a no-op where the shards are current
+    seconds = run_genreflow(["evaluate", *argv, "--folds", str(folds)], log)
     report = _newest_crossval_report(root)
     per_epoch = [f["training"]["seconds_per_epoch"] for f in report["folds"]
                  if f.get("training", {}).get("seconds_per_epoch")]
