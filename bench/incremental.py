@@ -27,7 +27,8 @@ from genreflow.bench.inputs import BenchSet
 NEW_SHARE = 20  # every 20th track is the new one: 5 %
 
 
-def _link(source: Path, target: Path) -> None:
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (a copy across filesystems): a bench collection costs no space."""
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(source, target)
@@ -56,11 +57,11 @@ def measure(collection: BenchSet, workdir: Path, workers: int, address: str | No
     for r in range(rounds):
         source = workdir / f"incremental-{r}"
         for path in old:
-            _link(path, source / path.parent.name / path.name)
+            link_or_copy(path, source / path.parent.name / path.name)
         root = preprocess.fresh_root(workdir, "incremental")
         preprocess.run_flow(config(source, root))  # the rebuild before the new tracks: not timed
         for path in new:
-            _link(path, source / path.parent.name / path.name)
+            link_or_copy(path, source / path.parent.name / path.name)
         full_root = preprocess.fresh_root(workdir, "full")
         for side, data_root in (("incremental", root), ("full", full_root)):
             shards[side] = timings.time(side, partial(preprocess.run_flow, config(source, data_root)))

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genreflow.bench import inputs, preprocess, timing
-from genreflow.bench.incremental import split_collection
+from genreflow.bench.incremental import link_or_copy, split_collection
 from genreflow.bench.library_predict import SHARD_SIZE, child
 from genreflow.flows.predict_options import LibraryOptions
 
@@ -41,14 +41,6 @@ def _warm_predict_worker() -> int:
     from genreflow.tasks.predict import predict_shard_task  # noqa: F401
 
     return os.getpid()
-
-
-def _link(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
 
 
 def _run(library: Path, model: Path, out: Path, address: str | None) -> PredictSummary:
@@ -80,11 +72,11 @@ def measure(base: inputs.BenchSet, files: int, rounds: int, workdir: Path, log: 
             library = workdir / f"library-{r}"
             shutil.rmtree(library, ignore_errors=True)
             for path in old:
-                _link(path, library / path.parent.name / path.name)
+                link_or_copy(path, library / path.parent.name / path.name)
             kept = preprocess.fresh_root(workdir / "roots", "incremental") / "predictions.parquet"
             _run(library, model, kept, warm.address)  # last night's run: not timed
             for path in new:
-                _link(path, library / path.parent.name / path.name)
+                link_or_copy(path, library / path.parent.name / path.name)
             cold = preprocess.fresh_root(workdir / "roots", "cold") / "predictions.parquet"
             for side, out in (("incremental", kept), ("cold", cold)):
                 summary = recorder.time(side, lambda out=out, library=library: _run(library, model, out, warm.address))

@@ -167,18 +167,18 @@ def add_config_flags(parser: argparse.ArgumentParser, exclude: tuple[str, ...] =
 
 def sources_from_args(args: argparse.Namespace, read_recorded: bool = False) -> ConfigSources:
     """Every source of the command's configuration: the flags typed, then GENREFLOW_<FIELD>, the project file
-    and (``read_recorded``) the data root's recorded configuration."""
+    and (``read_recorded``) the data root's recorded configuration; a value that changes a recorded one says
+    so on stderr."""
     flags = {name: getattr(args, name) for name in leaf_fields() if hasattr(args, name)}
-    return config_sources(flags, config_file=getattr(args, "config", None), read_recorded=read_recorded)
+    sources = config_sources(flags, config_file=getattr(args, "config", None), read_recorded=read_recorded)
+    for line in sources.overridden_record():
+        print(f"genreflow: {line}", file=sys.stderr)
+    return sources
 
 
 def config_from_args(args: argparse.Namespace, read_recorded: bool = False) -> Config:
-    """The command's configuration (see :func:`sources_from_args`); a flag that changes a recorded value
-    says so on stderr."""
-    sources = sources_from_args(args, read_recorded)
-    for line in sources.overridden_record():
-        print(f"genreflow: {line}", file=sys.stderr)
-    return sources.config()
+    """The command's configuration (see :func:`sources_from_args`)."""
+    return sources_from_args(args, read_recorded).config()
 
 
 def _common_options(version: bool = False) -> argparse.ArgumentParser:
@@ -299,8 +299,6 @@ def _run_workflow(command: str, args: argparse.Namespace) -> int:
     from genreflow.flows.rebuild import run_command
 
     sources = sources_from_args(args, read_recorded=command in READ_RECORDED)
-    for line in sources.overridden_record():
-        print(f"genreflow: {line}", file=sys.stderr)
     config = sources.config()
     _quiet_user_error_tracebacks()
     outcome = run_command(command, config, given=sources.given())

@@ -377,11 +377,11 @@ class ConfigSources:
 
     def overridden_record(self) -> list[str]:
         """One line per recorded value that a higher source changes: the user is told, not surprised."""
-        lines = []
+        lines, given = [], self.given()
         for name, value in self.recorded.items():
             origin = self.origin(name)
-            if origin != "data root" and self.given()[name] != value:
-                lines.append(f"{_source_name(origin, name, self.project_file)} {self.given()[name]!r} overrides "
+            if origin != "data root" and given[name] != value:
+                lines.append(f"{_source_name(origin, name, self.project_file)} {given[name]!r} overrides "
                              f"the data root's recorded {name} {value!r}")
         return lines
 

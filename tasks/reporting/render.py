@@ -476,18 +476,9 @@ def render_report(
     }
     dataset["quarantined"] = len(summary.get("quarantined", []))
     document: dict[str, Any] = {"run": run, "metrics": metrics, "training": training, "dataset": dataset}
-    if baseline is not None:
-        document["baseline"] = baseline
-    if promotion is not None:
-        document["promotion"] = promotion
-    if changes is not None:
-        document["changes"] = changes
-    if selection is not None:
-        document["selection"] = selection
-    if model is not None:
-        document["model"] = model
-    if mistakes is not None:
-        document["mistakes"] = mistakes
+    optional = {"baseline": baseline, "promotion": promotion, "changes": changes, "selection": selection,
+                "model": model, "mistakes": mistakes}
+    document.update({key: value for key, value in optional.items() if value is not None})
     metrics_json = json.dumps(_plain(document), indent=2, allow_nan=False, default=str) + "\n"
 
     return {
