@@ -367,11 +367,13 @@ def _run_promote(args: argparse.Namespace) -> int:
     from genreflow.storage.registry import read_registry
     from genreflow.storage.root import DataRoot
     from genreflow.tasks.promote import promote_by_hand
+    from genreflow.tasks.runs import write_index
 
     root = DataRoot(data_root_of(args.data_root))
     if args.run:
         with data_root_lock(root):  # a rebuild writing registry.json refuses us, naming itself
             record = promote_by_hand(root, args.run)
+            write_index(root)  # reports/index.html says which run is promoted: now this one
         print(f"{record.run} is now the promoted model of {root.url} (was {record.previous or 'none'})")
         return EXIT_OK
     registry = read_registry(root)

@@ -90,3 +90,22 @@ def test_the_command(root: DataRoot, capsys: pytest.CaptureFixture[str]) -> None
                                                              ("run-other", False), ("run-old", True)]
     assert runs_command(parser.parse_args(["--data-root", str(Path(root.path) / "empty")])) == 0
     assert "no trained run" in capsys.readouterr().out
+
+
+def test_promote_by_hand_rewrites_the_index(root: DataRoot, capsys: pytest.CaptureFixture[str]) -> None:
+    """The index says which run is promoted, so `genreflow promote RUN` rewrites it, not only a rebuild."""
+    import re
+
+    from genreflow.flows.cli import main
+
+    def promoted_in_index() -> list[str]:
+        page = (Path(root.path) / "reports" / "index.html").read_text()
+        rows = re.findall(r"<tr>(.*?)</tr>", page, flags=re.S)
+        return [re.search(r">([\w-]+)</a>", row).group(1) for row in rows  # type: ignore[union-attr]
+                if re.search(r"<td>yes</td>", row)]
+
+    write_index(root)
+    assert promoted_in_index() == ["run-old"]
+    assert main(["promote", "run-new", "--data-root", root.url]) == 0
+    assert "run-new is now the promoted model" in capsys.readouterr().out
+    assert promoted_in_index() == ["run-new"]
