@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import logging
 import os
 import sys
 import types
@@ -33,9 +32,10 @@ from genreflow.flows.config import (
 )
 from genreflow.flows.export import add_export_arguments, export_command
 from genreflow.flows.predict import add_predict_arguments, predict_command
+from genreflow.flows.quiet import quiet_user_error_tracebacks
 from genreflow.flows.tag import add_tag_arguments, tag_command
 from genreflow.model.params import RECIPES
-from genreflow.storage.errors import GenreflowError
+from genreflow.storage.errors import GenreflowError, disk_full_error
 
 # Errors a user can act on: printed as one line. Anything else is a bug and keeps its traceback.
 WORKFLOW_COMMANDS = {
@@ -61,27 +61,6 @@ class _OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-class _UserErrorsWithoutTraceback(logging.Filter):
-    """Drop the traceback from Prefect's console log of a task or flow that failed on a user error.
-
-    ``main`` prints such an error as one line; two tracebacks above it (task, then
-    flow) would bury it. Bugs keep their tracebacks, and the API log keeps all.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, GenreflowError):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-def _quiet_user_error_tracebacks() -> None:
-    """Install the filter on the root logger's handlers (where Prefect's console handler sits)."""
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, _UserErrorsWithoutTraceback) for f in handler.filters):
-            handler.addFilter(_UserErrorsWithoutTraceback())
 
 
 def _flag_type(name: str) -> Callable[[str], Any]:
@@ -300,7 +279,7 @@ def _run_workflow(command: str, args: argparse.Namespace) -> int:
 
     sources = sources_from_args(args, read_recorded=command in READ_RECORDED)
     config = sources.config()
-    _quiet_user_error_tracebacks()
+    quiet_user_error_tracebacks()
     outcome = run_command(command, config, given=sources.given())
     promotion = outcome.get("promotion") or {}
     if getattr(args, "fail_on_reject", False) and promotion.get("decision") not in (None, "promoted"):
@@ -354,7 +333,7 @@ def _run_weights(args: argparse.Namespace) -> int:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    _quiet_user_error_tracebacks()
+    quiet_user_error_tracebacks()
     return predict_command(args)
 
 
@@ -464,6 +443,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GenreflowError as exc:
         print(f"genreflow: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
+    except Exception as exc:  # a full disk is the user's to fix, wherever it struck; any other error is a bug
+        full = disk_full_error(exc)
+        if full is None:
+            raise
+        print(f"genreflow: error: {full}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

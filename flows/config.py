@@ -433,6 +433,11 @@ class PredictOptions(BaseModel):
     out: str = DEFAULT_OUT
     work: str | None = Field(None, description="work root of the shards; default <out>.parts")
     top_k: int = Field(3, ge=1, le=1000)
+    min_confidence: float | None = Field(
+        None, ge=0, le=1, description="a file whose top probability is under P is `unknown`: its genre column "
+                                      "says so and `tag` writes nothing for it (default: the threshold chosen on "
+                                      "validation and saved with the model, see its report's Open set section; a "
+                                      "model saved without one gives no unknown)")
     windows: bool = False
     shard_size: int = Field(50, ge=1, le=100_000)
     workers: Workers = 2

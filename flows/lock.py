@@ -73,6 +73,43 @@ def check_unlocked(root: DataRoot | str) -> None:
             raise _refusal(root, handle.read()) from None
 
 
+def lock_holder(root: DataRoot | str) -> str | None:
+    """What the run holding the data root's lock recorded (pid, host, since), or None when no run holds it.
+
+    Takes no lock, not even a shared one for an instant, and writes nothing: ``status`` calls it while a
+    rebuild may be starting, and a shared lock then would refuse that rebuild. It reads the kernel's table
+    of flock locks (Linux's /proc/locks); elsewhere, or on an object store, it says None.
+    """
+    root = as_root(root)
+    path = root.join(LOCK_NAME)
+    if not root.is_local or not os.path.exists(path):
+        return None
+    try:
+        st = os.stat(path)
+        with open("/proc/locks") as table:
+            held = any(_locks(line, st) for line in table)
+        if not held:
+            return None
+        with open(path) as handle:
+            return handle.read().strip() or "unknown holder"
+    except OSError:
+        return None
+
+
+def _locks(line: str, st: os.stat_result) -> bool:
+    """Whether a /proc/locks line ("1: FLOCK  ADVISORY  WRITE 1234 fe:00:2990316 0 EOF") is an exclusive flock
+    on the file ``st`` describes (device as hex major:minor, then the inode)."""
+    fields = line.split()
+    if len(fields) < 6 or fields[1] != "FLOCK" or fields[3] != "WRITE":
+        return False
+    major, minor, inode = [*fields[5].split(":"), "", "", ""][:3]
+    try:
+        return (int(inode) == st.st_ino and int(major, 16) == os.major(st.st_dev)
+                and int(minor, 16) == os.minor(st.st_dev))
+    except ValueError:
+        return False
+
+
 def as_root(root: DataRoot | str) -> DataRoot:
     """The DataRoot a caller holds, or one for a URL: a flow passes its own rather than rebuilding it."""
     return root if isinstance(root, DataRoot) else DataRoot(root)

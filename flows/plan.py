@@ -57,10 +57,14 @@ def plan_shards(tracks: pd.DataFrame, config: Config) -> list[ShardPlan]:
     libraries = {stage: stage_libraries(stage) for stage in codes}
     embedding = embedding_weights(config.train) is not None
     plans = []
-    for shard, group in tracks.groupby("shard", sort=True):
-        group = group.reset_index(drop=True)
+    tracks = tracks.reset_index(drop=True)
+    # The columns as lists, read once: per-shard itertuples (a namedtuple class and an Arrow iteration a
+    # shard) was most of plan_shards, and so of `genreflow status`, at 100,000 tracks (docs/benchmarks.md).
+    ids, paths, genres, splits = (tracks[name].tolist() for name in ("track_id", "path", "genre", "split"))
+    for shard, positions in tracks.groupby("shard", sort=True).indices.items():
+        group = tracks.iloc[positions].reset_index(drop=True)
         shard = str(shard)
-        rows = [(t.track_id, t.path, t.genre, t.split, *_file_identity(t.path)) for t in group.itertuples()]
+        rows = [(ids[i], paths[i], genres[i], splits[i], *_file_identity(paths[i])) for i in positions]
         decode = OutputSpec("decode", shard, codes["decode"], rows, decode_params, libraries["decode"])
         split = str(group["split"].iloc[0])
         augment = (OutputSpec("augment", shard, codes["augment"], [decode.fingerprint], [mel_params, config.augment],
@@ -157,11 +161,14 @@ def promote_spec(evaluate: OutputSpec, config: Config) -> OutputSpec:
 
 
 def report_spec(evaluate: OutputSpec, inputs: list[OutputSpec | None], config: Config,
-                changes: dict[str, Any] | None = None) -> OutputSpec:
+                changes: dict[str, Any] | None = None, promotion: dict[str, Any] | None = None) -> OutputSpec:
     """The report of a run: its evaluation, the outputs shown beside it (baseline, promotion), what changed
-    and the configuration."""
+    and the configuration; ``promotion``'s decision too, as a decision is made again when the registry has
+    moved on (tasks/promote.py decide_once) while its output's fingerprint stays."""
+    decision = [promotion.get(key) for key in ("decision", "promoted")] if promotion else None
     return OutputSpec("report", evaluate.key, stage_code("report"),
-                      [evaluate.fingerprint, *(spec.fingerprint if spec else None for spec in inputs), changes],
+                      [evaluate.fingerprint, *(spec.fingerprint if spec else None for spec in inputs), changes,
+                       decision],
                       # Where runs are tracked changes no report: switching MLflow on must not redo them.
                       config.model_dump(mode="json", exclude={"run": {"mlflow_uri"}}), stage_libraries("report"))
 

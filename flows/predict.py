@@ -24,13 +24,14 @@ import argparse
 import io
 import posixpath
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from genreflow.flows.config import DEFAULT_OUT, LOCAL_MAX_FILES, ConfigError, data_root_of
-from genreflow.flows.predict_options import LibraryOptions
+from genreflow.flows.config import DEFAULT_OUT, LOCAL_MAX_FILES, ConfigError, config_sources, data_root_of
+from genreflow.flows.predict_options import LibraryOptions, add_min_confidence_argument
 from genreflow.model.files import model_audio, resolve_model_dir
 from genreflow.model.params import PREDICT_TOP_K
 
@@ -58,12 +59,18 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                              "error for beets and spreadsheets")
     parser.add_argument("--windows", action="store_true", help="add each window's probabilities to the table")
     parser.add_argument("--top-k", type=int, default=3, metavar="K", help="genres per file (default: 3)")
+    add_min_confidence_argument(parser)
     parser.add_argument("--work", default=None, metavar="DIR",
                         help="where a table run keeps its shards for a resume (default: OUT without .parquet + .parts)")
     parser.add_argument("--shard-size", type=int, default=50, metavar="N", help="files per task (default: 50)")
-    parser.add_argument("--workers", type=int, default=2, metavar="N", help="LocalCluster workers (default: 2)")
-    parser.add_argument("--dask-address", default=None, help="existing Dask scheduler, tcp://HOST:PORT")
-    parser.add_argument("--retries", type=int, default=2, metavar="N", help="retries of a task on I/O errors")
+    # The cluster flags default as a rebuild's do: $GENREFLOW_WORKERS, the project file's, else the default.
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="LocalCluster workers (default: $GENREFLOW_WORKERS, the project file's, or 2)")
+    parser.add_argument("--dask-address", default=None,
+                        help="existing Dask scheduler, tcp://HOST:PORT (default: $GENREFLOW_DASK_ADDRESS, the "
+                             "project file's, or a LocalCluster)")
+    parser.add_argument("--retries", type=int, default=None, metavar="N",
+                        help="retries of a task on I/O errors (default: $GENREFLOW_RETRIES, the project file's, or 2)")
     parser.add_argument("--local-max", type=int, default=LOCAL_MAX_FILES, metavar="N",
                         help=f"up to N files run in this process, without a cluster (default: {LOCAL_MAX_FILES})")
     library = parser.add_argument_group("a library kept up to date (a table run)")
@@ -77,11 +84,16 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace, model_dir: Path) -> LibraryOptions:
+    cluster = config_sources({}).config().run  # the environment's and the project file's, as a rebuild's
     try:
         return LibraryOptions(inputs=[str(p) for p in args.paths], model_dir=str(model_dir),
                               out=args.out or DEFAULT_OUT, work=args.work, top_k=args.top_k, windows=args.windows,
-                              shard_size=args.shard_size, workers=args.workers, dask_address=args.dask_address,
-                              retries=args.retries, local_max=args.local_max,
+                              min_confidence=getattr(args, "min_confidence", None),
+                              shard_size=args.shard_size,
+                              workers=cluster.workers if args.workers is None else args.workers,
+                              dask_address=args.dask_address or cluster.dask_address,
+                              retries=cluster.retries if args.retries is None else args.retries,
+                              local_max=args.local_max,
                               content_hash=getattr(args, "content_hash", False),
                               retry_failed=getattr(args, "retry_failed", False),
                               playlists=getattr(args, "playlists", None))
@@ -101,7 +113,7 @@ def predict_command(args: argparse.Namespace) -> int:
     table = args.out is not None or args.windows or options.playlists is not None
     if not table and not options.dask_address and len(listing.files) <= options.local_max:
         return quick_predict([Path(p) for p in expand_inputs(args.paths)], model_dir, args.format or "table",
-                             options.top_k)
+                             options.top_k, options.min_confidence)
     summary = table_predict(options, listing)
     if args.format:  # asked for: the rows as the quick path prints them, whatever the number of files
         print_table_rows(options.out, args.format)
@@ -118,9 +130,11 @@ def print_table_rows(out: str, fmt: str) -> None:
 
     root = DataRoot(parent_url(out))
     path = root.join(posixpath.basename(out))
-    if out.endswith(".csv"):  # the spreadsheet's columns: its one genre a file
-        table = pd.read_csv(io.BytesIO(root.read_bytes(path)), keep_default_na=False).rename(
-            columns={"genre": "genre_1", "probability": "prob_1"})
+    if out.endswith(".csv"):  # the spreadsheet's columns: its genre (or unknown) and the top-1 in top3
+        table = pd.read_csv(io.BytesIO(root.read_bytes(path)), keep_default_na=False)
+        top = table["top3"].astype(str).str.split(";").str[0].str.rsplit(":", n=1).str[0] if "top3" in table \
+            else table["genre"]
+        table["genre_1"], table["prob_1"] = top.where(top != "", table["genre"]), table["probability"]
     else:
         table = root.read_parquet(path)
     print(format_predictions(table_results(table), fmt))
@@ -136,13 +150,19 @@ def table_predict(options: LibraryOptions, listing: Listing) -> PredictSummary:
     return local_table_predict(options, listing)
 
 
-def quick_predict(paths: list[Path], model_dir: Path, fmt: str, top_k: int = PREDICT_TOP_K) -> int:
-    """Print each file's top genres; unreadable files get an error line and the batch goes on."""
+def quick_predict(paths: list[Path], model_dir: Path, fmt: str, top_k: int = PREDICT_TOP_K,
+                  min_confidence: float | None = None) -> int:
+    """Print each file's genre (``unknown`` under the threshold) and top genres; unreadable files get an error
+    line and the batch goes on."""
     from genreflow.flows.predict_output import format_predictions  # TensorFlow: the quick path predicts here
-    from genreflow.model.predict import PredictionFailure, load_classifier, predict_paths
+    from genreflow.model.open_set import decide, effective_threshold
+    from genreflow.model.predict import FilePrediction, PredictionFailure, load_classifier, predict_paths
 
     classifier = load_classifier(model_dir)
-    results = list(predict_paths(classifier, paths, model_audio(model_dir), top_k))
+    threshold = effective_threshold(min_confidence, model_dir)
+    results = [replace(r, genre=decide([r.genres[0][0]], [r.genres[0][1]], threshold)[0])
+               if isinstance(r, FilePrediction) and r.genres else r
+               for r in predict_paths(classifier, paths, model_audio(model_dir), top_k)]
     print(format_predictions(results, fmt))
     failures = [r for r in results if isinstance(r, PredictionFailure)]
     for failure in failures:

@@ -49,10 +49,12 @@ from genreflow.flows.runner import (
     usable_cores,
 )
 from genreflow.model.files import model_audio
+from genreflow.model.open_set import effective_threshold
 from genreflow.storage.errors import GenreflowError
+from genreflow.storage.files import display_path
 from genreflow.storage.root import DataRoot, StorageError
-from genreflow.tasks.library import Listing, display_path, identities, list_library
-from genreflow.tasks.playlists import PlaylistReport, csv_table, write_playlists
+from genreflow.tasks.library import Listing, identities, list_library
+from genreflow.tasks.playlists import PlaylistReport, csv_table, with_decision, write_playlists
 from genreflow.tasks.predict import (
     ModelRef,
     PredictPlan,
@@ -124,7 +126,8 @@ def write_table(options: LibraryOptions, plan: PredictPlan, listing: Listing, co
                 ) -> tuple[PredictSummary, pd.DataFrame, PlaylistReport | None]:
     """Merge the buckets into the one table at --out (atomically; CSV for ``.csv``), record the run in the
     work root, write the playlists, and summarise it."""
-    table = read_predictions(options.work_root, plan)
+    table = with_decision(read_predictions(options.work_root, plan),
+                          effective_threshold(options.min_confidence, options.model_dir))
     out_root = DataRoot(parent_url(options.out))
     target = out_root.join(posixpath.basename(options.out))
     if options.csv:

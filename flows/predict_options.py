@@ -7,6 +7,8 @@ parameter.
 
 from __future__ import annotations
 
+import argparse
+
 from pydantic import Field
 
 from genreflow.flows.config import PredictOptions, default_work
@@ -35,3 +37,9 @@ class LibraryOptions(PredictOptions):
         if self.work is None and self.csv:
             return DataRoot(default_work(self.out[: -len(CSV_SUFFIX)])).url
         return super().work_root
+
+
+def add_min_confidence_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--min-confidence P`` of predict and tag, from PredictOptions.min_confidence: one concept, one name."""
+    parser.add_argument("--min-confidence", type=float, default=None, metavar="P",
+                        help=PredictOptions.model_fields["min_confidence"].description)

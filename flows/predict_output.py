@@ -33,14 +33,14 @@ def _ranks(results: list[FilePrediction | PredictionFailure]) -> int:
 
 def _csv(results: list[FilePrediction | PredictionFailure]) -> str:
     ranks = _ranks(results)
-    header = ["path"]
+    header = ["path", "genre"]
     for k in range(1, ranks + 1):
         header += [f"genre_{k}", f"prob_{k}"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*header, "error"])
     for result in results:
-        row: list[str] = [str(result.path)]
+        row: list[str] = [str(result.path), result.decision if isinstance(result, FilePrediction) else ""]
         ranked = result.genres if isinstance(result, FilePrediction) else []
         for k in range(ranks):
             row += [ranked[k][0], f"{ranked[k][1]:.6f}"] if k < len(ranked) else ["", ""]
@@ -56,6 +56,7 @@ def _json(results: list[FilePrediction | PredictionFailure]) -> str:
             items.append(
                 {
                     "path": str(result.path),
+                    "genre": result.decision,
                     "genres": [{"genre": g, "prob": round(p, 6)} for g, p in result.genres],
                     "n_windows": result.n_windows,
                 }
@@ -69,14 +70,15 @@ def _table(results: list[FilePrediction | PredictionFailure]) -> str:
     ranks = _ranks(results)
     table = Table(title="Predicted genres")
     table.add_column("file", overflow="fold")
+    table.add_column("genre")
     for k in range(1, ranks + 1):
         table.add_column(f"top-{k}")
     for result in results:
         if isinstance(result, FilePrediction):
             cells = [f"{g} ({p:.2f})" for g, p in result.genres]
-            table.add_row(str(result.path), *cells, *[""] * (ranks - len(cells)))
+            table.add_row(str(result.path), result.decision, *cells, *[""] * (ranks - len(cells)))
         else:
-            table.add_row(str(result.path), f"[red]error: {result.reason}[/red]", *[""] * (ranks - 1))
+            table.add_row(str(result.path), "", f"[red]error: {result.reason}[/red]", *[""] * (ranks - 1))
     width = int(os.environ.get("COLUMNS", "120"))
     console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
     console.print(table)
@@ -84,7 +86,8 @@ def _table(results: list[FilePrediction | PredictionFailure]) -> str:
 
 
 def format_predictions(results: Iterable[FilePrediction | PredictionFailure], fmt: OutputFormat = "table") -> str:
-    """Predictions as a rich table (text), CSV (path,genre_1,prob_1,...,error) or a JSON list."""
+    """Predictions as a rich table (text), CSV (path,genre,genre_1,prob_1,...,error) or a JSON list; ``genre``
+    is the open-set decision (the top genre or ``unknown``)."""
     results = list(results)
     if fmt == "table":
         return _table(results)
@@ -105,5 +108,7 @@ def table_results(table: pd.DataFrame) -> list[FilePrediction | PredictionFailur
             results.append(PredictionFailure(Path(record["path"]), str(record["error"])))
             continue
         genres = [(str(record[f"genre_{k}"]), float(record[f"prob_{k}"])) for k in ranks if record[f"genre_{k}"]]
-        results.append(FilePrediction(Path(record["path"]), genres, int(record.get("n_windows") or 0)))
+        decision = record.get("genre")
+        results.append(FilePrediction(Path(record["path"]), genres, int(record.get("n_windows") or 0),
+                                      str(decision) if isinstance(decision, str) and decision else None))
     return results

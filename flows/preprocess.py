@@ -23,6 +23,7 @@ from genreflow.flows.runner import plugin_on_workers, run_shards
 from genreflow.storage.errors import GenreflowError
 from genreflow.storage.outputs import SHARD_STAGES, remove_legacy_outputs
 from genreflow.storage.root import DataRoot
+from genreflow.storage.space import check_space, shard_stage_need
 from genreflow.tasks.decode import write_quarantine
 from genreflow.tasks.embed import embedder_cache
 from genreflow.tasks.ingest import ingest_task
@@ -58,6 +59,9 @@ def run_preprocess(config: Config, root: DataRoot, progress: StageProgress) -> P
     outcome = PreprocessResult(ingested.tracks, plans, changes=ingested.changes)
     if "decode" not in stages:
         return outcome
+    check_space(root, [shard_stage_need(root, stage, {p.shard: len(p.tracks) for p in plans
+                                                      if p.output(stage) is not None})
+                       for stage in SHARD_STAGES if stage in stages], "preprocessing")
     for stage in SHARD_STAGES:
         planned = [p for p in plans if p.output(stage) is not None] if stage in stages else []
         if planned:

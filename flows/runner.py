@@ -22,6 +22,7 @@ from prefect.settings import (
 from prefect_dask import DaskTaskRunner
 
 from genreflow.flows.config import PredictOptions, RunConfig
+from genreflow.storage.errors import DiskFull, disk_full_error
 
 # Dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536, and setting any
 # malloc tunable turns off glibc's dynamic mmap threshold: each array over 128 KiB then
@@ -67,8 +68,17 @@ def cluster_settings() -> Iterator[None]:
     their environment (``dask_environ()`` and WORKER_ENVIRON; deploy/ sets them).
     """
     with dask.config.set({**DASK_SETTINGS, **{f"distributed.nanny.pre-spawn-environ.{name}": value
-                                              for name, value in WORKER_ENVIRON.items()}}):
+                                              for name, value in WORKER_ENVIRON.items()},
+                          "distributed.worker.preload": [__name__]}):
         yield
+
+
+def dask_setup(worker: Any) -> None:
+    """Run by each worker of a LocalCluster the flow starts (Dask's preload): a task that fails on a user
+    error (a full disk) logs one line there too, as in the flow's process, not a traceback above the CLI's line."""
+    from genreflow.flows.quiet import quiet_user_error_tracebacks
+
+    quiet_user_error_tracebacks()
 
 
 def make_task_runner(run: RunConfig | PredictOptions) -> DaskTaskRunner:
@@ -167,7 +177,8 @@ def run_shards(task: Task[..., R], retries: int, shards: Iterable[S], arguments:
 
     Returns (shard, reason) of each task that failed after ``retries`` retries
     (RETRY_DELAY_S apart, on the errors the task's retry condition allows): the
-    others go on, so that every finished shard is kept for the rerun. Results
+    others go on, so that every finished shard is kept for the rerun. A task
+    that found the disk full raises DiskFull here, once every task has ended. Results
     come in the order tasks finish. With ``ahead``, at most that many tasks are
     submitted before the first finishes, and one more as each finishes, so that
     a library of 100,000 files does not first spend minutes creating task runs;
@@ -186,6 +197,7 @@ def run_shards(task: Task[..., R], retries: int, shards: Iterable[S], arguments:
 
     start(ahead)
     failures: list[tuple[S, str]] = []
+    disk_full: DiskFull | None = None
     while running:
         future = finished.get()
         shard = running.pop(future)
@@ -195,6 +207,18 @@ def run_shards(task: Task[..., R], retries: int, shards: Iterable[S], arguments:
             on_result(shard, future.result())
         else:
             failures.append((shard, state.message or state.name))
+            disk_full = disk_full or disk_full_error(failed_with(state))
         if ahead is not None:
             start(1)
+    if disk_full is not None:  # the other shards could not have fitted either: one line saying so, not a list
+        raise disk_full
     return failures
+
+
+def failed_with(state: Any) -> BaseException | None:
+    """The exception a failed task run raised (on a worker: its cause chain comes with it), or None."""
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception:  # a result that cannot be read back: the state's message is all there is
+        return None
+    return error if isinstance(error, BaseException) else None

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genreflow.flows.config import Config
+from genreflow.flows.lock import lock_holder
 from genreflow.flows.plan import baseline_spec, embedding_model_spec, plan_shards, stats_spec, train_spec
 from genreflow.storage.outputs import SHARD_STAGES, OutputSpec, dependency_changes, staleness, state_of, tracks_path
 from genreflow.storage.registry import read_registry
@@ -72,6 +73,7 @@ def collect_status(config: Config) -> dict:
         "promoted": read_registry(root).promoted,
         "last_rebuild": last,
         "code_changed_since_last_rebuild": code_changes(last),
+        "in_use_by": lock_holder(root),  # a run holding the data root now: its outputs may be changing
     }
 
 
@@ -88,6 +90,9 @@ def print_status(config: Config) -> None:
     for stage, counts in status["stages"].items():
         table.add_row(stage, *(str(counts.get(k, 0)) for k in STATES))
     console.print(table)
+    if status["in_use_by"]:
+        console.print(f"in use now by a genreflow run ({status['in_use_by']}): these counts may be changing",
+                      markup=False)
     if status["dependencies_changed"]:
         console.print(f"stale: dependency changed ({', '.join(status['dependencies_changed'])})", markup=False)
     embedding = (f"   embedding model {status['embedding_run']}: {status['embedding_train']}"

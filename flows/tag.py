@@ -19,13 +19,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from genreflow.flows.config import DEFAULT_OUT, LOCAL_MAX_FILES, ConfigError, default_work
+from genreflow.flows.config import DEFAULT_OUT, LOCAL_MAX_FILES, ConfigError, data_root_of, default_work
+from genreflow.flows.predict_options import add_min_confidence_argument
 
 if TYPE_CHECKING:
     import pandas as pd
 
 MAX_LINES = 50  # per-file lines a run prints; the counts cover all
-DEFAULT_MIN_CONFIDENCE = 0.5  # tasks.tags.DEFAULT_MIN_CONFIDENCE, here so that `genreflow --help` imports no mutagen
 
 
 def add_tag_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,23 +41,28 @@ def add_tag_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--apply", dest="apply", action="store_true", help="write the tags, journalled first")
     mode.add_argument("--undo", default=None, metavar="JOURNAL", help="restore the old values a journal records")
     parser.add_argument("--overwrite", action="store_true", help="replace a genre a file already has")
-    parser.add_argument("--min-confidence", type=float, default=DEFAULT_MIN_CONFIDENCE, metavar="P",
-                        help=f"write nothing for a genre under this probability (default: {DEFAULT_MIN_CONFIDENCE})")
+    add_min_confidence_argument(parser)  # predict's: one concept, one name
     parser.add_argument("--list-all", action="store_true", help="list every file, the ones that keep their genre too")
     predict = parser.add_argument_group("predicting LIBRARY (as genreflow predict)")
-    predict.add_argument("--model", type=Path, help="model folder, its model.keras, or a run name (default: latest)")
-    predict.add_argument("--data-root", default="genreflow-data", help="where to find the latest model")
+    predict.add_argument("--model", type=Path, help="model folder, its model.keras, or a run name (default: the "
+                                                     "data root's promoted model)")
+    predict.add_argument("--data-root", default=None,
+                         help="where to find the promoted model (default: $GENREFLOW_DATA_ROOT, the project file's, "
+                              "or genreflow-data)")
     predict.add_argument("--out", default=None, metavar="PATH",
                          help=f"the predictions table kept for the next run (default: {DEFAULT_OUT})")
     predict.add_argument("--work", default=None, metavar="DIR",
                          help="the work folder: buckets for the next run, and the tag journals")
     predict.add_argument("--content-hash", action="store_true", help="as predict --content-hash")
     predict.add_argument("--shard-size", type=int, default=50, metavar="N", help="files per task (default: 50)")
-    predict.add_argument("--workers", type=int, default=2, metavar="N", help="LocalCluster workers (default: 2)")
-    predict.add_argument("--dask-address", default=None, help="existing Dask scheduler, tcp://HOST:PORT")
+    predict.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="LocalCluster workers (default: $GENREFLOW_WORKERS, the project file's, or 2)")
+    predict.add_argument("--dask-address", default=None,
+                         help="existing Dask scheduler, tcp://HOST:PORT (default: $GENREFLOW_DASK_ADDRESS, the "
+                              "project file's, or a LocalCluster)")
     predict.add_argument("--local-max", type=int, default=LOCAL_MAX_FILES, metavar="N",
                          help=f"up to N files predicted in this process (default: {LOCAL_MAX_FILES})")
-    parser.set_defaults(apply=False, windows=False, top_k=3, retries=2, retry_failed=False, playlists=None)
+    parser.set_defaults(apply=False, windows=False, top_k=3, retries=None, retry_failed=False, playlists=None)
 
 
 def tag_command(args: argparse.Namespace) -> int:
@@ -70,12 +75,12 @@ def tag_command(args: argparse.Namespace) -> int:
         _print_outcomes(report.outcomes)
         print(f"restored {report.written} file(s) from {args.undo}; the undo's own journal: {report.journal}")
         return 0
-    if not 0.0 <= args.min_confidence <= 1.0:
+    if args.min_confidence is not None and not 0.0 <= args.min_confidence <= 1.0:
         raise ConfigError(f"--min-confidence must be between 0 and 1 (got {args.min_confidence})")
     if not args.paths and not args.predictions:
         raise ConfigError("genreflow tag needs a LIBRARY, a --predictions TABLE, or --undo JOURNAL")
     table, real, work = _predictions(args)
-    rows = _rows(table, real)
+    rows = _rows(table, real, args.min_confidence is not None)
     plans = plan_tags(rows, args.min_confidence, args.overwrite)
     counts = plan_counts(plans)
     if not args.apply:
@@ -97,7 +102,8 @@ def tag_command(args: argparse.Namespace) -> int:
 
 def _predictions(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, str], str]:
     """(the predictions table, table path -> the file's own path, the local work folder for the journal)."""
-    from genreflow.tasks.library import display_path, list_library
+    from genreflow.storage.files import display_path
+    from genreflow.tasks.library import list_library
 
     if args.predictions:
         table = _read_table(args.predictions)
@@ -109,7 +115,7 @@ def _predictions(args: argparse.Namespace) -> tuple[pd.DataFrame, dict[str, str]
     from genreflow.flows.predict import options_from_args, table_predict
     from genreflow.model.files import resolve_model_dir
 
-    options = options_from_args(args, resolve_model_dir(args.model, args.data_root))
+    options = options_from_args(args, resolve_model_dir(args.model, data_root_of(args.data_root)))
     listing = list_library(args.paths)
     table_predict(options, listing)
     return _read_table(options.out), {display_path(p): p for p in listing.files}, _local(options.work_root)
@@ -148,17 +154,25 @@ def _read_table(path: str) -> pd.DataFrame:
         raise ConfigError(f"--predictions {path}: cannot read it as a predictions table ({exc})") from None
 
 
-def _rows(table: pd.DataFrame, real: dict[str, str]) -> list[tuple[str, str, str | None, float, str]]:
-    """(file path, shown path, decided genre, probability, error) of each row, for tasks.tags.plan_tags."""
+def _rows(table: pd.DataFrame, real: dict[str, str], top: bool = False
+          ) -> list[tuple[str, str, str | None, float, str]]:
+    """(file path, shown path, genre, probability, error) of each row, for tasks.tags.plan_tags: the table's
+    decision (a genre or ``unknown``), or with ``top`` (``--min-confidence`` given, which plan_tags applies) the
+    top genre."""
     import pandas as pd
 
     from genreflow.tasks.playlists import decided_genre
 
-    if "probability" in table.columns and "genre" in table.columns and "genre_1" not in table.columns:
-        genres = table["genre"].where(table["genre"].astype(bool) & (table["error"] == ""), None)
+    if "probability" in table.columns and "genre" in table.columns and "genre_1" not in table.columns:  # the CSV
+        genre = table["genre"]
+        if top and "top3" in table.columns:  # its genre may be unknown; top3 starts with the top genre
+            first = table["top3"].astype(str).str.split(";").str[0].str.rsplit(":", n=1).str[0]
+            genre = first.where(first != "", genre)
+        genres = genre.where(genre.astype(bool) & (table["error"] == ""), None)
         probs = table["probability"]
     else:
-        genres, probs = decided_genre(table), table.get("prob_1", pd.Series(float("nan"), index=table.index))
+        decided = decided_genre(table.drop(columns=["genre", "decision"], errors="ignore") if top else table)
+        genres, probs = decided, table.get("prob_1", pd.Series(float("nan"), index=table.index))
     missing = [c for c in ("path", "error") if c not in table.columns]
     if missing:
         raise ConfigError(f"a predictions table needs the columns path and error; it lacks {', '.join(missing)}")
@@ -182,6 +196,6 @@ def _print_lines(lines: list[str]) -> None:
 
 
 def _print_outcomes(outcomes: list) -> None:
-    from genreflow.tasks.library import display_path
+    from genreflow.storage.files import display_path
 
     _print_lines([f"{'done' if o.done else 'left as it was'}: {display_path(o.path)}: {o.reason}" for o in outcomes])

@@ -39,6 +39,7 @@ from genreflow.storage.errors import GenreflowError
 from genreflow.storage.manifest import read_manifest
 from genreflow.storage.outputs import OutputSpec, manifest_path, state_of, tracks_path
 from genreflow.storage.root import SPLITS, DataRoot
+from genreflow.storage.space import check_space, output_need
 from genreflow.tasks.baseline import baseline_task
 from genreflow.tasks.crossval import MODELS, crossval_report_task, fold_task
 from genreflow.tasks.evaluate import evaluate_task, model_family
@@ -129,9 +130,11 @@ def run_training(config: Config, root: DataRoot, plans: list[ShardPlan], changes
     if "report" in stages:
         shards = [("mel", p.shard) for p in plans] + [("augment", p.shard) for p in plans if p.augment]
         others = [spec for family, spec in evaluations.items() if family != chosen]
-        outcome["report"] = report_task(
-            root.url, report_spec(evaluation, [baseline_out, promotion, *others], config, changes),
-            config.model_dump(mode="json"), shards, baseline, outcome.get("promotion"), changes, selection)
+        report = report_spec(evaluation, [baseline_out, promotion, *others], config, changes, outcome.get("promotion"))
+        if config.forced("report") or state_of(root, report, verify=False) != "done":
+            check_space(root, [output_need(root, "report")], "the report")
+        outcome["report"] = report_task(root.url, report, config.model_dump(mode="json"), shards, baseline,
+                                        outcome.get("promotion"), changes, selection)
     return outcome
 
 
@@ -167,6 +170,7 @@ def trained_models(root: DataRoot, plans: list[ShardPlan], config: Config, genre
               "embedding": embedding_model_spec(plans, config)}
     runs = {family: (model.key, model.fingerprint) for family, model in models.items() if model is not None}
     missing = [model.key for model in models.values() if model is not None and state_of(root, model) != "done"]
+    check_space(root, [output_need(root, "train", len(missing))], "training")
     if missing and not config.forced("train") and config.run.from_stage in ("evaluate", "promote", "report"):
         raise TrainingError(f"no finished model {', '.join(missing)} for these shards and settings; "
                             "run `genreflow train` first")

@@ -23,6 +23,9 @@ LABELS_FILE = "labels.json"  # the genres, in the order of the model's outputs
 HISTORY_FILE = "history.csv"  # one row an epoch: the metrics Keras logged
 AUDIO_FILE = "audio.json"  # the AudioConfig the training clips were cut and transformed with
 EMBEDDING_FILE = "embedding.json"  # the embedding family's musicnn weights, layer and head (model/embedding.py)
+# The open-set threshold chosen on validation (model/open_set.py); not an identity file: predictions' probabilities
+# do not depend on it, the ``unknown`` decision is made from them when a table is written.
+OPEN_SET_FILE = "open_set.json"
 BACKUP_DIR = "backup"  # Keras BackupAndRestore's checkpoints while training runs
 TRAINED_FILES: tuple[str, ...] = (MODEL_FILE, HISTORY_FILE, LABELS_FILE)  # what model.train writes
 

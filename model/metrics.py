@@ -144,8 +144,12 @@ def evaluate_predictions(
     clip_pred = np.asarray(genres, dtype=object)[probs.argmax(axis=1)]
     predictions = clips.reset_index(drop=True).copy()
     predictions["predicted"] = clip_pred
-    for i, column in enumerate(columns):
-        predictions[column] = probs[:, i]
+    # One block of columns, not one insert a genre: 161 inserts fragment the frame (a PerformanceWarning each).
+    # Columns the clips already have are overwritten in place, as one insert a genre did.
+    block = pd.DataFrame(probs, columns=columns, index=predictions.index)
+    existing = [column for column in columns if column in predictions.columns]
+    predictions[existing] = block[existing]
+    predictions = pd.concat([predictions, block.drop(columns=existing)], axis=1)
     predictions["correct"] = predictions["predicted"].to_numpy() == clip_true
 
     tracks = track_probabilities(clips, probs, genres)

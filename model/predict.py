@@ -125,11 +125,18 @@ def window_input(clips: np.ndarray, audio: AudioConfig, embedding: bool = False)
 
 @dataclass(frozen=True)
 class FilePrediction:
-    """Top genres of one file: [(genre, mean probability)], best first."""
+    """Top genres of one file: [(genre, mean probability)], best first; ``genre`` the open-set decision (the
+    top genre or ``unknown``, model/open_set.py), None where none was made (the top genre stands)."""
 
     path: Path
     genres: list[tuple[str, float]]
     n_windows: int
+    genre: str | None = None
+
+    @property
+    def decision(self) -> str:
+        """The file's genre for a user: the open-set decision, else the top genre."""
+        return self.genre if self.genre is not None else (self.genres[0][0] if self.genres else "")
 
 
 @dataclass(frozen=True)

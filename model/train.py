@@ -35,6 +35,8 @@ from genreflow.model.dataset import ClipSource, EpochOrder, clip_dataset, steps_
 from genreflow.model.files import BACKUP_DIR, HISTORY_FILE, LABELS_FILE, MODEL_FILE
 from genreflow.model.params import RECIPE_KNOBS, RECIPES
 from genreflow.model.quiet_tf import keras, tf
+from genreflow.storage.errors import naming_path
+from genreflow.storage.files import write_then_move
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +62,8 @@ class TrainResult:
 
 
 def _write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    text = json.dumps(payload, indent=2)
+    write_then_move(path.with_name(f".{path.name}.tmp"), path, lambda tmp: tmp.write_text(text))
 
 
 def read_history(path: Path) -> pd.DataFrame:
@@ -105,9 +106,8 @@ class _ResumeLedger(keras.callbacks.Callback):
         self._rewrite()
 
     def _rewrite(self) -> None:
-        tmp = self.history_path.with_name(f".{self.history_path.name}.tmp")
-        self.rows.to_csv(tmp, index=False, columns=list(HISTORY_COLUMNS))
-        os.replace(tmp, self.history_path)
+        write_then_move(self.history_path.with_name(f".{self.history_path.name}.tmp"), self.history_path,
+                        lambda tmp: self.rows.to_csv(tmp, index=False, columns=list(HISTORY_COLUMNS)))
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.begin(epoch)
@@ -121,7 +121,7 @@ class _ResumeLedger(keras.callbacks.Callback):
         row = {"epoch": epoch + 1, **{c: float(logs.get(c, np.nan)) for c in HISTORY_COLUMNS[1:]}}
         self.rows = pd.DataFrame([*self.rows.to_dict("records"), row], columns=list(HISTORY_COLUMNS))
         line = ",".join(str(row["epoch"]) if c == "epoch" else repr(float(row[c])) for c in HISTORY_COLUMNS)
-        with open(self.history_path, "a") as handle:
+        with naming_path(self.history_path), open(self.history_path, "a") as handle:
             handle.write(line.replace("nan", "") + "\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -141,9 +141,7 @@ class _ResumeLedger(keras.callbacks.Callback):
     def save_best(self, epoch: int, weights: list[np.ndarray]) -> None:
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         final = self.backup_dir / f"best-{epoch:04d}.npz"
-        tmp = self.backup_dir / f".best-{epoch:04d}.tmp.npz"
-        np.savez(tmp, *weights)
-        os.replace(tmp, final)
+        write_then_move(self.backup_dir / f".best-{epoch:04d}.tmp.npz", final, lambda tmp: np.savez(tmp, *weights))
 
     def keep_only_best(self, epoch: int | None) -> None:
         """Remove best-weight files other than ``epoch``'s (1-based)."""
@@ -426,8 +424,6 @@ def _save_model(model: keras.Model, out_dir: Path, genres: list[str]) -> Path:
     """labels.json and model.keras, each written whole or not at all; then the backup goes."""
     _write_json_atomic(out_dir / LABELS_FILE, list(genres))
     model_path = out_dir / MODEL_FILE
-    tmp_model = out_dir / f".{MODEL_FILE}.tmp.keras"
-    model.save(tmp_model)
-    os.replace(tmp_model, model_path)
+    write_then_move(out_dir / f".{MODEL_FILE}.tmp.keras", model_path, model.save)
     shutil.rmtree(out_dir / BACKUP_DIR, ignore_errors=True)
     return model_path

@@ -1,4 +1,5 @@
-"""Plain files on one machine's disk: hashing one in chunks and moving a staged file or folder into place.
+"""Plain files on one machine's disk: hashing one in chunks, moving a staged file or folder into place, and
+a file name as text a table can hold.
 
 The FMA download, the pretrained weights, the model folder and the data root
 all do both; one copy keeps their digests (stored in users' manifests and
@@ -15,6 +16,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
+
+from genreflow.storage.errors import naming_path
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -75,6 +78,23 @@ def move_into_place(staged: str | os.PathLike[str], dest: str | os.PathLike[str]
             _remove(old)
 
 
+def write_then_move(staged: str | os.PathLike[str], dest: str | os.PathLike[str],
+                    write: Callable[[Path], object]) -> None:
+    """``write(staged)`` (a library that writes a path itself: Keras, np.savez), then move it to ``dest``.
+
+    If the write fails, nothing of it stays: a full disk leaves no half-written file to take space, and its
+    OSError names ``dest`` (storage.errors.naming_path).
+    """
+    staged = Path(staged)
+    with naming_path(dest):
+        try:
+            write(staged)
+        except BaseException:
+            _remove(staged)
+            raise
+        move_into_place(staged, dest)
+
+
 def _merge(src: Path, dst: Path) -> None:
     """Move a tree into place, merging into existing folders, by renames."""
     if src.is_dir() and dst.is_dir():
@@ -96,3 +116,17 @@ def _remove(path: Path) -> None:
     else:
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
+
+
+def display_path(path: str) -> str:
+    """``path`` as text a table can hold: a name that is not UTF-8 shows its odd bytes as ``\\xNN``.
+
+    Parquet, JSON and M3U8 hold UTF-8 only; Python keeps such bytes as lone
+    surrogates, which none of them accept. The mapping is one-to-one for any
+    real library (only a name holding a literal backslash-x sequence could collide).
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from genreflow.storage.errors import GenreflowError
+from genreflow.storage.errors import GenreflowError, naming_path
 from genreflow.storage.files import hash_file
 
 # The splits of tracks.parquet, in report order, and the columns of every quarantine table.
@@ -118,20 +118,24 @@ class DataRoot:
     # ---- atomic writes -----------------------------------------------------
     @contextmanager
     def atomic_open(self, path: str) -> Iterator[IO[bytes]]:
-        """Open ``path`` for writing; it appears only if the block succeeds."""
-        self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        """Open ``path`` for writing; it appears only if the block succeeds.
+
+        A failed write (a full disk among them: its OSError then names ``path``) leaves no temporary file.
+        """
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            with self.fs.open(tmp, "wb") as handle:
-                yield handle
-                if self.is_local:
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            self.fs.mv(tmp, path)
-        except BaseException:
-            if self.fs.exists(tmp):
-                self.fs.rm(tmp)
-            raise
+        with naming_path(path):
+            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            try:
+                with self.fs.open(tmp, "wb") as handle:
+                    yield handle
+                    if self.is_local:
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                self.fs.mv(tmp, path)
+            except BaseException:
+                if self.fs.exists(tmp):
+                    self.fs.rm(tmp)
+                raise
 
     def write_bytes(self, path: str, data: bytes) -> None:
         with self.atomic_open(path) as handle:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from prefect import task
 
-from genreflow.model.files import EMBEDDING_FILE
+from genreflow.model.files import EMBEDDING_FILE, OPEN_SET_FILE
 from genreflow.model.metrics import evaluate_predictions, prob_columns, track_probabilities
 from genreflow.storage.outputs import OutputSpec, open_output, output_location, output_path
 from genreflow.storage.root import DataRoot
@@ -141,6 +141,33 @@ def scores_with_validation(root: DataRoot, name: str, shards: list[str], test: C
     return predictions, metrics
 
 
+def open_set_metrics(predictions: pd.DataFrame, genres: list[str], record: dict[str, Any] | None
+                     ) -> dict[str, Any]:
+    """Coverage against accuracy of the test tracks as the open-set threshold moves (model/open_set.py), and
+    at the threshold saved with the model (``record``, its open_set.json; None for a model without one).
+
+    Coverage: the share of test tracks not ``unknown``; accuracy: of those. The report's table and plot.
+    """
+    from genreflow.model.open_set import CURVE_THRESHOLDS, coverage_curve
+
+    columns = prob_columns(genres)
+    tracks = track_probabilities(predictions, predictions[columns].to_numpy(np.float64), genres)
+    probs = tracks[columns].to_numpy(np.float64)
+    labels = np.array([genres.index(g) for g in tracks["genre"].astype(str)])
+    threshold = None if record is None else record.get("threshold")
+    chosen = coverage_curve(probs, labels, [threshold])[0] if threshold is not None else None
+    return {"threshold": threshold, "chosen_on": (record or {}).get("rule"),
+            "validation_tracks": (record or {}).get("validation_tracks"), "at_threshold": chosen,
+            "curve": coverage_curve(probs, labels, [*CURVE_THRESHOLDS, *([threshold] if threshold is not None
+                                                                         else [])])}
+
+
+def saved_open_set(root: DataRoot, name: str) -> dict[str, Any] | None:
+    """The open_set.json saved with the model models/<name>/, or None (a model from before issue 23)."""
+    path = output_path(root, "train", name, OPEN_SET_FILE)
+    return root.read_json(path) if root.exists(path) else None
+
+
 # ---- Prefect task ---------------------------------------------------------------------------
 
 
@@ -158,6 +185,7 @@ def evaluate_task(root_url: str, test_shards: list[str], val_shards: list[str], 
             return out.read_json(EVALUATION_FILE)
         predictions, metrics = scores_with_validation(root, spec.key, test_shards, None, val_shards, None)
         metrics["family"] = model_family(root, spec.key)
+        metrics["open_set"] = open_set_metrics(predictions, list(metrics["genres"]), saved_open_set(root, spec.key))
         out.write_parquet(PREDICTIONS_FILE, predictions)
         out.write_json(EVALUATION_FILE, metrics)
         out.rows = len(predictions)

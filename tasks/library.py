@@ -49,20 +49,6 @@ class Listing:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): folders not listed
 
 
-def display_path(path: str) -> str:
-    """``path`` as text a table can hold: a name that is not UTF-8 shows its odd bytes as ``\\xNN``.
-
-    Parquet, JSON and M3U8 hold UTF-8 only; Python keeps such bytes as lone
-    surrogates, which none of them accept. The mapping is one-to-one for any
-    real library (only a name holding a literal backslash-x sequence could collide).
-    """
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
-    return path
-
-
 def read_path_csv(csv_path: Path) -> list[str]:
     """The ``path`` column of a CSV of files; relative paths are relative to the CSV's folder.
 

@@ -12,6 +12,7 @@ playlist.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -22,12 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from genreflow.model.open_set import UNKNOWN, decide  # noqa: F401  (UNKNOWN: this module's name for it)
+
 DECISION_COLUMNS = ("genre", "decision")  # an open-set decision, where the table has one (else genre_1)
-UNKNOWN = "unknown"
 PLAYLIST_SUFFIX = ".m3u8"
 PLAYLIST_INDEX = ".genreflow-playlists.json"  # which playlists genreflow wrote in a folder: the only ones it removes
 CSV_TOP = 3  # genres in the CSV's top3 column
 _UNSAFE = re.compile(r'[\x00-\x1f<>:"/\\|?*]+')
+NAME_MAX_BYTES = 255  # a file name's limit on ext4, XFS, Btrfs and NTFS (255 UTF-16 units there)
 
 
 def decided_genre(table: pd.DataFrame) -> pd.Series:
@@ -37,6 +40,19 @@ def decided_genre(table: pd.DataFrame) -> pd.Series:
         return pd.Series([None] * len(table), index=table.index, dtype=object)
     genres = table[column].astype(object)
     return genres.where((table["error"] == "") & genres.notna(), None)
+
+
+def with_decision(table: pd.DataFrame, threshold: float | None) -> pd.DataFrame:
+    """The table with its ``genre`` column after ``n_windows``: each file's top genre, or ``unknown`` where its top
+    probability is under ``threshold`` (model/open_set.py); None for a failed file. Made when the table is
+    written, not in the buckets, so that another ``--min-confidence`` predicts nothing again."""
+    out = table.drop(columns=["genre"], errors="ignore")
+    top = out["genre_1"] if "genre_1" in out else pd.Series([None] * len(out), index=out.index, dtype=object)
+    probs = out["prob_1"] if "prob_1" in out else pd.Series(np.nan, index=out.index)
+    genre = decide([g if isinstance(g, str) and e == "" else None for g, e in zip(top, out["error"], strict=True)],
+                   probs.tolist(), threshold)
+    out.insert(list(out.columns).index("n_windows") + 1, "genre", pd.Series(genre, index=out.index, dtype=object))
+    return out
 
 
 def csv_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -57,6 +73,11 @@ def csv_table(table: pd.DataFrame) -> pd.DataFrame:
 def playlist_name(genre: str) -> str:
     """A file name for a genre's playlist: characters no file system takes become "-" ("Old-Time - Historic")."""
     name = _UNSAFE.sub("-", genre).strip(" .") or "genre"
+    room = NAME_MAX_BYTES - len(PLAYLIST_SUFFIX.encode())
+    if len(name.encode("utf-8")) > room:  # a genre folder named near the limit: cut it, and keep it unique
+        digest = hashlib.blake2b(genre.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+        cut = name.encode("utf-8")[: room - len(digest) - 1].decode("utf-8", "ignore")
+        name = f"{cut}-{digest}"
     return name + PLAYLIST_SUFFIX
 
 
@@ -80,9 +101,9 @@ def write_playlists(table: pd.DataFrame, folder: str | os.PathLike[str],
     """One M3U8 playlist per genre in ``folder`` (UTF-8, ``#EXTM3U``, paths relative to the playlist file).
 
     ``real_paths`` maps the table's path (a display form for names that are not
-    UTF-8, tasks.library.display_path) to the file's own path. A file that is
-    no longer there, or whose name is not UTF-8 (an M3U8 playlist cannot hold
-    it), is left out with a reason. Playlists this function wrote before for a
+    UTF-8, storage.files.display_path) to the file's own path. A file that is
+    no longer there, or whose name is not UTF-8 or holds a line break (an M3U8
+    playlist cannot hold either), is left out with a reason. Playlists this function wrote before for a
     genre that has no file now are removed; nothing else in the folder is touched.
     """
     target = Path(folder).absolute()
@@ -99,6 +120,9 @@ def write_playlists(table: pd.DataFrame, folder: str | os.PathLike[str],
             real.encode("utf-8")
         except UnicodeEncodeError:
             report.skipped.append((path, "its name is not UTF-8, which an M3U8 playlist cannot hold"))
+            continue
+        if "\n" in real or "\r" in real:
+            report.skipped.append((path, "its name holds a line break, which an M3U8 playlist line cannot hold"))
             continue
         if not os.path.isfile(real):
             report.skipped.append((path, "no longer there"))
@@ -125,6 +149,7 @@ def write_playlists(table: pd.DataFrame, folder: str | os.PathLike[str],
 
 def _write_text(path: Path, text: str) -> None:
     """Write atomically: a player reading the playlist meanwhile sees the old one or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # Named by a hash: the playlist's own name may already be near the 255-byte limit.
+    tmp = path.with_name(f".{hashlib.blake2b(path.name.encode(), digest_size=8).hexdigest()}.tmp-{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

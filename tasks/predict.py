@@ -48,6 +48,7 @@ from prefect import task
 from genreflow.model.audio import AUDIO_EXTENSIONS
 from genreflow.model.files import model_checksum
 from genreflow.model.params import AudioConfig
+from genreflow.storage.files import display_path
 from genreflow.storage.fingerprint import fingerprint
 from genreflow.storage.manifest import Manifest
 from genreflow.storage.outputs import OutputSpec, done_manifest, open_output, output_path, sealed_manifest
@@ -56,7 +57,6 @@ from genreflow.tasks.library import (
     Listing,
     PredictInputError,
     collect_files,
-    display_path,
     expand_inputs,
     file_identity,
     list_library,
@@ -163,7 +163,7 @@ def table_from_windows(results: Iterable[FileWindows], genres: Sequence[str], mo
     """The predictions table of windows already predicted, one row a file: its top-k genres by mean window
     probability, or its error (genres empty). No model runs here.
 
-    Columns: path (tasks.library.display_path), duration_s (decoded seconds), n_windows, genre_k and prob_k
+    Columns: path (storage.files.display_path), duration_s (decoded seconds), n_windows, genre_k and prob_k
     for k = 1..top_k (best first), model (the training run), error ("" when
     predicted) and, with ``windows``, window_prob_<genre>: that genre's
     probability in each window, in time order.
@@ -675,15 +675,17 @@ class PredictSummary:
     computed: int = 0  # files predicted by this run; the others' rows were reused
     not_listed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): folders, duplicates
     notes: list[str] = field(default_factory=list)  # more lines for the terminal (the playlists written)
+    decided: bool = False  # genres counts the open-set decisions (unknown among them), not the top-1 genres
 
     @classmethod
     def of(cls, table: pd.DataFrame, model: str) -> PredictSummary:
         failed = table[table["error"] != ""]
-        top1 = table.loc[table["error"] == "", "genre_1"] if "genre_1" in table else pd.Series(dtype=str)
+        column = "genre" if "genre" in table else "genre_1"  # the open-set decision where the table has it
+        top1 = table.loc[table["error"] == "", column] if column in table else pd.Series(dtype=str)
         counts = top1.value_counts()
         genres = {str(genre): int(n) for genre, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
         return cls(len(table), len(table) - len(failed), list(zip(failed["path"], failed["error"], strict=True)),
-                   genres, model)
+                   genres, model, decided=column == "genre")
 
     @property
     def reused(self) -> int:
@@ -708,8 +710,8 @@ class PredictSummary:
             out.append(change)
         out += self.notes
         if self.genres:
-            out.append("top-1 genres: " + ", ".join(f"{genre} {n} ({n / max(self.predicted, 1):.0%})"
-                                                   for genre, n in self.genres.items()))
+            shares = ", ".join(f"{genre} {n} ({n / max(self.predicted, 1):.0%})" for genre, n in self.genres.items())
+            out.append(("genres: " if self.decided else "top-1 genres: ") + shares)
         for path, reason in self.failures[:max_failures]:
             out.append(f"  failed: {path}: {reason}")
         if len(self.failures) > max_failures:
@@ -733,7 +735,7 @@ class PredictSummary:
                                                         ("reused", self.reused))]
             text += [""] + ([f"**{c.why_all}**", ""] if c.why_all else []) + (["First run.", ""] if c.first_run
                                                                               else [])
-        text += ["| top-1 genre | files | share |", "|---|---:|---:|"]
+        text += [f"| {'genre' if self.decided else 'top-1 genre'} | files | share |", "|---|---:|---:|"]
         text += [f"| {genre} | {n} | {n / max(self.predicted, 1):.1%} |" for genre, n in self.genres.items()]
         if self.failures:
             text += ["", "## Failures", "", "| file | reason |", "|---|---|"]

@@ -20,7 +20,7 @@ from prefect import get_run_logger, task
 
 from genreflow.storage.errors import GenreflowError
 from genreflow.storage.manifest import output_state, read_manifest
-from genreflow.storage.outputs import OutputSpec, manifest_path, open_output
+from genreflow.storage.outputs import Output, OutputSpec, manifest_path, open_output
 from genreflow.storage.registry import Decision, Policy, PromotionRecord, read_registry, record_decision
 from genreflow.storage.root import DataRoot, StorageError
 from genreflow.tasks.evaluate import score_model
@@ -112,13 +112,35 @@ def promote_by_hand(root: DataRoot, run: str) -> PromotionRecord:
 def promote_task(root_url: str, spec: OutputSpec, candidate_metrics: dict[str, Any],
                  test_shards: list[str], policy: Policy, tolerance: float, test_set: str | None,
                  force: bool) -> dict[str, Any]:
-    """The gate's decision on run ``spec.key`` (reports/<run>/promotion.json); decided once per evaluation."""
-    root = DataRoot(root_url)
-    with open_output(root, spec, force) as out:
-        if out.done:
-            return out.read_json(PROMOTION_SUFFIX)
+    """The gate's decision on run ``spec.key`` (reports/<run>/promotion.json): :func:`decide_once`."""
+    summary, decided = decide_once(DataRoot(root_url), spec, candidate_metrics, test_shards, policy, tolerance,
+                                   test_set, force)
+    if decided:
+        get_run_logger().info("promote: %s %s: %s", spec.key, summary["decision"], summary["reason"])
+    return summary
+
+
+def decide_once(root: DataRoot, spec: OutputSpec, candidate_metrics: dict[str, Any], test_shards: list[str],
+                policy: Policy, tolerance: float, test_set: str | None, force: bool) -> tuple[dict[str, Any], bool]:
+    """The decision on run ``spec.key``, made once per evaluation while the registry stays as it left it;
+    (summary, whether it was decided now).
+
+    A recorded decision whose promoted run is no longer the registry's (another run was promoted since, by a
+    rebuild or by hand) is decided again against the promoted one: reusing it would report a model as the one
+    ``predict`` uses while the registry names another (issue 25: a parameter changed and changed back).
+    """
+    def decide_into(out: Output) -> dict[str, Any]:
         summary = decide(root, spec.key, candidate_metrics, test_shards, policy, tolerance, test_set)
         out.write_json(PROMOTION_SUFFIX, summary)
         out.rows = 1
-    get_run_logger().info("promote: %s %s: %s", spec.key, summary["decision"], summary["reason"])
-    return summary
+        return summary
+
+    with open_output(root, spec, force) as out:
+        if not out.done:
+            return decide_into(out), True
+        summary = out.read_json(PROMOTION_SUFFIX)
+        if summary.get("promoted") == read_registry(root).promoted:
+            return summary, False
+    with open_output(root, spec, force=True) as out:
+        summary = decide_into(out)
+    return summary, True

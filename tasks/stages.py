@@ -51,13 +51,13 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "stats": (f"{_T}stats:band_stats",),
     "baseline": (f"{_M}baseline", f"{_T}baseline", f"{_M}metrics"),
     "train": (f"{_M}cnn", f"{_M}train", f"{_M}dataset", f"{_M}batch_augment", f"{_T}train:fit_model",
-              f"{_T}train:model_knobs"),
+              f"{_T}train:model_knobs", f"{_T}train:validation_open_set", f"{_M}open_set"),
     "evaluate": (f"{_T}evaluate", f"{_M}metrics", f"{_M}predict", f"{_M}audio", f"{_M}mel", f"{_M}embedding",
-                 f"{_M}musicnn", f"{_M}track_head"),
+                 f"{_M}musicnn", f"{_M}track_head", f"{_M}open_set"),
     # The embedding family's head: fitted on the embed shards, saved as one Keras model with musicnn.
     "head": (f"{_M}embedding", f"{_M}musicnn", f"{_M}metrics", f"{_M}track_head",
              f"{_T}train_embedding:fit_embedding_model", f"{_T}train_embedding:stacked",
-             f"{_T}train_embedding:track_artists"),
+             f"{_T}train_embedding:track_artists", f"{_T}train_embedding:head_open_set", f"{_M}open_set"),
     "promote": (f"{_T}promote",),
     # The report also cuts and encodes the excerpts of its Mistakes (tasks/excerpts.py), as decode cuts clips.
     "report": (f"{_T}report", f"{_T}reporting.render", f"{_T}reporting.plots", f"{_T}select", f"{_T}mistakes",
@@ -66,7 +66,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "fold": (f"{_T}crossval", f"{_T}folds", f"{_T}evaluate", f"{_M}baseline", f"{_T}baseline", f"{_T}select",
              f"{_T}train_embedding", f"{_T}train:cnn_clips", f"{_T}train:clip_sources", f"{_M}cnn", f"{_M}train",
              f"{_M}dataset", f"{_M}batch_augment", f"{_M}metrics", f"{_M}predict", f"{_M}audio", f"{_M}mel",
-             f"{_M}embedding", f"{_M}musicnn", f"{_M}track_head"),
+             f"{_M}embedding", f"{_M}musicnn", f"{_M}track_head", f"{_M}open_set"),
     "crossval": (f"{_T}crossval:summarize_folds", f"{_T}reporting.render", f"{_T}reporting.plots", f"{_M}baseline",
                  f"{_M}metrics", f"{_T}label_issues", f"{_T}excerpts", f"{_M}audio"),
     # Not a DAG stage (no --from-stage): the shards of `genreflow predict` over a library. The model itself is
@@ -97,15 +97,11 @@ STAGE_FILES: dict[str, tuple[tuple[str, str], ...]] = {
 # forced recompute gave the same bytes.
 SAME_OUTPUTS_AS: dict[str, dict[str, str]] = {
     # Issue 20: code versions that no longer hash module paths, and the modules moved and renamed.
-    "ingest": {"c3dc8b5d341a04ce": "1e4ec81a3fcd7f47"},
     "decode": {"434d04b74b902036": "f6a0870375382b21"},
     "mel": {"0f9af175f1b96c55": "d536ab22e86f4651"},
     "augment": {"b53d50501d7c1518": "cd8430ed90154be9"},
     "embed": {"6262cd3eccb4bb5f": "6118bc01073f0242"},
     "stats": {"94e3d694fd5f02df": "57cd145b7e0f1005"},
-    "baseline": {"cc889a66c9485b46": "b4f07768575c79db"},
-    "train": {"f5699901c02b1dab": "9b59b4c8ad3fab6f"},
-    "promote": {"eb396916708b31c9": "68352cdcafb1a15f"},
 }
 
 

@@ -36,13 +36,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from genreflow.storage.errors import GenreflowError
-from genreflow.tasks.library import display_path
+from genreflow.storage.files import display_path
 
 # Extension -> which tag holds a genre.
 TAG_KINDS: dict[str, str] = {".mp3": "id3", ".flac": "vorbis", ".ogg": "vorbis", ".oga": "vorbis",
                              ".opus": "vorbis", ".m4a": "mp4", ".mp4": "mp4", ".m4b": "mp4"}
 MP4_GENRE = "\xa9gen"
-DEFAULT_MIN_CONFIDENCE = 0.5
 UNKNOWN = "unknown"  # an open-set decision: nothing is written for it
 JOURNAL_PREFIX = "tag-journal-"
 
@@ -254,13 +253,14 @@ def _not_writable(path: str, st: os.stat_result) -> str | None:
 # --------------------------------------------------------------------------- plan, apply, undo
 
 
-def plan_tags(rows: Iterable[tuple[str, str, str | None, float, str]], min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+def plan_tags(rows: Iterable[tuple[str, str, str | None, float, str]], min_confidence: float | None = None,
               overwrite: bool = False) -> list[TagPlan]:
     """What each file would get, written nowhere.
 
     ``rows``: (the file's path, the path as shown, decided genre or None, its
-    probability, the prediction's error or ""). A genre under
-    ``min_confidence``, or ``unknown``, writes nothing.
+    probability, the prediction's error or ""). ``unknown`` (the open-set
+    decision, model/open_set.py), or a genre under ``min_confidence`` where
+    given (``--min-confidence``: the rows then carry the top genre), writes nothing.
     """
     plans = []
     for path, shown, genre, probability, error in rows:
@@ -278,7 +278,7 @@ def plan_tags(rows: Iterable[tuple[str, str, str | None, float, str]], min_confi
         if genre is None or genre == UNKNOWN:
             plans.append(skip("the model's decision is unknown: nothing to write"))
             continue
-        if not probability >= min_confidence:
+        if min_confidence is not None and not probability >= min_confidence:
             plans.append(skip(f"confidence {probability:.2f} is under --min-confidence {min_confidence:.2f}"))
             continue
         try:

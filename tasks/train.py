@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
-from genreflow.model.files import AUDIO_FILE, BACKUP_DIR, HISTORY_FILE, TRAINED_FILES
+from genreflow.model.files import AUDIO_FILE, BACKUP_DIR, HISTORY_FILE, OPEN_SET_FILE, TRAINED_FILES
 from genreflow.model.params import AudioConfig, TrainConfig
 from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
@@ -83,6 +83,7 @@ def fit_model(root: DataRoot, spec: OutputSpec, genres: list[str], stats: dict, 
         for file in TRAINED_FILES:
             out.add(file)
         out.write_bytes(AUDIO_FILE, audio.model_dump_json(indent=2).encode())
+        out.write_json(OPEN_SET_FILE, validation_open_set(local_dir, val_sources, genres))
         trained_here = result.epochs_run - (result.resumed_from_epoch or 1) + 1
         seconds = time.perf_counter() - start
         out.rows = int(result.epochs_run)
@@ -90,6 +91,30 @@ def fit_model(root: DataRoot, spec: OutputSpec, genres: list[str], stats: dict, 
                      "best_epoch": int(result.best_epoch), "seconds": seconds,
                      "seconds_per_epoch": seconds / trained_here if trained_here > 0 else None}
     return {**out.extra, "skipped": False}
+
+
+def validation_open_set(model_dir: Path, val_sources: list[Any], genres: list[str]) -> dict[str, Any]:
+    """The open-set threshold of the model in ``model_dir``, chosen on its validation tracks (model/open_set.py):
+    each track's probabilities are its clips' mean, as evaluate and predict decide a track."""
+    import numpy as np
+    import pandas as pd
+
+    from genreflow.model.files import MODEL_FILE
+    from genreflow.model.open_set import open_set_record
+    from genreflow.model.quiet_tf import keras
+
+    sources = [s for s in val_sources if len(s.index)]
+    if not sources:
+        return open_set_record(np.zeros((0, len(genres))), np.zeros(0, int))
+    model = keras.saving.load_model(model_dir / MODEL_FILE, safe_mode=True, compile=False)
+    probs = np.concatenate([model.predict(np.asarray(np.load(s.path, mmap_mode="r")[s.index["row"].to_numpy()],
+                                                     np.float32)[..., np.newaxis], batch_size=64, verbose=0)
+                            for s in sources])
+    index = pd.concat([s.index[["track_id", "genre"]] for s in sources], ignore_index=True)
+    tracks = pd.DataFrame(probs, columns=list(genres)).groupby(index["track_id"].astype(str).to_numpy()).mean()
+    genre_of = index.groupby(index["track_id"].astype(str))["genre"].first()
+    labels = np.array([genres.index(str(g)) for g in genre_of.loc[tracks.index]])
+    return open_set_record(tracks.to_numpy(np.float64), labels)
 
 
 def model_knobs(train: TrainConfig, audio: AudioConfig) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 
-from genreflow.model.files import AUDIO_FILE, EMBEDDING_FILE, LABELS_FILE, MODEL_FILE
+from genreflow.model.files import AUDIO_FILE, EMBEDDING_FILE, LABELS_FILE, MODEL_FILE, OPEN_SET_FILE
 from genreflow.model.params import AudioConfig, TrainConfig
 from genreflow.storage.outputs import OutputSpec, open_output, tracks_path
 from genreflow.storage.root import DataRoot
@@ -57,8 +57,8 @@ def fit_embedding_model(root: DataRoot, spec: OutputSpec, genres: list[str],
                         force: bool) -> dict[str, Any]:
     """Fit (or find finished) the embedding model models/<spec.key>/ on the clips' embeddings; its summary.
 
-    The track-level head learns from ``train_clips`` only; ``val_clips`` are counted, not used (the choice
-    between families scores the validation tracks).
+    The track-level head learns from ``train_clips`` only; ``val_clips`` choose only the open-set threshold
+    (model/open_set.py), which changes no genre, and are left for the choice between families to score.
     """
     from genreflow.model.embedding import (
         build_track_classifier,
@@ -81,6 +81,7 @@ def fit_embedding_model(root: DataRoot, spec: OutputSpec, genres: list[str],
         out.write_json(LABELS_FILE, list(genres))
         model.save(Path(root.local_path(out.add(MODEL_FILE))))
         out.write_bytes(AUDIO_FILE, audio.model_dump_json(indent=2).encode())
+        out.write_json(OPEN_SET_FILE, head_open_set(head, val_clips, genres))
         fitted = describe_track_head(head)
         out.write_bytes(EMBEDDING_FILE, json.dumps({
             "family": "embedding", "embedder": train.embedding_model, "feature": train.embedding_feature,
@@ -91,6 +92,23 @@ def fit_embedding_model(root: DataRoot, spec: OutputSpec, genres: list[str],
                      "val_clips": sum(len(index) for index, _ in val_clips), "fit_seconds": fit_seconds,
                      "seconds": time.perf_counter() - start}
     return {**out.extra, "skipped": False}
+
+
+def head_open_set(head: Any, val_clips: list[tuple[pd.DataFrame, np.ndarray]], genres: list[str]
+                  ) -> dict[str, Any]:
+    """The open-set threshold chosen on the validation tracks (model/open_set.py), from the head's calibrated
+    probabilities of their pooled clip embeddings: the decision predict makes of a file."""
+    from genreflow.model.open_set import open_set_record
+    from genreflow.model.track_head import pool_clips
+
+    x_val, val_index = stacked(val_clips)
+    if not len(x_val):
+        return open_set_record(np.zeros((0, len(genres))), np.zeros(0, int))
+    track_ids = val_index["track_id"].astype(str).to_numpy()
+    keys, pooled = pool_clips(np.asarray(x_val, np.float64), track_ids, head.pooling)
+    genre_of = pd.Series(val_index["genre"].astype(str).to_numpy(), index=track_ids).groupby(level=0).first()
+    labels = np.array([genres.index(g) for g in genre_of.loc[keys]])
+    return open_set_record(head.probabilities(pooled), labels)
 
 
 def embedding_clips(root: DataRoot, train_shards: list[str], val_shards: list[str],

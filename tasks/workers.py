@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from genreflow.storage.errors import disk_full_error
 from genreflow.storage.outputs import Output, OutputSpec
 
 # Errors worth a retry: the filesystem or network hiccuped, not the data or the code.
@@ -61,8 +62,9 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
         state.result()
     except TRANSIENT_ERRORS:
         return True
-    except OSError as exc:  # a flaky mount or remote store, not a missing file
-        return not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError))
+    except OSError as exc:  # a flaky mount or remote store, not a missing file nor a full disk
+        return not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)) \
+            and disk_full_error(exc) is None
     except Exception:
         return False
     return False

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 DPI = 110  # sharp enough to read 10 genre names, small enough to embed in HTML
+ANNOTATED_GENRES = 30  # confusion cells carry their count up to this many genres
+MAX_SIDE_INCHES = 22.0  # the confusion heatmap's largest side (about 2,500 pixels at DPI), reached at 30 genres
 
 
 def _png(fig: Any) -> bytes:
@@ -30,7 +32,11 @@ def render_confusion_png(confusion: dict[str, Any]) -> bytes:
     """Heatmap of the track-level confusion matrix, counts written in each cell.
 
     Colour is the share of the true genre's tracks, so a small genre's errors are
-    as visible as a large one's; the numbers are the counts.
+    as visible as a large one's; the numbers are the counts, written up to
+    ANNOTATED_GENRES genres. Beyond, the figure stops growing (MAX_SIDE_INCHES) and
+    the cells carry colour only (the report's confusion table has the counts):
+    fma_full's 161 genres as written cells made a 12,000-pixel square PNG with
+    26,000 texts that took 87 s to draw (docs/benchmarks.md, fma_full's size).
     """
     from matplotlib.figure import Figure
 
@@ -40,12 +46,12 @@ def render_confusion_png(confusion: dict[str, Any]) -> bytes:
     row_sums = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, row_sums, out=np.zeros(matrix.shape), where=row_sums > 0)
 
-    side = max(4.5, 0.65 * n + 2.5)
+    side = min(max(4.5, 0.65 * n + 2.5), MAX_SIDE_INCHES)
     fig = Figure(figsize=(side + 1.2, side))
     ax = fig.add_subplot()
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     font = 11 if n <= 8 else 9
-    for i in range(n):
+    for i in range(n if n <= ANNOTATED_GENRES else 0):
         for j in range(n):
             ax.text(
                 j,
@@ -56,8 +62,9 @@ def render_confusion_png(confusion: dict[str, Any]) -> bytes:
                 fontsize=font,
                 color="white" if shares[i, j] > 0.55 else "black",
             )
-    ax.set_xticks(range(n), labels, rotation=40, ha="right", rotation_mode="anchor")
-    ax.set_yticks(range(n), labels)
+    ticks = {} if n <= ANNOTATED_GENRES else {"fontsize": max(3.0, 9 * ANNOTATED_GENRES / n)}
+    ax.set_xticks(range(n), labels, rotation=40, ha="right", rotation_mode="anchor", **ticks)
+    ax.set_yticks(range(n), labels, **ticks)
     ax.set_xlabel("Predicted genre")
     ax.set_ylabel("True genre")
     ax.set_title(f"Confusion matrix ({int(matrix.sum())} test tracks)")
@@ -134,4 +141,32 @@ def render_reliability_png(bins: list[dict[str, Any]], uncalibrated: list[dict[s
     ax.set_ylabel("accuracy in the bin")
     ax.set_title("Reliability (test tracks, 10 bins)")
     ax.legend(loc="upper left", fontsize=8)
+    return _png(fig)
+
+
+def render_open_set_png(open_set: dict[str, Any]) -> bytes:
+    """Accuracy against coverage of the test tracks as the open-set threshold moves (tasks/evaluate.py
+    ``open_set_metrics``): each point a threshold, labelled; the threshold saved with the model ringed."""
+    from matplotlib.figure import Figure
+
+    rows = [r for r in open_set["curve"] if r["accuracy"] is not None]
+    chosen = open_set.get("threshold")
+    fig = Figure(figsize=(5.2, 4.4))
+    ax = fig.add_subplot()
+    ax.plot([r["coverage"] for r in rows], [r["accuracy"] for r in rows], marker="o", markersize=4,
+            color="tab:blue", linewidth=1.2)
+    for r in rows:
+        ax.annotate(f"{r['threshold']:.2f}", (r["coverage"], r["accuracy"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=7, color="0.3")
+    at = open_set.get("at_threshold")
+    if chosen is not None and at and at["accuracy"] is not None:
+        ax.scatter([at["coverage"]], [at["accuracy"]], s=160, facecolors="none", edgecolors="tab:red",
+                   linewidths=1.5, label=f"saved threshold {chosen:.2f}", zorder=3)
+        ax.legend(loc="lower left", fontsize=8)
+    ax.set_xlim(-0.02, 1.05)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("coverage (share of test tracks not unknown)")
+    ax.set_ylabel("accuracy of the covered tracks")
+    ax.set_title("Open set: coverage against accuracy")
+    ax.grid(True, alpha=0.3)
     return _png(fig)

@@ -14,6 +14,7 @@ import base64
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import PurePath
 from typing import Any
 
@@ -22,7 +23,12 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from genreflow.tasks.changes import changes_lines
-from genreflow.tasks.reporting.plots import render_confusion_png, render_curves_png, render_reliability_png
+from genreflow.tasks.reporting.plots import (
+    render_confusion_png,
+    render_curves_png,
+    render_open_set_png,
+    render_reliability_png,
+)
 from genreflow.tasks.select import FAMILY_NAMES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -57,9 +63,13 @@ class Table:
     # In the HTML only: per cell, the href its text links to (None: plain text), e.g. a confusion cell's mistakes.
     links: tuple[tuple[str | None, ...], ...] | None = None
 
-    @property
+    @cached_property
     def numeric(self) -> tuple[bool, ...]:
-        """Columns to right-align: all but the first, where every present value is a number."""
+        """Columns to right-align: all but the first, where every present value is a number.
+
+        Computed once a table: the HTML template asks it for every cell, and recomputed each time it made
+        fma_full's 161 x 161 confusion table a 16-minute render (docs/benchmarks.md, fma_full's size).
+        """
         return tuple(
             i > 0 and all(_is_number(row[i]) or row[i] == MISSING for row in self.rows)
             for i in range(len(self.header))
@@ -405,6 +415,19 @@ def _embedding_context(model: dict[str, Any] | None) -> dict[str, str] | None:
             "val": _cell(model.get("val_track_accuracy")), "dims": _cell(model.get("dims"))}
 
 
+def _open_set_context(open_set: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The Open set section (issue 23): coverage and accuracy of the test tracks per threshold, the saved one
+    marked; None for an evaluation from before it."""
+    if not open_set or not open_set.get("curve"):
+        return None
+    chosen = open_set.get("threshold")
+    rows = [[_cell(r["threshold"]) + (" (saved)" if r["threshold"] == chosen else ""), r["coverage"], r["accuracy"],
+             r["tracks"]] for r in open_set["curve"]]
+    return {"table": _table(["threshold", "coverage", "accuracy of covered", "tracks covered"], rows),
+            "threshold": _cell(chosen) if chosen is not None else None,
+            "rule": open_set.get("chosen_on") or "", "validation_tracks": _cell(open_set.get("validation_tracks"))}
+
+
 def _config_text(config: dict[str, Any]) -> str:
     """The run's configuration as JSON, so a report says how it was made."""
     return json.dumps(_plain(config), indent=2, default=str)
@@ -447,6 +470,9 @@ def render_report(
     if metrics.get("reliability"):  # evaluate's calibration bins (issue 22)
         images["reliability.png"] = render_reliability_png(metrics["reliability"],
                                                            metrics.get("reliability_uncalibrated"))
+    open_set = _open_set_context(metrics.get("open_set"))
+    if open_set:
+        images["open_set.png"] = render_open_set_png(metrics["open_set"])
     training = training_summary(history)
     context: dict[str, Any] = {
         "title": f"genreflow report: {run}",
@@ -465,6 +491,7 @@ def render_report(
         "selection": _selection_context(selection),
         "embedding": _embedding_context(model),
         "reliability": "reliability.png" in images,
+        "open_set": open_set,
     }
     # The HTML embeds the PNGs as data URIs, so the page needs no file beside it.
     embedded = {name: base64.b64encode(data).decode("ascii") for name, data in images.items()}

@@ -10,9 +10,20 @@ from pathlib import Path
 import pandas as pd
 
 from genreflow.model.audio import AUDIO_EXTENSIONS
-from genreflow.tasks.sources.base import IngestError, Source, keep_existing, require_dir, track_table, warn_skipped
+from genreflow.storage.files import display_path
+from genreflow.tasks.sources.base import (
+    IngestError,
+    Skipped,
+    Source,
+    keep_existing,
+    require_dir,
+    track_table,
+    warn_skipped,
+)
 
 logger = logging.getLogger(__name__)
+
+REASON_NOT_UTF8 = "its name is not UTF-8 (rename it: the track tables hold UTF-8 names only)"
 
 
 class FolderSource(Source):
@@ -20,7 +31,9 @@ class FolderSource(Source):
 
     The track id is ``<genre>/<path inside the genre folder without extension>``.
     Hidden files and folders (name starting with ".") are ignored, as are
-    files of other types and files directly under the root.
+    files of other types and files directly under the root. A file or genre
+    folder whose name is not UTF-8 is skipped with that reason (shown with its
+    odd bytes as ``\\xNN``): the track tables are Parquet, which holds UTF-8 only.
     """
 
     name = "folder"
@@ -41,11 +54,18 @@ class FolderSource(Source):
             raise IngestError(f"cannot list folder {self.root}: {exc.strerror or exc}") from None
         candidates: list[dict[str, str | None]] = []
         sources: dict[str, Path] = {}
+        not_utf8 = 0
         for genre_dir in genre_dirs:
             genre = genre_dir.name
             found = 0
             for audio in self._audio_files(genre_dir):
                 track_id = f"{genre}/{audio.relative_to(genre_dir).with_suffix('').as_posix()}"
+                if display_path(str(audio)) != str(audio):  # not UTF-8
+                    self.skipped.append(Skipped(display_path(track_id), display_path(str(audio)),
+                                                display_path(genre), REASON_NOT_UTF8))
+                    not_utf8 += 1
+                    found += 1  # not an empty genre folder: the skip says why its file is left out
+                    continue
                 if track_id in sources:
                     raise IngestError(
                         f"folder {genre_dir}: duplicate track id {track_id!r} from files "
@@ -58,7 +78,7 @@ class FolderSource(Source):
                 )
             if not found:
                 logger.warning("%s: genre folder %r holds no audio files; ignored", self.root, genre)
-        total = len(candidates)
+        total = len(candidates) + not_utf8
         kept = keep_existing(candidates, self.skipped)  # broken symbolic links
         warn_skipped(self.skipped, total, self.root)
         if not kept:

@@ -33,7 +33,7 @@ SHARD_SIZE = 2  # 12 shards of the 24 demo tracks: enough tasks to kill a worker
 TERMINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 def write_config(path: Path, root: Path, demo: Path, **overrides: Any) -> tuple[Path, Config]:
     """small_config as a JSON file for ``--config``, with this module's shard size."""
-    config = small_config(root, demo, shard_size=SHARD_SIZE, **overrides)
+    config = small_config(root, demo, own_cluster=True, shard_size=SHARD_SIZE, **overrides)
     path.write_text(json.dumps(config.model_dump(mode="json")))
     return path, config
 

@@ -325,3 +325,23 @@ def test_mlflow_uri_is_a_flag_that_changes_no_report() -> None:
     assert report_spec(evaluate, [], tracked).fingerprint == report_spec(evaluate, [], Config()).fingerprint
     assert report_spec(evaluate, [], config_from_args(parse(["rebuild", "--epochs", "3"]))).fingerprint != \
         report_spec(evaluate, [], Config()).fingerprint
+
+
+@pytest.mark.parametrize("command", ["predict", "tag"])
+def test_predict_and_tag_take_cluster_settings_as_a_rebuild_does(command: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A project file's cluster and an environment's workers reach a library run; a flag still wins."""
+    from genreflow.flows.predict import options_from_args
+
+    (tmp_path / "genreflow.toml").write_text('[run]\ndask_address = "tcp://10.0.0.5:8786"\nretries = 5\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GENREFLOW_WORKERS", "6")
+    options = options_from_args(parse([command, "music"]), tmp_path / "model")
+    assert (options.workers, options.dask_address, options.retries) == (6, "tcp://10.0.0.5:8786", 5)
+    options = options_from_args(parse([command, "music", "--workers", "3", "--dask-address", "tcp://h:1"]),
+                                tmp_path / "model")
+    assert (options.workers, options.dask_address, options.retries) == (3, "tcp://h:1", 5)
+    monkeypatch.delenv("GENREFLOW_WORKERS")
+    (tmp_path / "genreflow.toml").unlink()
+    options = options_from_args(parse([command, "music"]), tmp_path / "model")
+    assert (options.workers, options.dask_address, options.retries) == (2, None, 2)

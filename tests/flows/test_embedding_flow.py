@@ -84,6 +84,11 @@ def test_both_families_are_trained_and_the_best_on_validation_is_promoted(rebuil
         evaluation = json.loads((Path(config.run.data_root) / "reports" / summary["run"] / "evaluation.json")
                                 .read_text())
         assert evaluation["family"] == family and evaluation["validation"]["n_tracks"] >= 1
+        # Issue 23: both families save an open-set threshold chosen on the same validation tracks
+        saved = json.loads((Path(config.run.data_root) / "models" / summary["run"] / "open_set.json").read_text())
+        assert saved["validation_tracks"] == evaluation["validation"]["n_tracks"]
+        assert (saved["threshold"] is None) == (saved["validation_correct"] == 0), saved
+        assert evaluation["open_set"]["threshold"] == saved["threshold"] and evaluation["open_set"]["curve"]
 
 
 def test_the_report_sets_the_candidates_side_by_side(rebuilt: tuple[Config, dict]) -> None:

@@ -51,7 +51,8 @@ def collection(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
 def config_of(root: Path, collection: Path, **overrides: object) -> Config:
     values: dict[str, object] = {"clips_per_track": 1, "time_stretch": [], "pitch_shift": [2.0], "epochs": EPOCHS,
                                  "patience": EPOCHS, "batch_size": 8, "model": "cnn", "baseline": False, **FAST_FIT}
-    return small_config(root, collection, **{**values, **overrides})
+    # The store (mlflow_store) as a field: the shared cluster's workers were spawned before its variable was set.
+    return small_config(root, collection, mlflow_uri=os.environ.get(MLFLOW_ENV), **{**values, **overrides})
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -15,8 +15,8 @@ import pytest
 
 from genreflow.flows.predict_flow import run_library_predict
 from genreflow.flows.predict_options import LibraryOptions
+from genreflow.storage.files import display_path
 from genreflow.tasks import library as library_module
-from genreflow.tasks.library import display_path
 from tests.model.test_export import save_model
 
 pytestmark = pytest.mark.timeout(1200)

@@ -19,15 +19,18 @@ def mixed_results() -> list[FilePrediction | PredictionFailure]:
         FilePrediction(Path("a/song one.wav"), [("jazz", 0.7), ("blues", 0.2), ("rock", 0.1)], 3),
         PredictionFailure(Path("b,broken.mp3"), "not decodable audio: Format not recognised"),
         FilePrediction(Path("two.flac"), [("pop", 0.9), ("rock", 0.1)], 1),
+        FilePrediction(Path("speech.wav"), [("pop", 0.4), ("rock", 0.3)], 1, "unknown"),
     ]
 
 
 def test_csv_format_parses(mixed_results: list) -> None:
     frame = pd.read_csv(io.StringIO(format_predictions(mixed_results, "csv")), keep_default_na=False)
     assert list(frame.columns) == [
-        "path", "genre_1", "prob_1", "genre_2", "prob_2", "genre_3", "prob_3", "error",
+        "path", "genre", "genre_1", "prob_1", "genre_2", "prob_2", "genre_3", "prob_3", "error",
     ]  # fmt: skip
-    assert frame["path"].tolist() == ["a/song one.wav", "b,broken.mp3", "two.flac"]
+    assert frame["path"].tolist() == ["a/song one.wav", "b,broken.mp3", "two.flac", "speech.wav"]
+    assert frame["genre"].tolist() == ["jazz", "", "pop", "unknown"]  # the open-set decision; top-k stay
+    assert frame.loc[3, "genre_1"] == "pop"
     assert frame.loc[0, "genre_1"] == "jazz" and float(frame.loc[0, "prob_1"]) == pytest.approx(0.7)
     assert frame.loc[1, "error"].startswith("not decodable") and frame.loc[1, "genre_1"] == ""
     assert frame.loc[2, "genre_3"] == "" and frame.loc[2, "error"] == ""
@@ -37,6 +40,7 @@ def test_json_format_parses(mixed_results: list) -> None:
     items = json.loads(format_predictions(mixed_results, "json"))
     assert items[0] == {
         "path": "a/song one.wav",
+        "genre": "jazz",
         "genres": [
             {"genre": "jazz", "prob": 0.7},
             {"genre": "blues", "prob": 0.2},
@@ -49,7 +53,7 @@ def test_json_format_parses(mixed_results: list) -> None:
 
 def test_table_format_is_text(mixed_results: list) -> None:
     text = format_predictions(mixed_results, "table")
-    assert "top-1" in text and "jazz (0.70)" in text and "error: not decodable" in text
+    assert "top-1" in text and "jazz (0.70)" in text and "error: not decodable" in text and "unknown" in text
     assert "\x1b[" not in text  # plain text, no terminal codes
     with pytest.raises(PredictError, match="unknown output format"):
         format_predictions(mixed_results, "xml")  # type: ignore[arg-type]

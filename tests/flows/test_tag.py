@@ -12,15 +12,9 @@ import pytest
 # absl's among them (as tests/flows/test_predict_flow.py does).
 import genreflow.flows.predict_flow  # noqa: F401
 from genreflow.flows.cli import main
-from genreflow.flows.tag import DEFAULT_MIN_CONFIDENCE
-from genreflow.tasks import tags
 from genreflow.tasks.tags import read_genre
 from tests.model.test_export import save_model, write_music
 from tests.tasks.test_tags import make_audio, payload_hash, set_tags
-
-
-def test_the_flag_default_is_the_library_default() -> None:
-    assert DEFAULT_MIN_CONFIDENCE == tags.DEFAULT_MIN_CONFIDENCE
 
 
 def test_tag_from_a_csv_table_dry_run_apply_and_undo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -36,14 +30,24 @@ def test_tag_from_a_csv_table_dry_run_apply_and_undo(tmp_path: Path, capsys: pyt
     before = {name: path.read_bytes() for name, path in songs.items()}
     payloads = {name: payload_hash(path) for name, path in songs.items()}
 
+    # Without --min-confidence the table's own decision stands (predict made it with the model's threshold).
     assert main(["tag", str(library), "--predictions", str(csv)]) == 0
+    assert f"would write: {songs['c.ogg']}: (none) -> Folk (0.20)" in capsys.readouterr().out.splitlines()
+    table.assign(genre=["Rock", "Pop", "unknown", "Rock"], top3=["", "", "Folk:0.200;Pop:0.100", ""]).to_csv(
+        csv, index=False)
+    assert main(["tag", str(library), "--predictions", str(csv)]) == 0
+    assert f"skip: {songs['c.ogg']}: the model's decision is unknown: nothing to write" in \
+        capsys.readouterr().out.splitlines()
+    assert main(["tag", str(library), "--predictions", str(csv), "--min-confidence", "0.1"]) == 0  # top3's top genre
+    assert f"would write: {songs['c.ogg']}: (none) -> Folk (0.20)" in capsys.readouterr().out.splitlines()
+    assert main(["tag", str(library), "--predictions", str(csv), "--min-confidence", "0.5"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert f"would write: {songs['a.mp3']}: (none) -> Rock (0.90)" in out
     assert f"skip: {songs['c.ogg']}: confidence 0.20 is under --min-confidence 0.50" in out
     assert out[-1] == "tag dry run: 2 to write, 1 kept, 1 skipped; nothing written (--apply writes them)"
     assert {name: path.read_bytes() for name, path in songs.items()} == before  # a dry run writes nothing
 
-    assert main(["tag", str(library), "--predictions", str(csv), "--apply"]) == 0
+    assert main(["tag", str(library), "--predictions", str(csv), "--apply"]) == 0  # unknown: skipped
     last = capsys.readouterr().out.splitlines()[-1]
     journal = next((tmp_path / "predictions.parts").glob("tag-journal-*.jsonl"))
     assert last == (f"tagged 2 file(s), 0 left as they were, 1 kept, 1 skipped; journal {journal} "

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from prefect.settings import get_current_settings
 
-from tests.flows.conftest import demo_dir, prefect_harness, small_config
+from tests.flows.conftest import demo_dir, prefect_harness, shared_cluster, small_config
 
 __all__ = ["FULL", "CliResult", "cli_env", "cli_flags", "copy_root", "demo_dir", "prefect_harness", "preprocessed_root",
-           "run_cli", "small_config"]
+           "run_cli", "shared_cluster", "small_config"]
 
 FULL = os.environ.get("GENREFLOW_FULL_RELIABILITY", "") not in ("", "0", "false")
 REPO = Path(__file__).resolve().parents[2]

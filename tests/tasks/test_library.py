@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from genreflow.tasks.library import display_path, file_identity, identities, list_library
+from genreflow.storage.files import display_path
+from genreflow.tasks.library import file_identity, identities, list_library
 
 
 def test_links_are_followed_once_and_every_other_path_is_named(tmp_path: Path) -> None:

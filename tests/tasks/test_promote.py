@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.registry import PromotionRecord, read_registry, record_decision
 from genreflow.storage.root import DataRoot
-from genreflow.tasks.promote import PromotionError, decide, gate, is_finished_model, promote_by_hand
+from genreflow.tasks.promote import PromotionError, decide, decide_once, gate, is_finished_model, promote_by_hand
 
 
 @pytest.mark.parametrize(("policy", "candidate", "promoted", "decision"), [
@@ -55,3 +56,26 @@ def test_promote_by_hand_needs_a_finished_intact_model(tmp_path: Path) -> None:
     (tmp_path / "models" / "run-a" / "model.keras").write_bytes(b"altered")
     with pytest.raises(PromotionError):
         promote_by_hand(root, "run-a")
+
+
+def test_a_decision_is_made_again_once_the_registry_promoted_another_run(tmp_path: Path) -> None:
+    """Issue 25's random histories: train A (promoted), change a parameter, train B (promoted), change it back.
+
+    The rebuild finds A's evaluation and decision done; reusing the decision reported A as the model predict
+    uses while the registry named B. A gone model cannot be scored, which the gate resolves without TensorFlow.
+    """
+    root = DataRoot(str(tmp_path))
+    spec = OutputSpec("promote", "run-a", inputs=["evaluation of run-a"])
+    first, decided = decide_once(root, spec, {"track_accuracy": 0.5}, [], "if-better", 0.01, "abc", False)
+    assert decided and first["decision"] == "promoted" and read_registry(root).promoted == "run-a"
+    again, decided = decide_once(root, spec, {"track_accuracy": 0.5}, [], "if-better", 0.01, "abc", False)
+    assert not decided and again == first  # once per evaluation while the registry stays
+
+    record_decision(root, PromotionRecord(run="run-b", decision="promoted", reason="r", policy="if-better"))
+    third, decided = decide_once(root, spec, {"track_accuracy": 0.5}, [], "if-better", 0.01, "abc", False)
+    assert decided and third["previous"] == "run-b" and third["promoted"] == read_registry(root).promoted
+    assert json.loads((tmp_path / "reports" / "run-a" / "promotion.json").read_text()) == third
+    assert third["decision"] == "promoted" and "run-b" in third["reason"]  # run-b is gone: it cannot be scored
+    record_decision(root, PromotionRecord(run="run-b", decision="promoted", reason="by hand", policy="by hand"))
+    fourth, decided = decide_once(root, spec, {"track_accuracy": 0.5}, [], "never", 0.01, "abc", False)
+    assert decided and fourth["decision"] == "rejected" and fourth["promoted"] == "run-b"  # the gate's own words
