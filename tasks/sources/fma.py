@@ -83,6 +83,7 @@ class FmaSource(Source):
         meta = meta[subset.isin(allowed)]
 
         candidates: list[dict[str, str | None]] = []
+        audio_dir = self.audio_dir  # once, not a Path built per track
         for raw_id, genre_value, split_value, artist_value in zip(
             meta.index,
             meta[FMA_COLUMNS["genre"]],
@@ -91,7 +92,7 @@ class FmaSource(Source):
             strict=True,
         ):
             track_id = fma_id(int(raw_id))
-            audio = str(fma_audio_path(self.audio_dir, track_id))
+            audio = str(fma_audio_path(audio_dir, track_id))
             genre = clean_cell(genre_value)
             if genre is None:
                 self.skipped.append(Skipped(track_id, audio, None, REASON_NO_GENRE))
