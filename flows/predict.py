@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from genreflow.flows.config import DEFAULT_OUT, LOCAL_MAX_FILES, ConfigError, config_sources, data_root_of
-from genreflow.flows.predict_options import LibraryOptions, add_min_confidence_argument
+from genreflow.flows.predict_options import LibraryOptions, add_cluster_arguments, add_min_confidence_argument
 from genreflow.model.files import model_audio, resolve_model_dir
 from genreflow.model.params import PREDICT_TOP_K
 
@@ -62,13 +62,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     add_min_confidence_argument(parser)
     parser.add_argument("--work", default=None, metavar="DIR",
                         help="where a table run keeps its shards for a resume (default: OUT without .parquet + .parts)")
-    parser.add_argument("--shard-size", type=int, default=50, metavar="N", help="files per task (default: 50)")
-    # The cluster flags default as a rebuild's do: $GENREFLOW_WORKERS, the project file's, else the default.
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="LocalCluster workers (default: $GENREFLOW_WORKERS, the project file's, or 2)")
-    parser.add_argument("--dask-address", default=None,
-                        help="existing Dask scheduler, tcp://HOST:PORT (default: $GENREFLOW_DASK_ADDRESS, the "
-                             "project file's, or a LocalCluster)")
+    add_cluster_arguments(parser)
     parser.add_argument("--retries", type=int, default=None, metavar="N",
                         help="retries of a task on I/O errors (default: $GENREFLOW_RETRIES, the project file's, or 2)")
     parser.add_argument("--local-max", type=int, default=LOCAL_MAX_FILES, metavar="N",

@@ -43,3 +43,14 @@ def add_min_confidence_argument(parser: argparse.ArgumentParser | argparse._Argu
     """``--min-confidence P`` of predict and tag, from PredictOptions.min_confidence: one concept, one name."""
     parser.add_argument("--min-confidence", type=float, default=None, metavar="P",
                         help=PredictOptions.model_fields["min_confidence"].description)
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The task and cluster flags of a library run, predict's and tag's. The cluster ones default as a rebuild's
+    do: ``$GENREFLOW_WORKERS``, the project file's, else the default (flows/predict.py options_from_args)."""
+    parser.add_argument("--shard-size", type=int, default=50, metavar="N", help="files per task (default: 50)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="LocalCluster workers (default: $GENREFLOW_WORKERS, the project file's, or 2)")
+    parser.add_argument("--dask-address", default=None,
+                        help="existing Dask scheduler, tcp://HOST:PORT (default: $GENREFLOW_DASK_ADDRESS, the "
+                             "project file's, or a LocalCluster)")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from genreflow.flows.config import DEFAULT_OUT, LOCAL_MAX_FILES, ConfigError, data_root_of, default_work
-from genreflow.flows.predict_options import add_min_confidence_argument
+from genreflow.flows.predict_options import add_cluster_arguments, add_min_confidence_argument
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,12 +54,7 @@ def add_tag_arguments(parser: argparse.ArgumentParser) -> None:
     predict.add_argument("--work", default=None, metavar="DIR",
                          help="the work folder: buckets for the next run, and the tag journals")
     predict.add_argument("--content-hash", action="store_true", help="as predict --content-hash")
-    predict.add_argument("--shard-size", type=int, default=50, metavar="N", help="files per task (default: 50)")
-    predict.add_argument("--workers", type=int, default=None, metavar="N",
-                         help="LocalCluster workers (default: $GENREFLOW_WORKERS, the project file's, or 2)")
-    predict.add_argument("--dask-address", default=None,
-                         help="existing Dask scheduler, tcp://HOST:PORT (default: $GENREFLOW_DASK_ADDRESS, the "
-                              "project file's, or a LocalCluster)")
+    add_cluster_arguments(predict)
     predict.add_argument("--local-max", type=int, default=LOCAL_MAX_FILES, metavar="N",
                          help=f"up to N files predicted in this process (default: {LOCAL_MAX_FILES})")
     parser.set_defaults(apply=False, windows=False, top_k=3, retries=None, retry_failed=False, playlists=None)
