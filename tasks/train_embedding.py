@@ -28,6 +28,7 @@ from prefect import get_run_logger, task
 
 from genreflow.model.files import AUDIO_FILE, EMBEDDING_FILE, LABELS_FILE, MODEL_FILE, OPEN_SET_FILE
 from genreflow.model.params import AudioConfig, TrainConfig
+from genreflow.storage.files import write_then_move
 from genreflow.storage.outputs import OutputSpec, open_output, tracks_path
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.evaluate import original_clips
@@ -79,7 +80,8 @@ def fit_embedding_model(root: DataRoot, spec: OutputSpec, genres: list[str],
         embedder = load_embedder(train.embedding_model, train.embedding_feature, train.weights_dir)
         model = build_track_classifier(embedder, head, patches_per_window(audio))
         out.write_json(LABELS_FILE, list(genres))
-        model.save(Path(root.local_path(out.add(MODEL_FILE))))
+        model_path = Path(root.local_path(out.add(MODEL_FILE)))  # staged, then moved: a full disk names it
+        write_then_move(model_path.with_name(f".{MODEL_FILE}.tmp.keras"), model_path, model.save)
         out.write_bytes(AUDIO_FILE, audio.model_dump_json(indent=2).encode())
         out.write_json(OPEN_SET_FILE, head_open_set(head, val_clips, genres))
         fitted = describe_track_head(head)
