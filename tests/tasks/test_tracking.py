@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +19,7 @@ from genreflow.storage.outputs import OutputSpec, manifest_path, output_path
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.tracking import MLFLOW_ENV, flat_params, run_metrics, tracking_uri
 
+SERVER_START_S = 120  # about 16 s on a loaded 2-core machine
 EVALUATION = {"family": "cnn", "track_accuracy": 0.75, "clip_accuracy": 0.7, "macro_f1": 0.6, "ece": 0.04,
               "log_loss": float("nan"), "validation": {"track_accuracy": 1.0},
               "per_genre": {"Rock": {"recall": 0.5, "support": 2}, "R&B <Soul>": {"recall": 1.0, "support": 2},
@@ -33,6 +42,47 @@ def test_the_uri_comes_from_the_configuration_or_the_environment(monkeypatch: py
 
 
 def test_a_report_is_logged_once_and_reads_back(tmp_path: Path) -> None:
+    logged_once_and_read_back(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 (sqlite behind it, artifacts proxied through it), as a team runs one."""
+    pytest.importorskip("mlflow")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed after the server stops
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--artifacts-destination", (tmp_path / "artifacts").as_uri()],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, f"mlflow server did not answer in {SERVER_START_S} s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_a_report_is_logged_to_an_mlflow_server(tmp_path: Path, mlflow_server: str) -> None:
+    logged_once_and_read_back(tmp_path, mlflow_server)
+
+
+def logged_once_and_read_back(tmp_path: Path, uri: str) -> None:
+    """Log a report's run to ``uri`` twice (the second finds it logged), then read it all back."""
     mlflow = pytest.importorskip("mlflow")
     from genreflow.tasks.report import track_report
 
@@ -47,7 +97,6 @@ def test_a_report_is_logged_once_and_reads_back(tmp_path: Path) -> None:
                    files=report_files, rows=0)
     root.write_bytes(output_path(root, "train", run, "model.keras"), b"model")
     spec = OutputSpec("report", run, "code")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = {"train": {"epochs": 6}, "run": {"data_root": root.url}}
 
     run_id = track_report(root, spec, config, uri, {"decision": "promoted"})
