@@ -378,3 +378,57 @@ def test_disk_full_while_the_model_and_then_the_report_are_written(
     assert [r.promoted for r in registries] == ["run-earlier", "run-earlier"]
     decisions = [[(d.run, d.decision) for d in r.history] for r in registries]
     assert decisions[0] == decisions[1] and decisions[0][-1] == (model.parent.name, "rejected")
+
+
+# --------------------------------------------------------------------------- a library prediction bucket
+
+BUCKET = re.compile(r"/predict-[^/]+/b\d+-\d+\.parquet$")  # a bucket's table (tasks/predict.py _write_bucket)
+
+
+def test_disk_full_while_a_library_prediction_bucket_is_written(
+    tmp_path: Path, demo_dir: Path, disk: Disk, threads_cluster: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``predict LIBRARY --work`` on a tmpfs that fills just before the second bucket's table: the first bucket
+    stays sealed, the second is not claimed; the rerun predicts the rest and writes a cold run's table."""
+    from tests.model.test_export import save_model  # TensorFlow: only for this test
+
+    model = save_model(tmp_path / "models" / "run-library", "genreflow")
+    disk.mount_tmpfs(2 << 20)
+    work, out = disk.mount / "work", tmp_path / "library.parquet"
+
+    def predict(out: Path, work: Path) -> tuple[int, str]:
+        code = main(["predict", str(demo_dir), "--model", str(model), "--out", str(out), "--work", str(work),
+                     "--shard-size", "3", "--retries", "0", "--local-max", "0", "--dask-address", threads_cluster])
+        return code, capsys.readouterr().err
+
+    buckets: list[str] = []
+
+    def second_bucket(path: str) -> bool:
+        if BUCKET.search(path):
+            buckets.append(path)
+        return len(buckets) == 2
+
+    fired = fill_before(monkeypatch, disk, second_bucket)
+    code, err = predict(out, work)
+    line = one_error_line(err)
+    assert fired and code == 1, err
+    assert line.startswith(f"genreflow: error: cannot write {fired[0]}: the disk is full"), err
+    assert fired[0].startswith(f"{work}/")
+    bucket = Path(fired[0])
+    assert not bucket.exists() and not bucket.with_suffix(".manifest.json").exists()
+    first = Path(buckets[0])
+    sealed = (first.read_bytes(), first.stat().st_mtime_ns)  # written before the disk filled: kept, sealed
+    assert first.with_suffix(".manifest.json").is_file()
+    assert leftovers(disk.mount) == [] and unsealed(work) == []
+    assert not out.exists()
+
+    monkeypatch.undo()
+    disk.empty()
+    assert predict(out, work)[0] == 0
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == sealed  # not predicted again
+    assert leftovers(disk.mount) == [] and unsealed(work) == []
+    assert predict(tmp_path / "cold.parquet", tmp_path / "cold-work")[0] == 0
+    got, cold = pd.read_parquet(out), pd.read_parquet(tmp_path / "cold.parquet")
+    assert len(got) == got["path"].nunique() == len(list(demo_dir.rglob("*.mp3"))) and (got["error"] == "").all()
+    pd.testing.assert_frame_equal(got, cold)
