@@ -107,9 +107,11 @@ def validation_open_set(model_dir: Path, val_sources: list[Any], genres: list[st
     if not sources:
         return open_set_record(np.zeros((0, len(genres))), np.zeros(0, int))
     model = keras.saving.load_model(model_dir / MODEL_FILE, safe_mode=True, compile=False)
-    probs = np.concatenate([model.predict(np.asarray(np.load(s.path, mmap_mode="r")[s.index["row"].to_numpy()],
-                                                     np.float32)[..., np.newaxis], batch_size=64, verbose=0)
-                            for s in sources])
+    def clips(source: Any) -> np.ndarray:
+        array = np.load(source.path, mmap_mode="r", allow_pickle=False)
+        return np.asarray(array[source.index["row"].to_numpy()], np.float32)[..., np.newaxis]
+
+    probs = np.concatenate([model.predict(clips(s), batch_size=64, verbose=0) for s in sources])
     index = pd.concat([s.index[["track_id", "genre"]] for s in sources], ignore_index=True)
     tracks = pd.DataFrame(probs, columns=list(genres)).groupby(index["track_id"].astype(str).to_numpy()).mean()
     genre_of = index.groupby(index["track_id"].astype(str))["genre"].first()
