@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from genreflow.flows.config import config_sources
+from genreflow.flows.config import data_root_of
 from genreflow.storage.root import DataRoot
 from genreflow.tasks.runs import list_runs, runs_lines
 
@@ -18,7 +18,7 @@ def add_runs_arguments(parser: argparse.ArgumentParser) -> None:
 
 def runs_command(args: argparse.Namespace) -> int:
     """Print the runs: one line each under a header, or JSON with ``--json``."""
-    root = DataRoot(args.data_root if args.data_root is not None else str(config_sources({}).config().run.data_root))
+    root = DataRoot(data_root_of(args.data_root))
     runs = list_runs(root)
     if args.json:
         print(json.dumps(runs, indent=2))
