@@ -51,7 +51,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "stats": (f"{_T}stats:band_stats",),
     "baseline": (f"{_M}baseline", f"{_T}baseline", f"{_M}metrics"),
     "train": (f"{_M}cnn", f"{_M}train", f"{_M}dataset", f"{_M}batch_augment", f"{_T}train:fit_model",
-              f"{_T}train:model_knobs", f"{_T}train:validation_open_set", f"{_M}open_set"),
+              f"{_T}train:model_knobs", f"{_T}train:validation_open_set", f"{_M}open_set",
+              f"{_M}metrics"),
     "evaluate": (f"{_T}evaluate", f"{_M}metrics", f"{_M}predict", f"{_M}audio", f"{_M}mel", f"{_M}embedding",
                  f"{_M}musicnn", f"{_M}track_head", f"{_M}open_set"),
     # The embedding family's head: fitted on the embed shards, saved as one Keras model with musicnn.

@@ -100,23 +100,23 @@ def validation_open_set(model_dir: Path, val_sources: list[Any], genres: list[st
     import pandas as pd
 
     from genreflow.model.files import MODEL_FILE
+    from genreflow.model.metrics import prob_columns, track_probabilities
     from genreflow.model.open_set import open_set_record
     from genreflow.model.quiet_tf import keras
+
+    def clips(source: Any) -> np.ndarray:
+        array = np.load(source.path, mmap_mode="r", allow_pickle=False)
+        return np.asarray(array[source.index["row"].to_numpy()], np.float32)[..., np.newaxis]
 
     sources = [s for s in val_sources if len(s.index)]
     if not sources:
         return open_set_record(np.zeros((0, len(genres))), np.zeros(0, int))
     model = keras.saving.load_model(model_dir / MODEL_FILE, safe_mode=True, compile=False)
-    def clips(source: Any) -> np.ndarray:
-        array = np.load(source.path, mmap_mode="r", allow_pickle=False)
-        return np.asarray(array[source.index["row"].to_numpy()], np.float32)[..., np.newaxis]
-
     probs = np.concatenate([model.predict(clips(s), batch_size=64, verbose=0) for s in sources])
     index = pd.concat([s.index[["track_id", "genre"]] for s in sources], ignore_index=True)
-    tracks = pd.DataFrame(probs, columns=list(genres)).groupby(index["track_id"].astype(str).to_numpy()).mean()
-    genre_of = index.groupby(index["track_id"].astype(str))["genre"].first()
-    labels = np.array([genres.index(str(g)) for g in genre_of.loc[tracks.index]])
-    return open_set_record(tracks.to_numpy(np.float64), labels)
+    tracks = track_probabilities(index, probs, genres)  # the clips' mean, as evaluate decides a track
+    labels = np.array([genres.index(genre) for genre in tracks["genre"]])
+    return open_set_record(tracks[prob_columns(genres)].to_numpy(np.float64), labels)
 
 
 def model_knobs(train: TrainConfig, audio: AudioConfig) -> dict[str, Any]:

@@ -96,6 +96,7 @@ NOT_NUMERICS = {
     ("ingest", "numpy"), ("ingest", "soundfile"), ("ingest", "soxr"),  # model/audio for its file extensions only
     ("decode", "numpy"),  # downmixes, pads and rounds float32 samples: exact in every version
     ("predict", "scikit-learn"),  # model/metrics' scores; a prediction uses its numpy track aggregation only
+    ("train", "scikit-learn"),  # the same: the open-set threshold uses model/metrics' track aggregation only
 }
 
 
