@@ -23,11 +23,18 @@ Per size, each in a child process of its own (so that its peak RSS is its own, r
   flow's LocalCluster): the flow process's seconds and peak RSS;
 - **preprocess** (sizes up to ``--preprocess-max``): ``genreflow preprocess`` to the mel stage (2 s clips,
   one a track, no augmentation) on a warm 2-worker LocalCluster, with Prefect's ``Task.submit`` timed: the
-  wall time per track, the task runs submitted and the flow process's seconds spent submitting them.
+  wall time per track, the task runs submitted and the flow process's seconds spent submitting them (wall,
+  and the submitting thread's CPU: on this machine the two busy workers share its cores);
+- **submit** (every size): the same ``genreflow preprocess`` against a Dask scheduler with no workers, stopped
+  as soon as its last shard task is submitted: the flow's real submission path (ingest, plan, the finished-shard
+  checks, ``Task.submit`` of every shard) with nothing else running, as where the workers are other machines.
+  A task run is created in Prefect's API by the worker that starts it, so none is created here; the number
+  submitted is the number a run creates.
 
-It prints the figures per size and each figure's growth between sizes (from 10k to 100k: 10 means
-linear), and writes them as JSON with ``--json``. docs/benchmarks.md ("A collection of fma_full's size")
-holds the figures of a run.
+``--parts`` picks the children (``--parts submit``: the submission figures alone; ``--steps-only`` is
+``--parts steps``). It prints the figures per size and each figure's growth between sizes (from 10k to 100k:
+10 means linear), and writes them as JSON with ``--json``. docs/benchmarks.md ("A collection of fma_full's
+size") holds the figures of a run.
 """
 
 from __future__ import annotations
@@ -79,7 +86,13 @@ FIGURES: tuple[tuple[str, str, str], ...] = (
     ("preprocess_per_track_ms", "preprocess wall time per track", "ms"),
     ("task_runs", "Prefect task runs", ""),
     ("submit_s", "seconds submitting them", "s"),
+    ("submit_cpu_s", "their CPU seconds (submitting thread)", "s"),
     ("preprocess_peak_rss_mib", "flow process peak RSS (preprocess)", "MiB"),
+    ("submit_only_task_runs", "task runs submitted, no workers", ""),
+    ("submit_only_s", "seconds submitting them, no workers", "s"),
+    ("submit_only_cpu_s", "their CPU seconds, no workers", "s"),
+    ("submit_only_loop_s", "first to last submission, no workers", "s"),
+    ("submit_peak_rss_mib", "flow process peak RSS (all submitted)", "MiB"),
 )
 
 
@@ -386,11 +399,13 @@ def _quiet(*_: Any) -> None:
 
 
 class SubmitTimer:
-    """Counts Prefect's ``Task.submit`` calls in this process and the seconds they take."""
+    """Counts Prefect's ``Task.submit`` calls in this process, and the seconds they take: wall, and CPU of the
+    submitting thread (the wall time less what it spent waiting for a core or the GIL)."""
 
     def __init__(self) -> None:
         self.calls = 0
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -399,12 +414,13 @@ class SubmitTimer:
         original = Task.submit
 
         def timed(task: Any, *args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             try:
                 return original(task, *args, **kwargs)
             finally:
                 self.calls += 1
                 self.seconds += time.perf_counter() - start
+                self.cpu_seconds += time.thread_time() - cpu
 
         Task.submit = timed  # type: ignore[method-assign]
         try:
@@ -427,6 +443,8 @@ def run_flow(collection: Path, data_root: Path, out: Path) -> None:
 
 def run_preprocess(collection: Path, data_root: Path, out: Path) -> None:
     """The preprocess child: ``genreflow preprocess`` to mel on a warm 2-worker LocalCluster, submissions timed."""
+    import pandas as pd
+
     from genreflow.bench.preprocess import WarmCluster, quiet_stderr
     from genreflow.flows.rebuild import run_command
     from genreflow.flows.runner import prefect_api
@@ -440,12 +458,74 @@ def run_preprocess(collection: Path, data_root: Path, out: Path) -> None:
         with quiet_stderr(), timer.installed():
             summary = run_command("preprocess", config)
         seconds = time.perf_counter() - start
-    out.write_text(json.dumps({"preprocess_s": seconds, "task_runs": timer.calls, "submit_s": timer.seconds,
+    tracks = len(pd.read_parquet(data_root / "tracks.parquet", columns=["track_id"]))
+    out.write_text(json.dumps({"preprocess_s": seconds, "preprocess_tracks": tracks,
+                               "preprocess_per_track_ms": seconds / tracks * 1000,
+                               "task_runs": timer.calls, "submit_s": timer.seconds, "submit_cpu_s": timer.cpu_seconds,
                                "shards_computed": summary}))
 
 
+class AllSubmitted(Exception):
+    """Raised by the submit child's flow right after its last shard task is submitted: nothing will run them."""
+
+
+@contextlib.contextmanager
+def stop_after_last_submission(marks: dict[str, float]) -> Iterator[None]:
+    """Make the preprocess flow raise AllSubmitted once its last shard is submitted, instead of waiting for results.
+
+    Wraps the shards that flows/preprocess.py hands to ``run_shards`` (which reads them as it submits), so the
+    flow's own code, checks and order are what is timed; ``marks`` gets the first and last submission's times.
+    """
+    import genreflow.flows.preprocess as preprocess
+
+    original = preprocess.run_shards
+
+    def run_shards(task: Any, retries: int, shards: Any, *args: Any, **kwargs: Any) -> Any:
+        def until_the_last() -> Iterator[Any]:
+            marks["first"] = time.perf_counter()
+            yield from shards
+            marks["last"] = time.perf_counter()  # asked for one more after the last submission
+            raise AllSubmitted
+
+        return original(task, retries, until_the_last(), *args, **kwargs)
+
+    preprocess.run_shards = run_shards  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        preprocess.run_shards = original
+
+
+def run_submit(collection: Path, data_root: Path, out: Path) -> None:
+    """The submit child: ``genreflow preprocess`` to mel against a scheduler with no workers, until every shard's
+    task is submitted; ``Task.submit`` timed as in the preprocess child."""
+    import logging
+
+    from distributed import LocalCluster
+
+    from genreflow.bench.preprocess import quiet_stderr
+    from genreflow.flows.rebuild import run_command
+    from genreflow.flows.runner import cluster_settings, prefect_api
+
+    logging.getLogger("prefect").setLevel(logging.CRITICAL)  # the flow's deliberate failure, not news
+    timer, marks = SubmitTimer(), dict[str, float]()
+    with prefect_api(), cluster_settings(), \
+            LocalCluster(n_workers=0, processes=True, dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
+        config = bench_config(collection, data_root, dask_address=cluster.scheduler_address, to_stage="mel",
+                              time_stretch=[], pitch_shift=[])
+        with quiet_stderr(), timer.installed(), stop_after_last_submission(marks), \
+                contextlib.suppress(AllSubmitted):
+            run_command("preprocess", config)
+    if "last" not in marks:
+        raise RuntimeError("the preprocess flow ended before submitting its shards")
+    out.write_text(json.dumps({"submit_only_task_runs": timer.calls, "submit_only_s": timer.seconds,
+                               "submit_only_cpu_s": timer.cpu_seconds,
+                               "submit_only_loop_s": marks["last"] - marks["first"]}))
+
+
 CHILDREN: dict[str, Callable[[Path, Path, Path], None]] = {
-    "steps": run_steps, "flow": run_flow, "preprocess": run_preprocess}
+    "steps": run_steps, "flow": run_flow, "submit": run_submit, "preprocess": run_preprocess}
+PARTS: tuple[str, ...] = tuple(CHILDREN)  # what a size measures by default, in this order
 
 
 def _child_env() -> dict[str, str]:
@@ -459,7 +539,7 @@ def _child_env() -> dict[str, str]:
 
 
 def child(mode: str, collection: Path, data_root: Path, scratch: Path) -> dict[str, Any]:
-    """Run one child; its figures and its peak RSS (``<mode>_peak_rss_mib``)."""
+    """Run one child; its figures, its peak RSS (``<mode>_peak_rss_mib``) and the load it ended in (``<mode>_load``)."""
     from genreflow.bench.timing import run_child
 
     out = scratch / f"{mode}.json"
@@ -472,6 +552,7 @@ def child(mode: str, collection: Path, data_root: Path, scratch: Path) -> dict[s
                      str(collection), "--data-root", str(data_root), "--out", str(out)], env=env, timeout=7200)
     figures = json.loads(out.read_text())
     figures[f"{mode}_peak_rss_mib"] = run.peak_rss_bytes / 2**20
+    figures[f"{mode}_load"] = os.getloadavg()[0]  # the machine's 1-minute load as it ended: timings' context
     return figures
 
 
@@ -479,8 +560,8 @@ def child(mode: str, collection: Path, data_root: Path, scratch: Path) -> dict[s
 
 
 def measure_size(n: int, workdir: Path, audio: list[Path], preprocess_max: int,
-                 log: Callable[[str], None], steps_only: bool = False) -> dict[str, Any]:
-    """Every figure of one size."""
+                 log: Callable[[str], None], parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
+    """Every figure of one size that ``parts`` (children by name) measure."""
     start = time.perf_counter()
     collection = make_collection(workdir / f"fma-{n}", n, audio)
     log(f"{n} tracks: collection ready in {time.perf_counter() - start:.1f} s")
@@ -488,15 +569,18 @@ def measure_size(n: int, workdir: Path, audio: list[Path], preprocess_max: int,
     scratch.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Any] = {"size": n}
     try:
-        figures.update(child("steps", collection, scratch / "root", scratch))
-        log(f"{n} tracks: steps done ({figures['tracks']} ingested, {figures['shards']} shards)")
-        if steps_only:
-            return figures
-        figures.update(child("flow", collection, scratch / "root", scratch))
-        log(f"{n} tracks: flow to ingest {figures['flow_s']:.1f} s")
-        if n <= preprocess_max:
+        if "steps" in parts:
+            figures.update(child("steps", collection, scratch / "root", scratch))
+            log(f"{n} tracks: steps done ({figures['tracks']} ingested, {figures['shards']} shards)")
+        if "flow" in parts:
+            figures.update(child("flow", collection, scratch / "root", scratch))
+            log(f"{n} tracks: flow to ingest {figures['flow_s']:.1f} s")
+        if "submit" in parts:
+            figures.update(child("submit", collection, scratch / "root", scratch))
+            log(f"{n} tracks: {figures['submit_only_task_runs']} task runs submitted to no workers in "
+                f"{figures['submit_only_s']:.1f} s")
+        if "preprocess" in parts and n <= preprocess_max:
             figures.update(child("preprocess", collection, scratch / "root", scratch))
-            figures["preprocess_per_track_ms"] = figures["preprocess_s"] / figures["tracks"] * 1000
             log(f"{n} tracks: preprocessing {figures['preprocess_s']:.1f} s")
     finally:
         shutil.rmtree(scratch / "root", ignore_errors=True)
@@ -558,15 +642,27 @@ def targets(rows: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> list[str
 
 def projection(rows: list[dict[str, Any]], workers: tuple[int, ...] = (2, 8, 32)) -> list[str]:
     """fma_full's preprocessing on N workers from the largest preprocessed size: the flow's own work per
-    track is serial (submission), the workers' is divided by N."""
-    done = [row for row in rows if row.get("preprocess_s")]
-    if not done:
-        return []
-    row = done[-1]
-    submit_per_task = row["submit_s"] / max(row["task_runs"], 1)
+    track is serial (submission), the workers' is divided by N.
+
+    A submission costs what the largest submit child measured, with no workers beside the flow: on a cluster
+    the workers are other machines' cores. (On the 2-worker LocalCluster it waits for the cores the workers
+    hold, while they work: it is not what bounds that run.)
+    """
     tasks = math.ceil(FMA_FULL_TRACKS / SHARD_SIZE)
-    work_per_track = max(row["preprocess_s"] - row["submit_s"], 0.0) * 2 / row["tracks"]  # 2 workers' seconds
-    lines = []
+    bare = [row for row in rows if row.get("submit_only_task_runs")]
+    done = [row for row in rows if row.get("preprocess_s")]
+    if bare:
+        submit_per_task = bare[-1]["submit_only_s"] / bare[-1]["submit_only_task_runs"]
+    elif done:
+        submit_per_task = done[-1]["submit_s"] / max(done[-1]["task_runs"], 1)
+    else:
+        return []
+    lines = [f"fma_full's {tasks:,} task runs: {tasks * submit_per_task / 60:.1f} min of submission "
+             f"({submit_per_task * 1000:.0f} ms each{', no workers beside the flow' if bare else ''})"]
+    if not done:
+        return lines
+    row = done[-1]
+    work_per_track = max(row["preprocess_s"] - row["submit_s"], 0.0) * 2 / row["preprocess_tracks"]  # 2 workers
     for n in workers:
         wall = max(tasks * submit_per_task, FMA_FULL_TRACKS * work_per_track / n)
         lines.append(f"fma_full ({FMA_FULL_TRACKS:,} tracks, {tasks:,} tasks) on {n} workers: about "
@@ -581,8 +677,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="preprocess sizes up to this many tracks (default 10000)")
     parser.add_argument("--workdir", type=Path, help="keep the collections here and reuse them (default: a temp dir)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"the children to run per size, comma-separated (default {','.join(PARTS)})")
     parser.add_argument("--steps-only", action="store_true",
-                        help="only the plain steps (no Prefect flow, no preprocessing): CI's smoke test")
+                        help="only the plain steps (no Prefect flow, no preprocessing): CI's smoke test; --parts steps")
     parser.add_argument("--distinct", type=int, default=DISTINCT,
                         help=f"distinct audio files the tracks link to (default {DISTINCT}; ~0.3 s each to encode)")
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
@@ -600,6 +698,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sizes: not a list of integers: {args.sizes!r}")
     if not sizes or sizes[0] < 100:
         parser.error("--sizes: each size must be at least 100 tracks")
+    asked = {part.strip() for part in args.parts.split(",") if part.strip()}
+    if unknown := asked - set(PARTS):
+        parser.error(f"--parts: unknown {', '.join(sorted(unknown))}; known: {', '.join(PARTS)}")
+    parts = ("steps",) if args.steps_only else tuple(part for part in PARTS if part in asked)
     owned = args.workdir is None
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="genreflow-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -610,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         audio = distinct_audio(workdir / "distinct", max(1, args.distinct))
-        rows = [measure_size(n, workdir, audio, args.preprocess_max, log, args.steps_only) for n in sizes]
+        rows = [measure_size(n, workdir, audio, args.preprocess_max, log, parts) for n in sizes]
     finally:
         if owned:
             shutil.rmtree(workdir, ignore_errors=True)

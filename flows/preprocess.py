@@ -30,6 +30,24 @@ from genreflow.tasks.ingest import ingest_task
 from genreflow.tasks.shard import finished_shard, preprocess_shard_task
 from genreflow.tasks.workers import ShardPlan, ShardResult
 
+try:  # a Prefect with ``opaque``: the task gets the value, and nothing walks into it
+    from prefect.utilities.annotations import opaque as _Annotation
+except ImportError:  # an earlier one: ``quote`` stops Prefect's own walks (prefect-dask's still walks it)
+    from prefect.utilities.annotations import quote as _Annotation  # type: ignore[assignment]
+
+
+class Untraversed(_Annotation):  # type: ignore[misc,valid-type]
+    """A task argument that Prefect hands to the task as it is, without walking into it for futures.
+
+    Prefect's own annotations do not survive the pickling to a Dask worker (Prefect 3.9: ``opaque(x)`` comes
+    back as ``opaque((x,))``, a tuple where the task wanted ``x``), so this one says how to rebuild itself.
+    """
+
+    __slots__ = ()
+
+    def __getnewargs__(self) -> tuple[Any]:
+        return (self[0],)
+
 
 class StageFailed(GenreflowError, RuntimeError):
     """Some shards failed; the ones that succeeded are kept for the rerun."""
@@ -47,6 +65,10 @@ def run_preprocess(config: Config, root: DataRoot, progress: StageProgress) -> P
     """Submit one task per shard (its decode, mel and augment in order) and wait for them all.
 
     ``root``: the flow's DataRoot; the tasks get its (absolute) ``url``, since they are pickled to workers.
+    Each plan goes to its task wrapped in :class:`Untraversed`: it holds no futures, and Prefect walking its
+    track table and rows for them (twice a submission, once more on the worker) was about a tenth of a
+    submission's CPU in the flow process (docs/benchmarks.md, "Where a submission's time goes"). The task
+    gets the same plan.
     """
     stages = config.stages_to_run()
     if removed := remove_legacy_outputs(root):
@@ -85,7 +107,8 @@ def run_preprocess(config: Config, root: DataRoot, progress: StageProgress) -> P
     embedding = any(p.embed for p in plans) and "embed" in stages
     with plugin_on_workers(embedder_cache(config.train)) if embedding else nullcontext():
         failed = run_shards(preprocess_shard_task, config.run.retries, unfinished(),
-                            lambda plan: (root.url, plan, config.audio, config.augment, config.train, stages, forced),
+                            lambda plan: (root.url, Untraversed(plan), config.audio, config.augment, config.train,
+                                          stages, forced),
                             record)
     write_quarantine(root, plans)
     failures = [f"shard {plan.shard}: {reason}" for plan, reason in failed]

@@ -75,3 +75,31 @@ def test_smoke_1k_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
                 "crossval_s"):
         assert 0 < row[key] < 600, key
     assert 50 < row["steps_peak_rss_mib"] < 4096
+
+
+def test_submit_child_stops_the_flow_right_after_its_last_submission(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The submit child times the flow's own run_shards, with its own shards, and ends it after the last one."""
+    import genreflow.flows.preprocess as preprocess
+
+    submitted: list[int] = []
+
+    def fake_run_shards(task: object, retries: int, shards: object, arguments: object, on_result: object) -> None:
+        for shard in shards:  # type: ignore[attr-defined]
+            submitted.append(shard)
+        raise AssertionError("run_shards went on to wait for results")
+
+    monkeypatch.setattr(preprocess, "run_shards", fake_run_shards)
+    marks: dict[str, float] = {}
+    with scale.stop_after_last_submission(marks), pytest.raises(scale.AllSubmitted):
+        preprocess.run_shards(None, 0, iter([1, 2, 3]), None, None)
+    assert submitted == [1, 2, 3] and marks["last"] >= marks["first"]
+    assert preprocess.run_shards is fake_run_shards  # put back
+
+
+def test_projection_submits_at_the_no_worker_rate() -> None:
+    rows = [{"size": 10_000, "preprocess_tracks": 9_857, "preprocess_s": 144.0, "submit_s": 52.0, "task_runs": 199,
+             "submit_only_task_runs": 199, "submit_only_s": 9.95}]
+    lines = scale.projection(rows)
+    assert lines[0].startswith("fma_full's 2,132 task runs: 1.8 min of submission (50 ms each, no workers")
+    assert len(lines) == 4  # and 2, 8, 32 workers
+    assert scale.projection([{"size": 10_000, "submit_only_task_runs": 199, "submit_only_s": 9.95}])[0] == lines[0]
