@@ -67,6 +67,9 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "MSD mean_pool": ("MSD_musicnn:mean_pool",),
     "MSD penultimate": ("MSD_musicnn:penultimate",),
     "MSD max_pool+mean_pool": ("MSD_musicnn:max_pool", "MSD_musicnn:mean_pool"),
+    # max_pool with the 50 tag scores (the network's sigmoid output) side by side: issue 22's second round.
+    "MSD max_pool+taggram": ("MSD_musicnn:max_pool", "MSD_musicnn:taggram"),
+    "MSD max_pool+penultimate+taggram": ("MSD_musicnn:max_pool", "MSD_musicnn:penultimate", "MSD_musicnn:taggram"),
     "MSD+MTT penultimate": ("MSD_musicnn:penultimate", "MTT_musicnn:penultimate"),
     "MSD+MTT max_pool": ("MSD_musicnn:max_pool", "MTT_musicnn:max_pool"),
     "MTT max_pool": ("MTT_musicnn:max_pool",),

@@ -139,8 +139,7 @@ def build_classifier(embedder: MusicnnEmbedder, head: HeadFit, window_patch_coun
     import keras
     from keras import layers
 
-    network = embedder.network
-    features = keras.Model(network.input, network.get_layer(embedder.feature).output, name="musicnn_features")
+    features = embedder.feature_model()
     window = keras.Input((window_patch_count, PATCH_FRAMES, embedder.arch.n_mels), name=INPUT_NAME)
     x = layers.TimeDistributed(features, name="musicnn_per_patch")(window)
     x = layers.GlobalAveragePooling1D(name="window_embedding")(x)
@@ -181,7 +180,8 @@ def describe_head(head: HeadFit) -> dict[str, Any]:
 
 TRACK_NAME = "musicnn embedding + track-level head"
 # The default head, by measurement (bench/head_study.py, docs/model.md): a logistic regression on the mean of
-# a track's MSD max_pool embeddings, C from the clip-level head's grid by inner CV, calibrated by a temperature.
+# a track's MSD max_pool embeddings (since issue 22's second round, max_pool and the tag scores side by side:
+# model/musicnn.py DEFAULT_FEATURE), C from the clip-level head's grid by inner CV, calibrated by a temperature.
 # On gtzan-mini's 5 folds (two draws) it scored 0.920 +- 0.057 and 0.900 +- 0.087 (the clip-level head 0.920
 # and 0.900 on the same folds), ECE 0.038 and 0.042 after calibration, fitted in about 2 % of the embed
 # stage's CPU time. The RBF SVM and the MLP were no better on both draws (the MLP at 20 times the cost), nor
@@ -232,8 +232,7 @@ def build_track_classifier(embedder: MusicnnEmbedder, head: TrackHead, window_pa
 
     if head.pooling != "mean":
         raise EmbeddingError(f"the saved model pools windows by their mean; a {head.pooling!r} head cannot be saved")
-    network = embedder.network
-    features = keras.Model(network.input, network.get_layer(embedder.feature).output, name="musicnn_features")
+    features = embedder.feature_model()
     window = keras.Input((window_patch_count, PATCH_FRAMES, embedder.arch.n_mels), name=INPUT_NAME)
     x = layers.TimeDistributed(features, name="musicnn_per_patch")(window)
     x = layers.GlobalAveragePooling1D(name=WINDOW_EMBEDDING_LAYER)(x)

@@ -21,7 +21,8 @@ ModelChoice = Literal["best", "cnn", "embedding"]
 # TrainConfig fields that say which families train and from which weights: none of them changes the CNN.
 MODEL_FAMILY_FIELDS: tuple[str, ...] = ("family", "embedding_model", "embedding_feature", "weights_dir")
 EmbeddingModel = Literal["MSD_musicnn", "MTT_musicnn"]
-EmbeddingFeature = Literal["max_pool", "mean_pool", "penultimate"]
+EmbeddingFeature = Literal["max_pool+taggram", "max_pool", "mean_pool", "penultimate",
+                           "max_pool+penultimate+taggram"]
 # Where the time-stretch and pitch-shift copies are made: "spectral" derives them from one STFT of the
 # clip (resampled along time or frequency, folded into the mel projection); "waveform" is librosa's
 # phase vocoder and resampler on the audio, then a fresh mel, as the seed did (docs/model.md compares).
@@ -179,7 +180,8 @@ class TrainConfig(Section):
     family: ModelChoice = Field("best", description="model family: best (every family available, the best on "
                                 "validation promoted), cnn, or embedding (pretrained musicnn embeddings + a head)")
     embedding_model: EmbeddingModel = Field("MSD_musicnn", description="musicnn weights the embedding model uses")
-    embedding_feature: EmbeddingFeature = Field("max_pool", description="musicnn layer used as a clip's embedding")
+    embedding_feature: EmbeddingFeature = Field("max_pool+taggram", description="musicnn layer(s) used as a clip's "
+                                                 "embedding, side by side where joined by +")
     weights_dir: str | None = Field(None, description="pretrained weights cache (default: the user's cache, or "
                                     "$GENREFLOW_WEIGHTS_DIR)")
 

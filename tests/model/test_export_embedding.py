@@ -72,7 +72,7 @@ def test_export_round_trip_by_its_own_runtime(classifier: Classifier, patches: n
     assert "db" not in features and features["tolerance_samples"] == int(0.05 * AUDIO.clip_samples)
     norm = info["normalisation"]
     assert norm["in_graph"] is True and norm["layer"] == "embedding_norm" and "band_mean_db" not in norm
-    assert info["embedding"]["embedder"] == "MSD_musicnn" and info["embedding"]["feature"] == "max_pool"
+    assert info["embedding"]["embedder"] == "MSD_musicnn" and info["embedding"]["feature"] == "max_pool+taggram"
     assert 0 <= info["verified"]["max_abs_diff"] <= TOLERANCE and info["verified"]["windows"] == 8
     assert sorted(p.name for p in result.model_path.parent.iterdir()) == sorted([result.model_path.name,
                                                                                 result.info_path.name])

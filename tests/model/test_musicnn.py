@@ -124,11 +124,16 @@ def test_embed_clips_averages_each_clips_patches(tiny_embedder: MusicnnEmbedder)
     rng = np.random.default_rng(3)
     clips = (rng.normal(0, 0.2, (2, 10 * sr)) * 32767).astype(np.int16)
     out = tiny_embedder.embed_clips(clips, sr)
-    assert tiny_embedder.feature == "max_pool"  # the default embedding
-    assert out.vectors.shape == (2, TINY.pool_dims) and out.tags.shape == (2, TINY.n_classes)
+    assert tiny_embedder.feature == "max_pool+taggram"  # the default embedding: both layers side by side
+    assert out.vectors.shape == (2, TINY.pool_dims + TINY.n_classes) and out.tags.shape == (2, TINY.n_classes)
+    assert tiny_embedder.dims == TINY.pool_dims + TINY.n_classes
     assert out.patches_per_clip.tolist() == [3, 3]
     per_patch = tiny_embedder.features(patches(log_compressed_mel(clips[1].astype(np.float32) / 32768.0, sr)))
-    np.testing.assert_allclose(out.vectors[1], per_patch["max_pool"].mean(axis=0), rtol=1e-5, atol=1e-5)
+    expected = np.concatenate([per_patch["max_pool"].mean(axis=0), per_patch["taggram"].mean(axis=0)])
+    np.testing.assert_allclose(out.vectors[1], expected, rtol=1e-5, atol=1e-5)
+    patch_features = tiny_embedder.feature_model()(patches(log_compressed_mel(
+        clips[1].astype(np.float32) / 32768.0, sr)), training=False)
+    np.testing.assert_allclose(np.asarray(patch_features).mean(axis=0), expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out.tags[1], per_patch["taggram"].mean(axis=0), rtol=1e-5, atol=1e-5)
     assert not np.allclose(out.vectors[0], out.vectors[1])
     one = tiny_embedder.embed_audio(clips[0].astype(np.float32) / 32768.0, sr)
@@ -139,6 +144,8 @@ def test_unknown_feature_and_bad_audio_are_refused(tiny_checkpoint: tuple[Path, 
                                                    tiny_embedder: MusicnnEmbedder) -> None:
     with pytest.raises(MusicnnError, match="unknown musicnn feature"):
         MusicnnEmbedder(tiny_checkpoint[0], labels=["a"] * TINY.n_classes, arch=TINY, feature="logits")
+    with pytest.raises(MusicnnError, match="unknown musicnn feature"):
+        MusicnnEmbedder(tiny_checkpoint[0], labels=["a"] * TINY.n_classes, arch=TINY, feature="max_pool+max_pool")
     with pytest.raises(MusicnnError, match="NaN"):
         tiny_embedder.embed_audio(np.full(SAMPLE_RATE, np.nan, dtype=np.float32), SAMPLE_RATE)
     with pytest.raises(MusicnnError, match="mono"):
