@@ -5,7 +5,8 @@ file them under a genre. This makes such inputs (speech spoken by Debian's
 ``espeak-ng``, white and pink noise, silence with clicks, a sine sweep), predicts
 them and the data root's test-split tracks with a trained model as ``genreflow
 predict`` does, and reports the share of each kind that is ``unknown`` at the
-model's saved threshold (model/open_set.py) and at a few others. docs/model.md
+model's saved rule (model/open_set.py): by its probability threshold alone, by its novelty cut alone, and by
+both, as ``genreflow predict`` decides. docs/model.md
 ("None of these genres") holds the results of::
 
     python -m genreflow.bench.open_set --data-root /tmp/gtz-openset --work /tmp/os-gtz
@@ -21,10 +22,13 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import soundfile as sf
+
+if TYPE_CHECKING:
+    from genreflow.model.open_set import OpenSetRule
 
 SR = 22_050
 SENTENCES = (
@@ -104,19 +108,28 @@ def make_non_music(folder: Path, per_kind: int = 3, seconds: float = 12.0, seed:
     return made
 
 
-def top_probabilities(model_dir: Path, paths: list[Path]) -> np.ndarray:
-    """Each file's top probability as ``genreflow predict`` decides it (NaN for a file that fails)."""
+def top_and_novelty(model_dir: Path, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Each file's top probability and novelty as ``genreflow predict`` decides them (NaN for a file that fails;
+    novelty NaN for a model saved without a novelty reference)."""
     from genreflow.model.files import model_audio
     from genreflow.model.predict import FilePrediction, load_classifier, predict_paths
 
     classifier = load_classifier(model_dir)
-    return np.array([r.genres[0][1] if isinstance(r, FilePrediction) else np.nan
-                     for r in predict_paths(classifier, paths, model_audio(model_dir), 1)])
+    results = list(predict_paths(classifier, paths, model_audio(model_dir), 1))
+    return (np.array([r.genres[0][1] if isinstance(r, FilePrediction) else np.nan for r in results]),
+            np.array([r.novelty if isinstance(r, FilePrediction) else np.nan for r in results]))
 
 
-def unknown_shares(tops: dict[str, np.ndarray], thresholds: list[float]) -> dict[str, dict[str, float]]:
-    """{kind: {threshold: share of its files under it (unknown)}}."""
-    return {kind: {f"{t:.3f}": float((values < t).mean()) for t in thresholds} for kind, values in tops.items()}
+def unknown_shares(tops: np.ndarray, novelty: np.ndarray, rule: OpenSetRule) -> dict[str, float]:
+    """The share of files ``unknown`` by the probability half of ``rule`` alone, its novelty half alone, and
+    the whole rule (either half), as predict decides."""
+    from genreflow.model.open_set import OpenSetRule
+
+    def share(r: OpenSetRule) -> float:
+        return float(np.mean([r.rejects(float(t), float(n)) for t, n in zip(tops, novelty, strict=True)]))
+
+    return {"probability": share(OpenSetRule(rule.min_confidence)),
+            "novelty": share(OpenSetRule(None, rule.max_novelty)), "rule": share(rule)}
 
 
 def test_music(root: Path) -> list[Path]:
@@ -129,7 +142,7 @@ def test_music(root: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     from genreflow.model.files import resolve_model_dir
-    from genreflow.model.open_set import model_threshold
+    from genreflow.model.open_set import effective_rule
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, required=True, help="a rebuilt data root (its promoted model)")
@@ -141,22 +154,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     model_dir = resolve_model_dir(args.model, str(args.data_root))
     made = make_non_music(args.work / "non-music", args.per_kind, args.seconds, args.seed)
-    tops = {"music (test split)": top_probabilities(model_dir, test_music(args.data_root))}
-    tops.update({kind: top_probabilities(model_dir, paths) for kind, paths in made.items()})
-    saved = model_threshold(model_dir)
-    thresholds = sorted({*([saved] if saved is not None else []), 0.5, 0.7, 0.9})
-    result: dict[str, Any] = {"model": model_dir.name, "threshold": saved,
-                              "files": {kind: len(v) for kind, v in tops.items()},
-                              "median_top_probability": {kind: float(np.nanmedian(v)) for kind, v in tops.items()},
-                              "unknown": unknown_shares(tops, thresholds)}
+    scored = {"music (test split)": top_and_novelty(model_dir, test_music(args.data_root))}
+    scored.update({kind: top_and_novelty(model_dir, paths) for kind, paths in made.items()})
+    rule = effective_rule(model_dir)
+    result: dict[str, Any] = {
+        "model": model_dir.name, "threshold": rule.min_confidence, "max_novelty": rule.max_novelty,
+        "files": {kind: len(t) for kind, (t, _) in scored.items()},
+        "median_top_probability": {kind: float(np.nanmedian(t)) for kind, (t, _) in scored.items()},
+        "median_novelty": {kind: float(np.nanmedian(n)) if np.isfinite(n).any() else None
+                           for kind, (_, n) in scored.items()},
+        "unknown": {kind: unknown_shares(t, n, rule) for kind, (t, n) in scored.items()}}
     (args.work / "open_set.json").write_text(json.dumps(result, indent=2))
-    print(f"model {model_dir.name}, saved threshold {saved}")
-    print("| input | files | median top p | " + " | ".join(f"unknown at {t:.2f}" for t in thresholds) + " |")
-    print("|---|---:|---:|" + "---:|" * len(thresholds))
-    for kind, values in tops.items():
+    print(f"model {model_dir.name}: threshold {rule.min_confidence}, novelty cut {rule.max_novelty}")
+    print("| input | files | median top p | median novelty | unknown by probability | unknown by novelty | "
+          "unknown (either: predict's default) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for kind, (tops, novelty) in scored.items():
         shares = result["unknown"][kind]
-        print(f"| {kind} | {len(values)} | {np.nanmedian(values):.2f} | "
-              + " | ".join(f"{shares[f'{t:.3f}']:.0%}" for t in thresholds) + " |")
+        print(f"| {kind} | {len(tops)} | {np.nanmedian(tops):.2f} | {np.nanmedian(novelty):.2f} | "
+              f"{shares['probability']:.0%} | {shares['novelty']:.0%} | {shares['rule']:.0%} |")
     return 0
 
 

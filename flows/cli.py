@@ -24,6 +24,7 @@ from genreflow.flows.config import (
     Config,
     ConfigError,
     ConfigSources,
+    check_collection_kept,
     config_sources,
     data_root_of,
     leaf_fields,
@@ -213,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(status, exclude=RUN_ONLY_FIELDS)
     status.add_argument("--json", action="store_true", help="print the status as JSON")
 
+    gc = command("gc", "remove the shard files that no current plan references (--dry-run lists them)", _run_gc,
+                 "Remove the decode, mel, augment and embed files of shards that dropped out of the plan (tracks "
+                 "removed, shards merged, augmentation turned off), judged as status judges them: against the "
+                 "configuration the last rebuild recorded, unless a flag says otherwise. Models, reports, the "
+                 "registry and every shard the plan uses are never touched; it waits for no rebuild, but is "
+                 "refused while one holds the data root.")
+    add_config_flags(gc, exclude=RUN_ONLY_FIELDS)
+    gc.add_argument("--dry-run", action="store_true", help="list the files and their sizes, remove nothing")
+
     demo = command("demo-data", "synthesise the labelled demo set of mp3 files", _run_demo)
     demo.add_argument("dir", type=Path, help="folder to write <Genre>/<genre>-NNNN.mp3 into")
     demo.add_argument("--tracks-per-genre", type=int, default=12, help="tracks of each genre (default: 12)")
@@ -279,6 +289,8 @@ def _run_workflow(command: str, args: argparse.Namespace) -> int:
 
     sources = sources_from_args(args, read_recorded=command in READ_RECORDED)
     config = sources.config()
+    if command not in READ_RECORDED:
+        check_collection_kept(sources, config)
     quiet_user_error_tracebacks()
     outcome = run_command(command, config, given=sources.given())
     promotion = outcome.get("promotion") or {}
@@ -297,6 +309,12 @@ def _run_status(args: argparse.Namespace) -> int:
     else:
         print_status(config)
     return EXIT_OK
+
+
+def _run_gc(args: argparse.Namespace) -> int:
+    from genreflow.flows.gc import gc_command
+
+    return gc_command(config_from_args(args, read_recorded=True), dry_run=args.dry_run)
 
 
 def _run_demo(args: argparse.Namespace) -> int:

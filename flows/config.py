@@ -342,6 +342,31 @@ def _leaf_values(config: Config) -> dict[str, Any]:
     return {name: value for section in config.model_dump(mode="json").values() for name, value in section.items()}
 
 
+# What a data root's collection is: a rebuild that changes one of these by default alone is refused.
+COLLECTION_FIELDS: tuple[str, ...] = ("source", "input")
+
+
+def check_collection_kept(sources: ConfigSources, config: Config) -> None:
+    """Refuse a rebuild or preprocess that would swap the data root's collection for the default one.
+
+    Rebuild and preprocess do not start from the recorded configuration (they are what records it), so
+    ``genreflow rebuild --data-root ROOT`` with no ``--source`` would ingest the default demo set into a root
+    built from a folder or FMA, and its next run would drop every track it held. Where the collection's
+    fields all come from the defaults and differ from what the root recorded, ConfigError says what to
+    repeat; a flag, variable or project-file value for any of them is taken as meant.
+    """
+    data_root = config.run.data_root
+    recorded = recorded_values(data_root)
+    resolved = config.source.model_dump(mode="json")
+    named = any(sources.origin(name) != "default" for name in COLLECTION_FIELDS)
+    changed = [name for name in COLLECTION_FIELDS if name in recorded and resolved.get(name) != recorded[name]]
+    if changed and not named:
+        was = " ".join(f"--{name} {recorded[name]}" for name in COLLECTION_FIELDS if recorded.get(name) is not None)
+        raise ConfigError(f"{data_root} holds the collection of `{was}` (its recorded configuration), and this "
+                          f"run was given no --{' or --'.join(COLLECTION_FIELDS)}: it would replace that collection "
+                          f"with the default one. Repeat `{was}`, or give the new collection's --source to replace it")
+
+
 def data_root_of(flag: str | None) -> str:
     """A command's data root when it takes no other setting (predict, export, promote): its flag, else
     $GENREFLOW_DATA_ROOT or the project file's, else the default."""
@@ -438,6 +463,12 @@ class PredictOptions(BaseModel):
                                       "says so and `tag` writes nothing for it (default: the threshold chosen on "
                                       "validation and saved with the model, see its report's Open set section; a "
                                       "model saved without one gives no unknown)")
+    max_novelty: float | None = Field(
+        None, gt=0, description="a file whose novelty is over R is `unknown` too: its pooled representation is "
+                                "that much farther from the training tracks than the validation tracks' cut "
+                                "(default 1.0, the cut saved with the model, which keeps 95 in 100 validation "
+                                "tracks; a larger R says unknown less often; a model saved without a novelty "
+                                "reference gives no novelty)")
     windows: bool = False
     shard_size: int = Field(50, ge=1, le=100_000)
     workers: Workers = 2

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from genreflow.flows.config import DEFAULT_OUT, LOCAL_MAX_FILES, ConfigError, config_sources, data_root_of
-from genreflow.flows.predict_options import LibraryOptions, add_cluster_arguments, add_min_confidence_argument
+from genreflow.flows.predict_options import LibraryOptions, add_cluster_arguments, add_open_set_arguments
 from genreflow.model.files import model_audio, resolve_model_dir
 from genreflow.model.params import PREDICT_TOP_K
 
@@ -59,7 +59,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                              "error for beets and spreadsheets")
     parser.add_argument("--windows", action="store_true", help="add each window's probabilities to the table")
     parser.add_argument("--top-k", type=int, default=3, metavar="K", help="genres per file (default: 3)")
-    add_min_confidence_argument(parser)
+    add_open_set_arguments(parser)
     parser.add_argument("--work", default=None, metavar="DIR",
                         help="where a table run keeps its shards for a resume (default: OUT without .parquet + .parts)")
     add_cluster_arguments(parser)
@@ -83,6 +83,7 @@ def options_from_args(args: argparse.Namespace, model_dir: Path) -> LibraryOptio
         return LibraryOptions(inputs=[str(p) for p in args.paths], model_dir=str(model_dir),
                               out=args.out or DEFAULT_OUT, work=args.work, top_k=args.top_k, windows=args.windows,
                               min_confidence=getattr(args, "min_confidence", None),
+                              max_novelty=getattr(args, "max_novelty", None),
                               shard_size=args.shard_size,
                               workers=cluster.workers if args.workers is None else args.workers,
                               dask_address=args.dask_address or cluster.dask_address,
@@ -107,7 +108,7 @@ def predict_command(args: argparse.Namespace) -> int:
     table = args.out is not None or args.windows or options.playlists is not None
     if not table and not options.dask_address and len(listing.files) <= options.local_max:
         return quick_predict([Path(p) for p in expand_inputs(args.paths)], model_dir, args.format or "table",
-                             options.top_k, options.min_confidence)
+                             options.top_k, options.min_confidence, options.max_novelty)
     summary = table_predict(options, listing)
     if args.format:  # asked for: the rows as the quick path prints them, whatever the number of files
         print_table_rows(options.out, args.format)
@@ -145,16 +146,16 @@ def table_predict(options: LibraryOptions, listing: Listing) -> PredictSummary:
 
 
 def quick_predict(paths: list[Path], model_dir: Path, fmt: str, top_k: int = PREDICT_TOP_K,
-                  min_confidence: float | None = None) -> int:
-    """Print each file's genre (``unknown`` under the threshold) and top genres; unreadable files get an error
-    line and the batch goes on."""
+                  min_confidence: float | None = None, max_novelty: float | None = None) -> int:
+    """Print each file's genre (``unknown`` where the open-set rule says so) and top genres; unreadable files get
+    an error line and the batch goes on."""
     from genreflow.flows.predict_output import format_predictions  # TensorFlow: the quick path predicts here
-    from genreflow.model.open_set import decide, effective_threshold
+    from genreflow.model.open_set import decide, effective_rule
     from genreflow.model.predict import FilePrediction, PredictionFailure, load_classifier, predict_paths
 
     classifier = load_classifier(model_dir)
-    threshold = effective_threshold(min_confidence, model_dir)
-    results = [replace(r, genre=decide([r.genres[0][0]], [r.genres[0][1]], threshold)[0])
+    rule = effective_rule(model_dir, min_confidence, max_novelty)
+    results = [replace(r, genre=decide([r.genres[0][0]], [r.genres[0][1]], rule, [r.novelty])[0])
                if isinstance(r, FilePrediction) and r.genres else r
                for r in predict_paths(classifier, paths, model_audio(model_dir), top_k)]
     print(format_predictions(results, fmt))

@@ -49,10 +49,11 @@ from genreflow.flows.runner import (
     usable_cores,
 )
 from genreflow.model.files import model_audio
-from genreflow.model.open_set import effective_threshold
+from genreflow.model.open_set import effective_rule
 from genreflow.storage.errors import GenreflowError
 from genreflow.storage.files import display_path
 from genreflow.storage.root import DataRoot, StorageError
+from genreflow.storage.space import bucket_need, check_space
 from genreflow.tasks.library import Listing, identities, list_library
 from genreflow.tasks.playlists import PlaylistReport, csv_table, with_decision, write_playlists
 from genreflow.tasks.predict import (
@@ -122,12 +123,20 @@ def stale_shards(options: LibraryOptions, plan: PredictPlan) -> list[PredictShar
     return [shard for shard in plan.shards if finished_shard(root, shard, plan.retry_failed) is None]
 
 
+def check_bucket_space(options: LibraryOptions, stale: list[PredictShard]) -> None:
+    """Refuse, with the estimate, a run whose buckets clearly will not fit in the work root (storage/space.py):
+    at the bytes a file took in the buckets sealed there, or a small floor a bucket; before any model loads."""
+    work = DataRoot(options.work_root)
+    check_space(work, [bucket_need(work, "predict", "predict-*/b*", sum(len(s.files) for s in stale), len(stale))],
+                "predicting")
+
+
 def write_table(options: LibraryOptions, plan: PredictPlan, listing: Listing, computed: int
                 ) -> tuple[PredictSummary, pd.DataFrame, PlaylistReport | None]:
     """Merge the buckets into the one table at --out (atomically; CSV for ``.csv``), record the run in the
     work root, write the playlists, and summarise it."""
     table = with_decision(read_predictions(options.work_root, plan),
-                          effective_threshold(options.min_confidence, options.model_dir))
+                          effective_rule(options.model_dir, options.min_confidence, options.max_novelty))
     out_root = DataRoot(parent_url(options.out))
     target = out_root.join(posixpath.basename(options.out))
     if options.csv:
@@ -169,6 +178,7 @@ def local_table_predict(options: PredictOptions | LibraryOptions, files: list[st
         plan = plan_for(options, listing, tf_threads=None)
         _log_plan_start(logging.getLogger("genreflow.predict"), plan)
         stale = stale_shards(options, plan)
+        check_bucket_space(options, stale)
         computed = 0
         with FileProgress(logging.getLogger("genreflow.predict"), sum(len(s.files) for s in stale),
                           len(stale)) as progress:
@@ -218,6 +228,7 @@ def predict_flow(options: LibraryOptions) -> PredictSummary:
         plan = plan_for(options, listing, tf_threads_per_worker(client) if client is not None else None)
         _log_plan_start(logger, plan)
         stale = stale_shards(options, plan)
+        check_bucket_space(options, stale)
         threads = sum(client.nthreads().values()) if client is not None else 1
         groups = group_shards(stale, {s.key: plan.work(s) for s in stale}, threads, options.shard_size)
         logger.info("predict: %d files in %d buckets with %s (state %s); %d bucket(s) to bring up to date in %d "

@@ -39,10 +39,13 @@ class LibraryOptions(PredictOptions):
         return super().work_root
 
 
-def add_min_confidence_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--min-confidence P`` of predict and tag, from PredictOptions.min_confidence: one concept, one name."""
+def add_open_set_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--min-confidence P`` and ``--max-novelty R`` of predict and tag, from PredictOptions: one concept, one
+    name each (model/open_set.py OpenSetRule)."""
     parser.add_argument("--min-confidence", type=float, default=None, metavar="P",
                         help=PredictOptions.model_fields["min_confidence"].description)
+    parser.add_argument("--max-novelty", type=float, default=None, metavar="R",
+                        help=PredictOptions.model_fields["max_novelty"].description)
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -38,15 +38,22 @@ def _csv(results: list[FilePrediction | PredictionFailure]) -> str:
         header += [f"genre_{k}", f"prob_{k}"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*header, "error"])
+    writer.writerow([*header, "novelty", "error"])
     for result in results:
         row: list[str] = [str(result.path), result.decision if isinstance(result, FilePrediction) else ""]
         ranked = result.genres if isinstance(result, FilePrediction) else []
         for k in range(ranks):
             row += [ranked[k][0], f"{ranked[k][1]:.6f}"] if k < len(ranked) else ["", ""]
+        row.append(_novelty(result))
         row.append(result.reason if isinstance(result, PredictionFailure) else "")
         writer.writerow(row)
     return buffer.getvalue()
+
+
+def _novelty(result: FilePrediction | PredictionFailure) -> str:
+    """A file's novelty as the CSV prints it: "" for a failure or a model without a novelty reference."""
+    novelty = result.novelty if isinstance(result, FilePrediction) else float("nan")
+    return f"{novelty:.6f}" if novelty == novelty else ""
 
 
 def _json(results: list[FilePrediction | PredictionFailure]) -> str:
@@ -59,6 +66,7 @@ def _json(results: list[FilePrediction | PredictionFailure]) -> str:
                     "genre": result.decision,
                     "genres": [{"genre": g, "prob": round(p, 6)} for g, p in result.genres],
                     "n_windows": result.n_windows,
+                    "novelty": round(result.novelty, 6) if result.novelty == result.novelty else None,
                 }
             )
         else:
@@ -86,8 +94,8 @@ def _table(results: list[FilePrediction | PredictionFailure]) -> str:
 
 
 def format_predictions(results: Iterable[FilePrediction | PredictionFailure], fmt: OutputFormat = "table") -> str:
-    """Predictions as a rich table (text), CSV (path,genre,genre_1,prob_1,...,error) or a JSON list; ``genre``
-    is the open-set decision (the top genre or ``unknown``)."""
+    """Predictions as a rich table (text), CSV (path,genre,genre_1,prob_1,...,novelty,error) or a JSON list;
+    ``genre`` is the open-set decision (the top genre or ``unknown``), ``novelty`` model/open_set.py's."""
     results = list(results)
     if fmt == "table":
         return _table(results)
@@ -109,6 +117,8 @@ def table_results(table: pd.DataFrame) -> list[FilePrediction | PredictionFailur
             continue
         genres = [(str(record[f"genre_{k}"]), float(record[f"prob_{k}"])) for k in ranks if record[f"genre_{k}"]]
         decision = record.get("genre")
+        novelty = record.get("novelty")
         results.append(FilePrediction(Path(record["path"]), genres, int(record.get("n_windows") or 0),
-                                      str(decision) if isinstance(decision, str) and decision else None))
+                                      str(decision) if isinstance(decision, str) and decision else None,
+                                      float(novelty) if novelty is not None else float("nan")))
     return results

@@ -8,8 +8,10 @@ from rich.console import Console
 from rich.table import Table
 
 from genreflow.flows.config import Config
+from genreflow.flows.gc import referenced_shards, unreferenced_line
 from genreflow.flows.lock import lock_holder
 from genreflow.flows.plan import baseline_spec, embedding_model_spec, plan_shards, stats_spec, train_spec
+from genreflow.storage.gc import unreferenced_files
 from genreflow.storage.outputs import SHARD_STAGES, OutputSpec, dependency_changes, staleness, state_of, tracks_path
 from genreflow.storage.registry import read_registry
 from genreflow.storage.root import DataRoot
@@ -55,6 +57,7 @@ def collect_status(config: Config) -> dict:
     model = train_spec(plans, config)
     embedding = embedding_model_spec(plans, config)
     last = read_last_rebuild(root)
+    unreferenced = unreferenced_files(root, referenced_shards(plans, config))
     changed: set[str] = set()  # library versions that made dependency-changed outputs, gathered as they are seen
     return {
         "data_root": root.url,
@@ -74,6 +77,7 @@ def collect_status(config: Config) -> dict:
         "last_rebuild": last,
         "code_changed_since_last_rebuild": code_changes(last),
         "in_use_by": lock_holder(root),  # a run holding the data root now: its outputs may be changing
+        "unreferenced": {"files": unreferenced.count, "bytes": unreferenced.bytes},  # what `genreflow gc` removes
     }
 
 
@@ -92,6 +96,9 @@ def print_status(config: Config) -> None:
     console.print(table)
     if status["in_use_by"]:
         console.print(f"in use now by a genreflow run ({status['in_use_by']}): these counts may be changing",
+                      markup=False)
+    if status["unreferenced"]["files"]:
+        console.print(unreferenced_line(status["unreferenced"]["files"], status["unreferenced"]["bytes"]),
                       markup=False)
     if status["dependencies_changed"]:
         console.print(f"stale: dependency changed ({', '.join(status['dependencies_changed'])})", markup=False)

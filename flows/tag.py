@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from genreflow.flows.config import DEFAULT_OUT, LOCAL_MAX_FILES, ConfigError, data_root_of, default_work
-from genreflow.flows.predict_options import add_cluster_arguments, add_min_confidence_argument
+from genreflow.flows.predict_options import add_cluster_arguments, add_open_set_arguments
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +41,7 @@ def add_tag_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--apply", dest="apply", action="store_true", help="write the tags, journalled first")
     mode.add_argument("--undo", default=None, metavar="JOURNAL", help="restore the old values a journal records")
     parser.add_argument("--overwrite", action="store_true", help="replace a genre a file already has")
-    add_min_confidence_argument(parser)  # predict's: one concept, one name
+    add_open_set_arguments(parser)  # predict's: one concept, one name each
     parser.add_argument("--list-all", action="store_true", help="list every file, the ones that keep their genre too")
     predict = parser.add_argument_group("predicting LIBRARY (as genreflow predict)")
     predict.add_argument("--model", type=Path, help="model folder, its model.keras, or a run name (default: the "
@@ -75,7 +75,9 @@ def tag_command(args: argparse.Namespace) -> int:
     if not args.paths and not args.predictions:
         raise ConfigError("genreflow tag needs a LIBRARY, a --predictions TABLE, or --undo JOURNAL")
     table, real, work = _predictions(args)
-    rows = _rows(table, real, args.min_confidence is not None)
+    # A table predicted here was decided with the flags; one given with --predictions is decided again by them.
+    redecide = bool(args.predictions) and (args.min_confidence is not None or args.max_novelty is not None)
+    rows = _rows(table, real, redecide, args.max_novelty)
     plans = plan_tags(rows, args.min_confidence, args.overwrite)
     counts = plan_counts(plans)
     if not args.apply:
@@ -149,14 +151,16 @@ def _read_table(path: str) -> pd.DataFrame:
         raise ConfigError(f"--predictions {path}: cannot read it as a predictions table ({exc})") from None
 
 
-def _rows(table: pd.DataFrame, real: dict[str, str], top: bool = False
+def _rows(table: pd.DataFrame, real: dict[str, str], top: bool = False, max_novelty: float | None = None
           ) -> list[tuple[str, str, str | None, float, str]]:
     """(file path, shown path, genre, probability, error) of each row, for tasks.tags.plan_tags: the table's
-    decision (a genre or ``unknown``), or with ``top`` (``--min-confidence`` given, which plan_tags applies) the
-    top genre."""
+    decision (a genre or ``unknown``), or with ``top`` (flags that decide again: plan_tags applies
+    ``--min-confidence``) the top genre, ``unknown`` where the file's novelty is over ``max_novelty`` (default
+    the saved cut, 1.0, where the table has a novelty column)."""
     import pandas as pd
 
-    from genreflow.tasks.playlists import decided_genre
+    from genreflow.model.open_set import OpenSetRule
+    from genreflow.tasks.playlists import decided_genre, with_decision
 
     if "probability" in table.columns and "genre" in table.columns and "genre_1" not in table.columns:  # the CSV
         genre = table["genre"]
@@ -166,7 +170,12 @@ def _rows(table: pd.DataFrame, real: dict[str, str], top: bool = False
         genres = genre.where(genre.astype(bool) & (table["error"] == ""), None)
         probs = table["probability"]
     else:
-        decided = decided_genre(table.drop(columns=["genre", "decision"], errors="ignore") if top else table)
+        if top:
+            cut = max_novelty if max_novelty is not None else 1.0 if "novelty" in table.columns else None
+            decided = decided_genre(with_decision(table.drop(columns=["decision"], errors="ignore"),
+                                                  OpenSetRule(None, cut)))
+        else:
+            decided = decided_genre(table)
         genres, probs = decided, table.get("prob_1", pd.Series(float("nan"), index=table.index))
     missing = [c for c in ("path", "error") if c not in table.columns]
     if missing:

@@ -168,3 +168,9 @@ def compile_model(
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=loss, metrics=[accuracy])
     return model
+
+
+def cnn_representation_model(model: keras.Model) -> keras.Model:
+    """A CNN's clips to (its last hidden layer, its probabilities): the softmax layer's input and output, in one
+    pass. The representation a file's novelty is measured on (model/open_set.py)."""
+    return keras.Model(model.inputs, [model.layers[-1].input, model.output])

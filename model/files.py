@@ -26,11 +26,14 @@ EMBEDDING_FILE = "embedding.json"  # the embedding family's musicnn weights, lay
 # The open-set threshold chosen on validation (model/open_set.py); not an identity file: predictions' probabilities
 # do not depend on it, the ``unknown`` decision is made from them when a table is written.
 OPEN_SET_FILE = "open_set.json"
+# The training tracks a file's novelty is measured against (model/open_set.py NoveltyReference); an identity
+# file, since the predictions' novelty column is computed from it.
+NOVELTY_FILE = "open_set_reference.npz"
 BACKUP_DIR = "backup"  # Keras BackupAndRestore's checkpoints while training runs
 TRAINED_FILES: tuple[str, ...] = (MODEL_FILE, HISTORY_FILE, LABELS_FILE)  # what model.train writes
 
 # What a model is, for prediction and export: these files' bytes identify it (audio.json may be absent).
-IDENTITY_FILES: tuple[str, ...] = (MODEL_FILE, LABELS_FILE, AUDIO_FILE, EMBEDDING_FILE)
+IDENTITY_FILES: tuple[str, ...] = (MODEL_FILE, LABELS_FILE, AUDIO_FILE, EMBEDDING_FILE, NOVELTY_FILE)
 
 
 def model_checksum(folder: str | os.PathLike[str]) -> str:

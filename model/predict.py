@@ -22,6 +22,12 @@ the head (:func:`predict_windows`, :func:`file_probabilities`), so one file
 of many windows gets one decision, not a vote. Its window probabilities are
 each window's own decision (a one-window file's). Older clip-level models
 keep the mean of their windows' probabilities.
+
+A model saved with a novelty reference (model/open_set.py) also gives each
+file its novelty: its windows' representations pooled (the window embeddings
+of an embedding classifier, the last hidden layer of the CNN) and compared
+with the training tracks'. :func:`predict_windows` returns those
+representations beside the probabilities, from the same pass of the network.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from genreflow.model.audio import AUDIO_EXTENSIONS, AudioError, clip_windows, decode_audio, pad_tolerance
+from genreflow.model.cnn import cnn_representation_model
 from genreflow.model.embedding import (
     is_embedding_classifier,
     is_track_classifier,
@@ -49,6 +56,7 @@ from genreflow.model.embedding import (
 )
 from genreflow.model.files import LABELS_FILE, MODEL_FILE
 from genreflow.model.mel import log_mel
+from genreflow.model.open_set import NoveltyReference, load_novelty
 from genreflow.model.params import PREDICT_TOP_K, AudioConfig
 from genreflow.model.quiet_tf import keras
 from genreflow.storage.errors import GenreflowError
@@ -91,6 +99,25 @@ class Classifier:
         """A track-level classifier's pooled embeddings to calibrated probabilities."""
         return track_head_model(self.model)
 
+    @cached_property
+    def novelty_reference(self) -> NoveltyReference | None:
+        """The training tracks a file's novelty is measured against; None for a model saved without them."""
+        return load_novelty(self.model_dir)
+
+    @property
+    def gives_representations(self) -> bool:
+        """Whether :func:`predict_windows` returns each window's representation: a track-level head pools
+        them for its decision, and a novelty reference needs them."""
+        return self.is_track_level or self.novelty_reference is not None
+
+    @cached_property
+    def representation_model(self) -> keras.Model:
+        """Windows to (representations, probabilities) in one pass: for the CNN, its last hidden layer (the
+        softmax layer's input); for an embedding classifier, its window embeddings (then the head)."""
+        if self.is_embedding:
+            return keras.Model(self.model.inputs, [self.embedding_model.output, self.model.output])
+        return cnn_representation_model(self.model)
+
     @property
     def clip_shape(self) -> tuple[int, int | None]:
         """(n_mels, frames) the CNN takes; frames None for a model that pools over time (any length)."""
@@ -132,6 +159,7 @@ class FilePrediction:
     genres: list[tuple[str, float]]
     n_windows: int
     genre: str | None = None
+    novelty: float = float("nan")  # over the saved cut (model/open_set.py); NaN for a model without a reference
 
     @property
     def decision(self) -> str:
@@ -237,35 +265,52 @@ def file_windows(path: str | Path, audio: AudioConfig, classifier: Classifier | 
 
 def predict_windows(classifier: Classifier, x: np.ndarray, batch_size: int = 64
                     ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Each window's probabilities, and for a track-level head the window embeddings a file's decision pools.
+    """Each window's probabilities, and its representation where the model needs one for a file
+    (:attr:`Classifier.gives_representations`): the window embeddings a track-level head pools, the
+    CNN's last hidden layer that a novelty reference compares.
 
     x : the windows' model input (:func:`window_input`). Returns (probs [shape=(n, n_genres)] float32,
-    embeddings [shape=(n, dims)] float32 or None): a track-level head's window probabilities are the
+    representations [shape=(n, dims)] float32 or None): a track-level head's window probabilities are the
     head on each window's own embedding, what the saved model gives a window.
     """
-    if not classifier.is_track_level:
+    if not classifier.gives_representations:
         return predict_clips(classifier.model, x, batch_size), None
-    expected = tuple(int(d) for d in classifier.model.input_shape[1:])
-    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-        raise PredictError(f"an embedding classifier takes musicnn patches of shape (n, "
-                           f"{', '.join(map(str, expected))}), got shape {x.shape}")
-    step = min(batch_size, EMBEDDING_BATCH)
-    dims = int(classifier.embedding_model.output_shape[-1])
-    embeddings = np.empty((len(x), dims), np.float32)
+    if classifier.is_embedding:
+        expected = tuple(int(d) for d in classifier.model.input_shape[1:])
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise PredictError(f"an embedding classifier takes musicnn patches of shape (n, "
+                               f"{', '.join(map(str, expected))}), got shape {x.shape}")
+    elif x.ndim != 3:
+        raise PredictError(f"clips must be (n, n_mels, frames), got shape {x.shape}")
+    step = min(batch_size, EMBEDDING_BATCH) if classifier.is_embedding else batch_size
+    channel = () if classifier.is_embedding else (np.newaxis,)
+    dims = int(classifier.representation_model.output_shape[0][-1])
+    representations = np.empty((len(x), dims), np.float32)
+    probs = np.empty((len(x), len(classifier.genres)), np.float32)
     for start in range(0, len(x), step):
-        batch = np.asarray(x[start : start + step], dtype=np.float32)
-        embeddings[start : start + len(batch)] = np.asarray(classifier.embedding_model.predict_on_batch(batch))
-    probs = np.asarray(classifier.head_model.predict_on_batch(embeddings), np.float32) if len(x) else \
-        np.empty((0, len(classifier.genres)), np.float32)
-    return probs, embeddings
+        batch = np.asarray(x[start : start + step], dtype=np.float32)[(..., *channel)]
+        features, window_probs = classifier.representation_model.predict_on_batch(batch)
+        representations[start : start + len(batch)] = np.asarray(features)
+        probs[start : start + len(batch)] = np.asarray(window_probs)
+    return probs, representations
 
 
-def file_probabilities(classifier: Classifier, probs: np.ndarray, embeddings: np.ndarray | None) -> np.ndarray:
+def file_probabilities(classifier: Classifier, probs: np.ndarray, representations: np.ndarray | None
+                       ) -> np.ndarray:
     """A file's probabilities from its windows' (:func:`predict_windows`): the head on their pooled embeddings
     for a track-level head, else the mean of the windows' probabilities. [shape=(n_genres,)], float32."""
-    if embeddings is None:
+    if not classifier.is_track_level or representations is None:
         return np.asarray(probs, np.float32).mean(axis=0)
-    return np.asarray(classifier.head_model.predict_on_batch(pool_windows(embeddings)), np.float32)[0]
+    return np.asarray(classifier.head_model.predict_on_batch(pool_windows(representations)), np.float32)[0]
+
+
+def file_novelty(classifier: Classifier, representations: np.ndarray | None) -> float:
+    """A file's novelty (model/open_set.py): its windows' pooled representation against the training tracks',
+    over the saved cut; NaN for a model without a novelty reference."""
+    reference = classifier.novelty_reference
+    if reference is None or representations is None or not len(representations):
+        return float("nan")
+    return float(reference.novelty(pool_windows(representations))[0])
 
 
 def predict_file(classifier: Classifier, path: Path, audio: AudioConfig, top_k: int = PREDICT_TOP_K
@@ -273,8 +318,10 @@ def predict_file(classifier: Classifier, path: Path, audio: AudioConfig, top_k: 
     """The ``top_k`` genres of one audio file; raises AudioError for files that cannot be decoded."""
     check_audio_settings(classifier, audio)
     mels, _ = file_windows(path, audio, classifier)
-    probs = file_probabilities(classifier, *predict_windows(classifier, mels))
-    return FilePrediction(path=Path(path), genres=_top(classifier.genres, probs, top_k), n_windows=len(mels))
+    probs, representations = predict_windows(classifier, mels)
+    return FilePrediction(path=Path(path), genres=_top(classifier.genres, file_probabilities(
+        classifier, probs, representations), top_k), n_windows=len(mels),
+        novelty=file_novelty(classifier, representations))
 
 
 def check_regular_file(path: str) -> None:
@@ -303,6 +350,7 @@ class FileWindows:
     probs : np.ndarray [shape=(n_windows, n_genres)], float32, in label order; None for a failure.
     file_probs : np.ndarray [shape=(n_genres,)], a track-level head's decision from the pooled window
     embeddings (:func:`file_probabilities`); None for a model whose windows vote.
+    novelty : the file's novelty (:func:`file_novelty`); NaN for a model without a novelty reference.
     """
 
     path: str
@@ -310,6 +358,7 @@ class FileWindows:
     probs: np.ndarray | None
     error: str = ""
     file_probs: np.ndarray | None = None
+    novelty: float = float("nan")
 
     @property
     def mean(self) -> np.ndarray | None:
@@ -335,7 +384,7 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], audio: Au
     files: deque[tuple[str, float, int, str]] = deque()  # path, seconds, windows (-1: failed), error
     queued: list[np.ndarray] = []  # decoded windows not yet run, in order
     done: list[np.ndarray] = []  # probabilities of windows run, not yet handed out
-    done_embeddings: list[np.ndarray] = []  # a track-level head's window embeddings, beside them
+    done_embeddings: list[np.ndarray] = []  # the windows' representations (predict_windows), beside them
 
     def run(count: int) -> None:
         windows = np.concatenate(queued)
@@ -355,9 +404,11 @@ def predict_files(classifier: Classifier, paths: Iterable[str | Path], audio: Au
                 yield FileWindows(path, float("nan"), None, error)
                 continue
             window_probs = probs[used : used + count]
-            file_probs = None if embeddings is None else file_probabilities(
-                classifier, window_probs, embeddings[used : used + count])
-            yield FileWindows(path, seconds, window_probs, file_probs=file_probs)
+            representations = None if embeddings is None else embeddings[used : used + count]
+            file_probs = file_probabilities(classifier, window_probs, representations) \
+                if classifier.is_track_level else None
+            yield FileWindows(path, seconds, window_probs, file_probs=file_probs,
+                              novelty=file_novelty(classifier, representations))
             used += count
         done[:] = [probs[used:]]
         if embeddings is not None:

@@ -35,7 +35,6 @@ from genreflow.model.dataset import ClipSource, EpochOrder, clip_dataset, steps_
 from genreflow.model.files import BACKUP_DIR, HISTORY_FILE, LABELS_FILE, MODEL_FILE
 from genreflow.model.params import RECIPE_KNOBS, RECIPES
 from genreflow.model.quiet_tf import keras, tf
-from genreflow.storage.errors import naming_path
 from genreflow.storage.files import write_then_move
 
 logger = logging.getLogger(__name__)
@@ -79,7 +78,7 @@ class _ResumeLedger(keras.callbacks.Callback):
     The first ``on_epoch_begin`` tells where BackupAndRestore restored training
     (whichever backup copy it managed to load), so history rows and best-weights
     files from epochs after it, written by a run killed before its backup, are
-    dropped there. Rows are flushed to disk as each epoch ends, before the
+    dropped there. The file is rewritten whole as each epoch ends, before the
     backup of that epoch is written (this callback precedes BackupAndRestore).
     """
 
@@ -106,8 +105,21 @@ class _ResumeLedger(keras.callbacks.Callback):
         self._rewrite()
 
     def _rewrite(self) -> None:
-        write_then_move(self.history_path.with_name(f".{self.history_path.name}.tmp"), self.history_path,
-                        lambda tmp: self.rows.to_csv(tmp, index=False, columns=list(HISTORY_COLUMNS)))
+        """history.csv whole or not at all: a full disk keeps the previous file, never a torn last row.
+
+        An appended row could end half-written (ENOSPC mid-line), and a row cut
+        to the first digits of its epoch ("4" of "40,...") passes as an earlier
+        epoch, so the resumed history would differ from a cold run's (issue 25).
+        The file is fsynced before the move, so the row is on disk before the
+        epoch's backup says the epoch is finished.
+        """
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as handle:
+                self.rows.to_csv(handle, index=False, columns=list(HISTORY_COLUMNS))
+                handle.flush()
+                os.fsync(handle.fileno())
+
+        write_then_move(self.history_path.with_name(f".{self.history_path.name}.tmp"), self.history_path, write)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.begin(epoch)
@@ -120,11 +132,7 @@ class _ResumeLedger(keras.callbacks.Callback):
         logs = logs or {}
         row = {"epoch": epoch + 1, **{c: float(logs.get(c, np.nan)) for c in HISTORY_COLUMNS[1:]}}
         self.rows = pd.DataFrame([*self.rows.to_dict("records"), row], columns=list(HISTORY_COLUMNS))
-        line = ",".join(str(row["epoch"]) if c == "epoch" else repr(float(row[c])) for c in HISTORY_COLUMNS)
-        with naming_path(self.history_path), open(self.history_path, "a") as handle:
-            handle.write(line.replace("nan", "") + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        self._rewrite()
 
     # ---- best weights ------------------------------------------------------
     def best_files(self) -> dict[int, Path]:

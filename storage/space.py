@@ -5,7 +5,8 @@ full disk is an hour lost, and the shards it did write are then in the way of
 the space the user needs to free. What a stage needs is estimated from what it
 already wrote (issue 25): the bytes a track took in its finished shards times
 the tracks still to do, or the size of an earlier run's output of the same
-stage. A stage with nothing finished yet has no estimate and starts; a write
+stage. A stage with nothing finished yet has no estimate and starts (a
+library prediction counts a small floor a bucket instead); a write
 that then finds the disk full stops the run with one line anyway
 (storage.errors.disk_full_error). Only local roots are checked: an object store
 reports no free space, and fills up rarely.
@@ -35,6 +36,7 @@ class SpaceNeed:
     units: int
     per_unit: float
     unit: str = "track"
+    floor: bool = False  # per_unit is a lower bound (nothing finished to go by), not what finished units took
 
     @property
     def bytes(self) -> int:
@@ -42,7 +44,8 @@ class SpaceNeed:
 
     def describe(self) -> str:
         units = f"{self.units} {self.unit}{'s' if self.units != 1 else ''}"
-        return f"{self.stage} {human_bytes(self.bytes)} ({units} x {human_bytes(self.per_unit)})"
+        least = " at the least" if self.floor else ""
+        return f"{self.stage} {human_bytes(self.bytes)} ({units} x {human_bytes(self.per_unit)}{least})"
 
 
 def human_bytes(size: float) -> str:
@@ -102,6 +105,30 @@ def output_need(root: DataRoot, stage: str, outputs: int = 1) -> SpaceNeed | Non
     return SpaceNeed(stage, outputs, max(sizes), "output") if sizes else None
 
 
+# What a new bucket takes at the least where none is sealed yet to go by: its table and its manifest, each at
+# least a filesystem block (4 KiB on ext4, xfs and tmpfs).
+BUCKET_FLOOR = 2 * 4096
+# Sealed buckets read for the estimate: their manifests give rows and sizes; more would only cost time.
+BUCKET_SAMPLE = 64
+
+
+def bucket_need(root: DataRoot, stage: str, keys: str, files: int, buckets: int) -> SpaceNeed | None:
+    """What ``buckets`` new outputs of ``stage`` holding ``files`` rows will write (a library prediction's
+    buckets): at the bytes a row took in the sealed outputs whose keys match the glob ``keys`` (a sample of
+    them), or BUCKET_FLOOR a bucket where none is sealed; None when nothing is left to write."""
+    if files < 1 or buckets < 1:
+        return None
+    size = rows = 0
+    for path in sorted(root.fs.glob(manifest_path(root, stage, keys)))[:BUCKET_SAMPLE]:
+        manifest = read_manifest(root, path)
+        if manifest is not None and manifest.rows:
+            size += sum(entry.size for entry in manifest.files.values())
+            rows += manifest.rows
+    if rows:
+        return SpaceNeed(stage, files, size / rows, "file")
+    return SpaceNeed(stage, buckets, BUCKET_FLOOR, "bucket", floor=True)
+
+
 def check_space(root: DataRoot, needs: Iterable[SpaceNeed | None], what: str) -> None:
     """Raise NotEnoughSpace, with the estimate, when ``needs`` clearly will not fit in the root's free space."""
     known = [need for need in needs if need is not None and need.bytes > 0]
@@ -110,8 +137,9 @@ def check_space(root: DataRoot, needs: Iterable[SpaceNeed | None], what: str) ->
         return
     total = sum(need.bytes for need in known)
     if total > free:
+        basis = "" if all(need.floor for need in known) else ", as the finished outputs took"
         raise NotEnoughSpace(
             f"{root.path}: not enough space for {what}: about {human_bytes(total)} needed "
-            f"({'; '.join(need.describe() for need in known)}, as the finished outputs took) but "
+            f"({'; '.join(need.describe() for need in known)}{basis}) but "
             f"{human_bytes(free)} free, so the disk would be full; free some space there and rerun: finished "
             "outputs are kept")

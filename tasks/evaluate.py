@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,9 @@ from genreflow.model.metrics import evaluate_predictions, prob_columns, track_pr
 from genreflow.storage.outputs import OutputSpec, open_output, output_location, output_path
 from genreflow.storage.root import DataRoot
 from genreflow.storage.shards import open_shard_array, read_shard_index
+
+if TYPE_CHECKING:
+    from genreflow.model.open_set import NoveltyReference
 
 PREDICTIONS_FILE = "predictions.parquet"  # one row a test clip: its probabilities and the prediction
 EVALUATION_FILE = "evaluation.json"  # the metrics
@@ -61,9 +64,11 @@ def model_scorer(root: DataRoot, name: str) -> Scorer:
     track's probabilities, so the track vote is that decision. The metrics add
     ``ece`` (10 bins, over the tracks, of the probabilities the model gives)
     with its bins (``reliability``) and, for a track-level head,
-    ``ece_uncalibrated`` and ``reliability_uncalibrated`` (its temperature left out).
+    ``ece_uncalibrated`` and ``reliability_uncalibrated`` (its temperature left out). A model saved with a
+    novelty reference (model/open_set.py) gives each clip's row its track's ``novelty``: the track's pooled
+    representation (the CNN's last hidden layer, the embedding head's input) against the training tracks'.
     """
-    from genreflow.model.predict import load_classifier, predict_clips
+    from genreflow.model.predict import load_classifier, predict_clips, predict_windows
 
     family = model_family(root, name)
     classifier = load_classifier(Path(root.local_path(output_location(root, "train", name)[0])))
@@ -79,20 +84,34 @@ def model_scorer(root: DataRoot, name: str) -> Scorer:
 
         def predict(x: np.ndarray) -> np.ndarray:
             return np.asarray(head.predict_on_batch(np.asarray(x, np.float32)))
+    elif classifier.novelty_reference is not None:  # the CNN's probabilities and representations, one pass
+        def predict(x: np.ndarray) -> np.ndarray:
+            probs, representations = predict_windows(classifier, np.asarray(x))
+            seen.append(representations)
+            return probs
     else:
         def predict(x: np.ndarray) -> np.ndarray:
             return predict_clips(classifier.model, x)
+    seen: list[np.ndarray] = []  # the CNN's representations of the clips predicted, for their novelty
 
     def score(shards: list[str], tracks: Collection[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
         clips = original_clips(root, [(INPUT_STAGES[family], shard) for shard in shards], tracks)
         if not clips:
             raise ValueError("no clips to evaluate: the split left no tracks")
+        if family == "embedding":
+            takes, holds = int(classifier.embedding_model.output_shape[-1]), int(clips[0][1].shape[-1])
+            if takes != holds:  # an embedding model of an earlier embedding feature, scored by the gate
+                raise ValueError(f"the embed shards hold {holds} numbers a clip and {name} takes {takes}: it was "
+                                 "trained on another embedding feature or weights")
         index = pd.concat([index for index, _ in clips], ignore_index=True)
         genres = list(classifier.genres)
         if track_heads is None:  # clip by clip, a shard at a time
+            seen.clear()
             probs = np.concatenate([predict(array[part["row"].to_numpy()]) for part, array in clips])
             predictions, metrics = evaluate_predictions(index, probs, genres)
             metrics["ece"], metrics["reliability"] = track_calibration(index, probs, genres)
+            if seen:
+                predictions["novelty"] = track_novelty(classifier.novelty_reference, np.concatenate(seen), index)
             return predictions, metrics
         from genreflow.model.embedding import track_decision
         from genreflow.model.track_head import softmax
@@ -104,9 +123,21 @@ def model_scorer(root: DataRoot, name: str) -> Scorer:
         metrics["ece"], metrics["reliability"] = track_calibration(index, probs, genres)
         metrics["ece_uncalibrated"], metrics["reliability_uncalibrated"] = track_calibration(
             index, softmax(track_decision(track_heads[1], x, track_ids)), genres)
+        if classifier.novelty_reference is not None:
+            predictions["novelty"] = track_novelty(classifier.novelty_reference, x, index)
         return predictions, metrics
 
     return score
+
+
+def track_novelty(reference: NoveltyReference, representations: np.ndarray, clips: pd.DataFrame) -> np.ndarray:
+    """Each clip's row of its track's novelty: the mean of the track's clip representations against the
+    training tracks', as predict pools a file's windows. [shape=(clips,)], float32."""
+    from genreflow.model.track_head import pool_clips
+
+    track_ids = clips["track_id"].astype(str).to_numpy()
+    keys, pooled = pool_clips(np.asarray(representations, np.float64), track_ids)
+    return reference.novelty(pooled).astype(np.float32)[np.searchsorted(keys, track_ids)]
 
 
 def track_calibration(clips: pd.DataFrame, probs: np.ndarray, genres: list[str]
@@ -146,9 +177,11 @@ def open_set_metrics(predictions: pd.DataFrame, genres: list[str], record: dict[
     """Coverage against accuracy of the test tracks as the open-set threshold moves (model/open_set.py), and
     at the threshold saved with the model (``record``, its open_set.json; None for a model without one).
 
-    Coverage: the share of test tracks not ``unknown``; accuracy: of those. The report's table and plot.
+    Coverage: the share of test tracks not ``unknown``; accuracy: of those. The report's table and plot. Where
+    the predictions have a ``novelty`` column (a model with a novelty reference), ``novelty`` adds the share of
+    test tracks past the saved cut and the coverage and accuracy of predict's whole rule (either half).
     """
-    from genreflow.model.open_set import CURVE_THRESHOLDS, coverage_curve
+    from genreflow.model.open_set import CURVE_THRESHOLDS, OpenSetRule, coverage_curve
 
     columns = prob_columns(genres)
     tracks = track_probabilities(predictions, predictions[columns].to_numpy(np.float64), genres)
@@ -156,10 +189,20 @@ def open_set_metrics(predictions: pd.DataFrame, genres: list[str], record: dict[
     labels = np.array([genres.index(g) for g in tracks["genre"].astype(str)])
     threshold = None if record is None else record.get("threshold")
     chosen = coverage_curve(probs, labels, [threshold])[0] if threshold is not None else None
-    return {"threshold": threshold, "chosen_on": (record or {}).get("rule"),
+    result = {"threshold": threshold, "chosen_on": (record or {}).get("rule"),
             "validation_tracks": (record or {}).get("validation_tracks"), "at_threshold": chosen,
             "curve": coverage_curve(probs, labels, [*CURVE_THRESHOLDS, *([threshold] if threshold is not None
                                                                          else [])])}
+    if "novelty" in predictions.columns:
+        novelty = predictions.groupby("track_id")["novelty"].first().loc[tracks["track_id"]].to_numpy(np.float64)
+        rule = OpenSetRule(threshold, 1.0)
+        known = ~np.array([rule.rejects(float(p), float(n)) for p, n in zip(probs.max(axis=1), novelty, strict=True)])
+        correct = probs.argmax(axis=1) == labels
+        result["novelty"] = {"cut": ((record or {}).get("novelty") or {}).get("cut"),
+                             "beyond": float((novelty > 1.0).mean()) if len(novelty) else None,
+                             "rule_coverage": float(known.mean()) if len(known) else None,
+                             "rule_accuracy": float(correct[known].mean()) if known.any() else None}
+    return result
 
 
 def saved_open_set(root: DataRoot, name: str) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genreflow.model.open_set import UNKNOWN, decide  # noqa: F401  (UNKNOWN: this module's name for it)
+from genreflow.model.open_set import UNKNOWN, OpenSetRule, decide  # noqa: F401  (UNKNOWN: this module's name for it)
 
 DECISION_COLUMNS = ("genre", "decision")  # an open-set decision, where the table has one (else genre_1)
 PLAYLIST_SUFFIX = ".m3u8"
@@ -42,15 +42,17 @@ def decided_genre(table: pd.DataFrame) -> pd.Series:
     return genres.where((table["error"] == "") & genres.notna(), None)
 
 
-def with_decision(table: pd.DataFrame, threshold: float | None) -> pd.DataFrame:
-    """The table with its ``genre`` column after ``n_windows``: each file's top genre, or ``unknown`` where its top
-    probability is under ``threshold`` (model/open_set.py); None for a failed file. Made when the table is
-    written, not in the buckets, so that another ``--min-confidence`` predicts nothing again."""
+def with_decision(table: pd.DataFrame, rule: OpenSetRule) -> pd.DataFrame:
+    """The table with its ``genre`` column after ``n_windows``: each file's top genre, or ``unknown`` where
+    ``rule`` says so from its top probability and novelty (model/open_set.py); None for a failed file. Made when
+    the table is written, not in the buckets, so that another ``--min-confidence`` or ``--max-novelty``
+    predicts nothing again."""
     out = table.drop(columns=["genre"], errors="ignore")
     top = out["genre_1"] if "genre_1" in out else pd.Series([None] * len(out), index=out.index, dtype=object)
     probs = out["prob_1"] if "prob_1" in out else pd.Series(np.nan, index=out.index)
+    novelty = out["novelty"] if "novelty" in out else pd.Series(np.nan, index=out.index)
     genre = decide([g if isinstance(g, str) and e == "" else None for g, e in zip(top, out["error"], strict=True)],
-                   probs.tolist(), threshold)
+                   probs.tolist(), rule, novelty.astype("float64").tolist())
     out.insert(list(out.columns).index("n_windows") + 1, "genre", pd.Series(genre, index=out.index, dtype=object))
     return out
 

@@ -152,7 +152,7 @@ def table_columns(genres: Sequence[str], top_k: int, windows: bool) -> list[str]
     columns = ["path", "duration_s", "n_windows"]
     for k in range(1, min(top_k, len(genres)) + 1):
         columns += [f"genre_{k}", f"prob_{k}"]
-    columns += ["model", "error"]
+    columns += ["novelty", "model", "error"]
     if windows:
         columns += [f"{WINDOW_PREFIX}{genre}" for genre in genres]
     return columns
@@ -164,7 +164,8 @@ def table_from_windows(results: Iterable[FileWindows], genres: Sequence[str], mo
     probability, or its error (genres empty). No model runs here.
 
     Columns: path (storage.files.display_path), duration_s (decoded seconds), n_windows, genre_k and prob_k
-    for k = 1..top_k (best first), model (the training run), error ("" when
+    for k = 1..top_k (best first), novelty (model/open_set.py: past 1.0 the file is unlike the training
+    tracks; NaN for a model without a novelty reference), model (the training run), error ("" when
     predicted) and, with ``windows``, window_prob_<genre>: that genre's
     probability in each window, in time order.
     """
@@ -176,6 +177,7 @@ def table_from_windows(results: Iterable[FileWindows], genres: Sequence[str], mo
         data["duration_s"].append(result.duration_s)
         data["model"].append(model_name)
         data["error"].append(result.error)
+        data["novelty"].append(result.novelty)
         mean = result.mean
         data["n_windows"].append(0 if result.probs is None else len(result.probs))
         order = [] if mean is None else list(np.argsort(-mean, kind="stable")[:k])
@@ -186,7 +188,8 @@ def table_from_windows(results: Iterable[FileWindows], genres: Sequence[str], mo
             for g, genre in enumerate(genres):
                 data[f"{WINDOW_PREFIX}{genre}"].append(None if result.probs is None else result.probs[:, g].copy())
     frame = pd.DataFrame(data, columns=columns)
-    types: dict[str, Any] = {"path": str, "duration_s": "float64", "n_windows": "int32", "model": str, "error": str}
+    types: dict[str, Any] = {"path": str, "duration_s": "float64", "n_windows": "int32", "novelty": "float32",
+                             "model": str, "error": str}
     types.update({f"prob_{rank + 1}": "float32" for rank in range(k)})
     return frame.astype(types)
 

@@ -51,10 +51,10 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "stats": (f"{_T}stats:band_stats",),
     "baseline": (f"{_M}baseline", f"{_T}baseline", f"{_M}metrics"),
     "train": (f"{_M}cnn", f"{_M}train", f"{_M}dataset", f"{_M}batch_augment", f"{_T}train:fit_model",
-              f"{_T}train:model_knobs", f"{_T}train:validation_open_set", f"{_M}open_set",
-              f"{_M}metrics"),
-    "evaluate": (f"{_T}evaluate", f"{_M}metrics", f"{_M}predict", f"{_M}audio", f"{_M}mel", f"{_M}embedding",
-                 f"{_M}musicnn", f"{_M}track_head", f"{_M}open_set"),
+              f"{_T}train:model_knobs", f"{_T}train:model_open_set", f"{_M}open_set",
+              f"{_M}metrics", f"{_M}track_head:pool_clips"),
+    "evaluate": (f"{_T}evaluate", f"{_M}metrics", f"{_M}predict", f"{_M}cnn", f"{_M}audio", f"{_M}mel",
+                 f"{_M}embedding", f"{_M}musicnn", f"{_M}track_head", f"{_M}open_set"),
     # The embedding family's head: fitted on the embed shards, saved as one Keras model with musicnn.
     "head": (f"{_M}embedding", f"{_M}musicnn", f"{_M}metrics", f"{_M}track_head",
              f"{_T}train_embedding:fit_embedding_model", f"{_T}train_embedding:stacked",
@@ -75,7 +75,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "predict": (f"{_M}audio", f"{_M}mel", f"{_M}predict:check_audio_settings", f"{_M}predict:file_windows",
                 f"{_M}predict:predict_clips", f"{_M}predict:FileWindows", f"{_M}predict:predict_files",
                 f"{_M}predict:Classifier", f"{_M}predict:window_input", f"{_M}predict:predict_windows",
-                f"{_M}predict:file_probabilities", f"{_M}embedding:is_track_classifier",
+                f"{_M}predict:file_probabilities", f"{_M}predict:file_novelty", f"{_M}cnn:cnn_representation_model",
+                f"{_M}open_set", f"{_M}embedding:is_track_classifier",
                 f"{_M}embedding:window_embedding_model", f"{_M}embedding:track_head_model",
                 f"{_M}embedding:pool_windows", f"{_M}embedding:is_embedding_classifier", f"{_M}track_head",
                 f"{_M}embedding:patches_per_window", f"{_M}embedding:window_patches", f"{_M}musicnn",
@@ -101,7 +102,6 @@ SAME_OUTPUTS_AS: dict[str, dict[str, str]] = {
     "decode": {"434d04b74b902036": "f6a0870375382b21"},
     "mel": {"0f9af175f1b96c55": "d536ab22e86f4651"},
     "augment": {"b53d50501d7c1518": "cd8430ed90154be9"},
-    "embed": {"6262cd3eccb4bb5f": "6118bc01073f0242"},
     "stats": {"94e3d694fd5f02df": "57cd145b7e0f1005"},
 }
 

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 
-from genreflow.model.files import AUDIO_FILE, BACKUP_DIR, HISTORY_FILE, OPEN_SET_FILE, TRAINED_FILES
+from genreflow.model.files import (
+    AUDIO_FILE,
+    BACKUP_DIR,
+    HISTORY_FILE,
+    NOVELTY_FILE,
+    OPEN_SET_FILE,
+    TRAINED_FILES,
+)
 from genreflow.model.params import AudioConfig, TrainConfig
 from genreflow.storage.outputs import OutputSpec, open_output
 from genreflow.storage.root import DataRoot
@@ -83,7 +91,10 @@ def fit_model(root: DataRoot, spec: OutputSpec, genres: list[str], stats: dict, 
         for file in TRAINED_FILES:
             out.add(file)
         out.write_bytes(AUDIO_FILE, audio.model_dump_json(indent=2).encode())
-        out.write_json(OPEN_SET_FILE, validation_open_set(local_dir, val_sources, genres))
+        record, reference = model_open_set(local_dir, train_sources, val_sources, genres, train.seed)
+        out.write_json(OPEN_SET_FILE, record)
+        if reference is not None:
+            out.write_bytes(NOVELTY_FILE, reference)
         trained_here = result.epochs_run - (result.resumed_from_epoch or 1) + 1
         seconds = time.perf_counter() - start
         out.rows = int(result.epochs_run)
@@ -93,30 +104,65 @@ def fit_model(root: DataRoot, spec: OutputSpec, genres: list[str], stats: dict, 
     return {**out.extra, "skipped": False}
 
 
-def validation_open_set(model_dir: Path, val_sources: list[Any], genres: list[str]) -> dict[str, Any]:
-    """The open-set threshold of the model in ``model_dir``, chosen on its validation tracks (model/open_set.py):
-    each track's probabilities are its clips' mean, as evaluate and predict decide a track."""
+def model_open_set(model_dir: Path, train_sources: list[Any], val_sources: list[Any], genres: list[str],
+                   seed: int = 0) -> tuple[dict[str, Any], bytes | None]:
+    """The open-set files of the CNN in ``model_dir`` (model/open_set.py): open_set.json's record and the
+    novelty reference's bytes (None without training clips).
+
+    The threshold is chosen on the validation tracks' probabilities, each track its clips' mean as evaluate
+    and predict decide a track. The reference holds the training tracks' (original clips only; a seeded
+    sample of them in a large collection) last hidden layer, pooled by track as predict pools a file's
+    windows; its cut is chosen on the validation tracks'.
+    """
     import numpy as np
     import pandas as pd
 
+    from genreflow.model.cnn import cnn_representation_model
     from genreflow.model.files import MODEL_FILE
     from genreflow.model.metrics import prob_columns, track_probabilities
-    from genreflow.model.open_set import open_set_record
+    from genreflow.model.open_set import fit_novelty, novelty_record, open_set_record, reference_tracks
     from genreflow.model.quiet_tf import keras
+    from genreflow.model.track_head import pool_clips
 
-    def clips(source: Any) -> np.ndarray:
-        array = np.load(source.path, mmap_mode="r", allow_pickle=False)
-        return np.asarray(array[source.index["row"].to_numpy()], np.float32)[..., np.newaxis]
-
-    sources = [s for s in val_sources if len(s.index)]
-    if not sources:
-        return open_set_record(np.zeros((0, len(genres))), np.zeros(0, int))
     model = keras.saving.load_model(model_dir / MODEL_FILE, safe_mode=True, compile=False)
-    probs = np.concatenate([model.predict(clips(s), batch_size=64, verbose=0) for s in sources])
-    index = pd.concat([s.index[["track_id", "genre"]] for s in sources], ignore_index=True)
-    tracks = track_probabilities(index, probs, genres)  # the clips' mean, as evaluate decides a track
-    labels = np.array([genres.index(genre) for genre in tracks["genre"]])
-    return open_set_record(tracks[prob_columns(genres)].to_numpy(np.float64), labels)
+    both = cnn_representation_model(model)
+
+    def run(sources: list[Any]) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+        """(features, probabilities, index) of the sources' clips."""
+        sources = [s for s in sources if len(s.index)]
+        if not sources:
+            return np.zeros((0, 0)), np.zeros((0, len(genres))), pd.DataFrame(columns=["track_id", "genre"])
+        features, probs = [], []
+        for source in sources:
+            array = np.load(source.path, mmap_mode="r", allow_pickle=False)
+            clips = np.asarray(array[source.index["row"].to_numpy()], np.float32)[..., np.newaxis]
+            for start in range(0, len(clips), 64):
+                f, p = both.predict_on_batch(clips[start : start + 64])
+                features.append(np.asarray(f))
+                probs.append(np.asarray(p))
+        index = pd.concat([s.index[["track_id", "genre"]] for s in sources], ignore_index=True)
+        return np.concatenate(features), np.concatenate(probs), index
+
+    val_features, val_probs, val_index = run(val_sources)
+    if len(val_index):
+        tracks = track_probabilities(val_index, val_probs, genres)  # the clips' mean, as evaluate decides a track
+        labels = np.array([genres.index(genre) for genre in tracks["genre"]])
+        record = open_set_record(tracks[prob_columns(genres)].to_numpy(np.float64), labels)
+        _, val_pooled = pool_clips(val_features, val_index["track_id"].astype(str).to_numpy())
+    else:
+        record = open_set_record(np.zeros((0, len(genres))), np.zeros(0, int))
+        val_pooled = np.zeros((0, 0))
+    originals = [replace(s, index=s.index[s.index["augmentation"] == "original"]) if "augmentation" in s.index
+                 else s for s in train_sources]
+    kept = set(reference_tracks(pd.concat([s.index["track_id"] for s in originals]).astype(str), seed=seed)) \
+        if originals else set()
+    train_features, _, train_index = run([replace(s, index=s.index[s.index["track_id"].astype(str).isin(kept)])
+                                          for s in originals])
+    if len(train_index) < 2:
+        return record, None
+    _, train_pooled = pool_clips(train_features, train_index["track_id"].astype(str).to_numpy())
+    reference = fit_novelty(train_pooled, val_pooled, seed=seed)
+    return {**record, "novelty": novelty_record(reference, val_pooled)}, reference.to_bytes()
 
 
 def model_knobs(train: TrainConfig, audio: AudioConfig) -> dict[str, Any]:

@@ -26,7 +26,14 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 
-from genreflow.model.files import AUDIO_FILE, EMBEDDING_FILE, LABELS_FILE, MODEL_FILE, OPEN_SET_FILE
+from genreflow.model.files import (
+    AUDIO_FILE,
+    EMBEDDING_FILE,
+    LABELS_FILE,
+    MODEL_FILE,
+    NOVELTY_FILE,
+    OPEN_SET_FILE,
+)
 from genreflow.model.params import AudioConfig, TrainConfig
 from genreflow.storage.files import write_then_move
 from genreflow.storage.outputs import OutputSpec, open_output, tracks_path
@@ -83,7 +90,9 @@ def fit_embedding_model(root: DataRoot, spec: OutputSpec, genres: list[str],
         model_path = Path(root.local_path(out.add(MODEL_FILE)))  # staged, then moved: a full disk names it
         write_then_move(model_path.with_name(f".{MODEL_FILE}.tmp.keras"), model_path, model.save)
         out.write_bytes(AUDIO_FILE, audio.model_dump_json(indent=2).encode())
-        out.write_json(OPEN_SET_FILE, head_open_set(head, val_clips, genres))
+        record, reference = head_open_set(head, x_train, train_index, val_clips, genres, train.seed)
+        out.write_json(OPEN_SET_FILE, record)
+        out.write_bytes(NOVELTY_FILE, reference)
         fitted = describe_track_head(head)
         out.write_bytes(EMBEDDING_FILE, json.dumps({
             "family": "embedding", "embedder": train.embedding_model, "feature": train.embedding_feature,
@@ -96,21 +105,32 @@ def fit_embedding_model(root: DataRoot, spec: OutputSpec, genres: list[str],
     return {**out.extra, "skipped": False}
 
 
-def head_open_set(head: Any, val_clips: list[tuple[pd.DataFrame, np.ndarray]], genres: list[str]
-                  ) -> dict[str, Any]:
-    """The open-set threshold chosen on the validation tracks (model/open_set.py), from the head's calibrated
-    probabilities of their pooled clip embeddings: the decision predict makes of a file."""
-    from genreflow.model.open_set import open_set_record
+def head_open_set(head: Any, x_train: np.ndarray, train_index: pd.DataFrame,
+                  val_clips: list[tuple[pd.DataFrame, np.ndarray]], genres: list[str], seed: int = 0
+                  ) -> tuple[dict[str, Any], bytes]:
+    """The open-set files (model/open_set.py): open_set.json's record and the novelty reference's bytes.
+
+    The threshold is chosen on the head's calibrated probabilities of the validation tracks' pooled clip
+    embeddings, the decision predict makes of a file. The reference holds the training tracks' mean clip
+    embeddings, as predict pools a file's windows; its cut is chosen on the validation tracks'.
+    """
+    from genreflow.model.open_set import fit_novelty, novelty_record, open_set_record
     from genreflow.model.track_head import pool_clips
 
     x_val, val_index = stacked(val_clips)
-    if not len(x_val):
-        return open_set_record(np.zeros((0, len(genres))), np.zeros(0, int))
-    track_ids = val_index["track_id"].astype(str).to_numpy()
-    keys, pooled = pool_clips(np.asarray(x_val, np.float64), track_ids, head.pooling)
-    genre_of = pd.Series(val_index["genre"].astype(str).to_numpy(), index=track_ids).groupby(level=0).first()
-    labels = np.array([genres.index(g) for g in genre_of.loc[keys]])
-    return open_set_record(head.probabilities(pooled), labels)
+    _, train_pooled = pool_clips(np.asarray(x_train, np.float64), train_index["track_id"].astype(str).to_numpy())
+    val_pooled = np.zeros((0, train_pooled.shape[1]))
+    if len(x_val):
+        track_ids = val_index["track_id"].astype(str).to_numpy()
+        keys, pooled = pool_clips(np.asarray(x_val, np.float64), track_ids, head.pooling)
+        genre_of = pd.Series(val_index["genre"].astype(str).to_numpy(), index=track_ids).groupby(level=0).first()
+        labels = np.array([genres.index(g) for g in genre_of.loc[keys]])
+        record = open_set_record(head.probabilities(pooled), labels)
+        _, val_pooled = pool_clips(np.asarray(x_val, np.float64), track_ids)
+    else:
+        record = open_set_record(np.zeros((0, len(genres))), np.zeros(0, int))
+    reference = fit_novelty(train_pooled, val_pooled, seed=seed)
+    return {**record, "novelty": novelty_record(reference, val_pooled)}, reference.to_bytes()
 
 
 def embedding_clips(root: DataRoot, train_shards: list[str], val_shards: list[str],

@@ -425,7 +425,9 @@ def _open_set_context(open_set: dict[str, Any] | None) -> dict[str, Any] | None:
              r["tracks"]] for r in open_set["curve"]]
     return {"table": _table(["threshold", "coverage", "accuracy of covered", "tracks covered"], rows),
             "threshold": _cell(chosen) if chosen is not None else None,
-            "rule": open_set.get("chosen_on") or "", "validation_tracks": _cell(open_set.get("validation_tracks"))}
+            "rule": open_set.get("chosen_on") or "", "validation_tracks": _cell(open_set.get("validation_tracks")),
+            "novelty": {key: _cell(value) for key, value in open_set["novelty"].items()}
+            if open_set.get("novelty") else None}
 
 
 def _config_text(config: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ from genreflow.flows.config import (
     RECORDED_CONFIG,
     Config,
     ConfigError,
+    check_collection_kept,
     config_sources,
     leaf_fields,
     record_config,
@@ -302,6 +303,32 @@ def test_recorded_configuration_is_read_back(tmp_path: Path) -> None:
     assert recorded["given"]["epochs"] == 7 and recorded["config"]["train"]["epochs"] == 7
     config = config_from_args(parse(["status", "--data-root", str(tmp_path)]), read_recorded=True)
     assert config.train.epochs == 7 and config.run.from_stage is None  # a forced stage is not handed on
+
+
+def test_a_rebuild_that_would_swap_the_collection_for_the_default_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data root built from a folder: a plain ``rebuild --data-root`` would ingest the demo set in its place
+    and drop every track. It is refused before anything runs; any source that names the collection goes on."""
+    collection = tmp_path / "music"
+    collection.mkdir()
+    root = tmp_path / "root"
+    config = Config.model_validate({"run": {"data_root": str(root)},
+                                    "source": {"source": "folder", "input": str(collection)}})
+    root.mkdir()
+    record_config(config, {"source": "folder", "input": str(collection), "data_root": str(root)}, "rebuild")
+    before = sorted(p.name for p in root.iterdir())
+    for command in ("rebuild", "preprocess"):
+        assert main([command, "--data-root", str(root), "--epochs", "1"]) == 2
+        err = capsys.readouterr().err
+        assert f"holds the collection of `--source folder --input {collection}`" in err, err
+        assert "given no --source or --input" in err and "Traceback" not in err
+    assert sorted(p.name for p in root.iterdir()) == before  # nothing ran
+    sources = sources_from_args(parse(["rebuild", "--data-root", str(root), "--source", "demo"]))
+    check_collection_kept(sources, sources.config())  # named on purpose: replaced
+    (tmp_path / PROJECT_FILE).write_text(f'[source]\nsource = "folder"\ninput = "{collection}"\n')
+    monkeypatch.chdir(tmp_path)
+    sources = sources_from_args(parse(["rebuild", "--data-root", str(root)]))
+    check_collection_kept(sources, sources.config())  # the project file names it: the same collection
 
 
 def test_a_renamed_field_is_still_read_under_its_old_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ import pytest
 from genreflow.flows.config import Config
 from genreflow.flows.plan import embedding_model_spec, plan_shards
 from genreflow.flows.rebuild import run_command
+from genreflow.model.open_set import MIN_CORRECT
 from genreflow.storage.outputs import state_of, tracks_path
 from genreflow.storage.registry import read_registry
 from genreflow.storage.root import DataRoot
@@ -26,7 +27,7 @@ from tests.model.musicnn_tiny import stand_in_weights_cache
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
-MAX_POOL_DIMS = 753
+FEATURE_DIMS = 753 + 50  # the default feature: MSD max_pool and its 50 tag scores side by side
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_every_shard_gets_one_embedding_a_decoded_clip(rebuilt: tuple[Config, di
         vectors = np.load(folder / "embed" / f"{plan.shard}.npy")
         index = pd.read_parquet(folder / "embed" / f"{plan.shard}.parquet")
         decoded = pd.read_parquet(folder / "decode" / f"{plan.shard}.parquet")
-        assert vectors.dtype == np.float32 and vectors.shape == (len(decoded), MAX_POOL_DIMS)
+        assert vectors.dtype == np.float32 and vectors.shape == (len(decoded), FEATURE_DIMS)
         assert np.isfinite(vectors).all() and vectors.std() > 0
         assert index[["track_id", "clip_index", "row"]].equals(decoded[["track_id", "clip_index", "row"]])
         assert set(index["augmentation"]) == {"original"}
@@ -69,7 +70,7 @@ def test_both_families_are_trained_and_the_best_on_validation_is_promoted(rebuil
     trained = outcome["trained"]
     assert set(trained) == {"cnn", "embedding"}
     assert trained["cnn"]["run"].startswith("run-") and trained["embedding"]["run"].startswith("emb-")
-    assert trained["embedding"]["dims"] == MAX_POOL_DIMS and trained["embedding"]["C"] in (0.01, 0.1, 1.0)
+    assert trained["embedding"]["dims"] == FEATURE_DIMS and trained["embedding"]["C"] in (0.01, 0.1, 1.0)
     selection = outcome["selection"]
     families = [row["family"] for row in selection["candidates"]]
     assert families == ["cnn", "embedding", "baseline"]
@@ -87,8 +88,14 @@ def test_both_families_are_trained_and_the_best_on_validation_is_promoted(rebuil
         # Issue 23: both families save an open-set threshold chosen on the same validation tracks
         saved = json.loads((Path(config.run.data_root) / "models" / summary["run"] / "open_set.json").read_text())
         assert saved["validation_tracks"] == evaluation["validation"]["n_tracks"]
-        assert (saved["threshold"] is None) == (saved["validation_correct"] == 0), saved
+        assert (saved["threshold"] is None) == (saved["validation_correct"] < MIN_CORRECT), saved
         assert evaluation["open_set"]["threshold"] == saved["threshold"] and evaluation["open_set"]["curve"]
+        # and a novelty reference of their training tracks, its cut chosen on them too; evaluate measures it
+        novelty = saved["novelty"]
+        assert novelty["validation_tracks"] == saved["validation_tracks"] and novelty["cut"] > 0
+        assert novelty["reference_tracks"] >= 2 and novelty["dims"] == (FEATURE_DIMS if family == "embedding"
+                                                                        else novelty["dims"])
+        assert 0.0 <= evaluation["open_set"]["novelty"]["beyond"] <= 1.0
 
 
 def test_the_report_sets_the_candidates_side_by_side(rebuilt: tuple[Config, dict]) -> None:

@@ -206,13 +206,13 @@ def test_a_single_file_keeps_the_quick_path_and_its_output(library: Path, model_
     assert main(["predict", str(relative), "--model", str(model_dir), "--format", "csv"]) == 0
     frame = pd.read_csv(io.StringIO(capsys.readouterr().out), keep_default_na=False)
     assert list(frame.columns) == ["path", "genre", "genre_1", "prob_1", "genre_2", "prob_2", "genre_3", "prob_3",
-                                   "error"]
+                                   "novelty", "error"]
     assert frame.loc[0, "path"] == str(relative) and frame.loc[0, "genre_1"] == expected.genres[0][0]
     # genre: the open-set decision, the top genre unless its probability is under the model's saved threshold
-    from genreflow.model.open_set import decide, effective_threshold
+    from genreflow.model.open_set import decide, effective_rule
 
     assert [frame.loc[0, "genre"]] == decide([expected.genres[0][0]], [expected.genres[0][1]],
-                                             effective_threshold(None, model_dir))
+                                             effective_rule(model_dir), [expected.novelty])
 
     # a handful with --out: the same shards as a library run, predicted here (no flow), the same genres
     assert main(["predict", str(relative), "--model", str(model_dir), "--out", "few.parquet"]) == 0

@@ -15,6 +15,8 @@ from tests.flows.conftest import DEMO_SECONDS, small_config
 pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 TRACKS_PER_GENRE = 8
+# New demo tracks that predict must not call unknown, at least (issue 23; measured: see the test).
+MUSIC_KNOWN = 0.75
 
 
 @pytest.fixture(scope="module")
@@ -106,27 +108,30 @@ def test_predict_names_the_genre_of_new_demo_tracks(rebuilt: tuple[Config, dict]
     assert "broken.mp3" in captured.err
 
 
-def test_predict_decides_unknown_by_the_threshold_saved_with_the_model(
+def test_predict_says_unknown_for_speech_and_noise_and_not_for_music(
         rebuilt: tuple[Config, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Issue 23: the threshold chosen on validation is saved with the model, and predict's ``genre`` is
-    ``unknown`` exactly where a file's top probability is under it (or under ``--min-confidence``), for espeak-ng
-    speech, noise and new demo tracks alike; the report shows coverage against accuracy. (Whether that separates
-    non-music from music is measured in docs/model.md: on this CNN it does not.)"""
+    """Issue 23: the open-set rule saved with the model (a threshold chosen on validation and a novelty
+    reference of the training tracks) makes predict's ``genre`` ``unknown`` for espeak-ng speech and white and
+    pink noise, and not for new demo tracks; each half is applied exactly as saved, and the flags move them."""
     import io
     import os
 
     from genreflow.bench.open_set import SpeechUnavailable, make_non_music
     from genreflow.flows.cli import main
-    from genreflow.model.files import OPEN_SET_FILE
+    from genreflow.model.files import NOVELTY_FILE, OPEN_SET_FILE
+    from genreflow.model.open_set import MIN_CORRECT
     from genreflow.tasks.sources.demo_synth import generate_demo_set
 
     config, outcome = rebuilt
     model = Path(config.run.data_root) / "models" / outcome["train"]["run"]
     saved = json.loads((model / OPEN_SET_FILE).read_text())
     assert saved["validation_tracks"] == outcome["metrics"]["validation"]["n_tracks"] >= 1
-    assert 0 < saved["threshold"] <= 1 and saved["validation_correct"] >= 1, saved
+    # a threshold needs 20 correct validation tracks (this collection has fewer): the novelty half decides
+    assert (saved["threshold"] is None) == (saved["validation_correct"] < MIN_CORRECT), saved
+    assert saved["novelty"]["cut"] > 0 and saved["novelty"]["reference_tracks"] >= 2
+    assert (model / NOVELTY_FILE).is_file()
     open_set = outcome["metrics"]["open_set"]
-    assert open_set["threshold"] == saved["threshold"] and open_set["at_threshold"]["tracks"] >= 1
+    assert open_set["threshold"] == saved["threshold"] and open_set["novelty"]["cut"] == saved["novelty"]["cut"]
     assert (Path(outcome["report"]["dir"]) / "open_set.png").is_file()
     try:
         noise = make_non_music(tmp_path / "non-music", per_kind=2, seconds=DEMO_SECONDS,
@@ -145,15 +150,29 @@ def test_predict_decides_unknown_by_the_threshold_saved_with_the_model(
 
     table = predict()
     assert len(table) == 14 and (table["error"] == "").all()
-    clear = (table["prob_1"] - saved["threshold"]).abs() > 1e-6  # the CSV rounds to 6 decimals
-    under = table["prob_1"] < saved["threshold"]
-    assert ((table["genre"] == "unknown") == under)[clear].all()
-    assert (table.loc[~under, "genre"] == table.loc[~under, "genre_1"]).all()
-    values = sorted(set(table["prob_1"]))  # --min-confidence overrides it: a value between two files' probabilities
+    is_music = table["path"].str.startswith(str(music))
+    novel = table["novelty"].astype(float) > 1.0
+    with capsys.disabled():  # the figures, in the log
+        print(table[["path", "prob_1", "novelty"]].to_string())
+    # What the issue asks: non-music is unknown, music is not.
+    assert (table.loc[~is_music, "genre"] == "unknown").all()
+    assert novel[~is_music].all()  # by the novelty half: the CNN is sure of noise, yet it is far from its tracks
+    assert (table.loc[is_music, "genre"] != "unknown").mean() >= MUSIC_KNOWN
+    # Each half exactly as saved: unknown where the top probability is under the threshold or the novelty over 1.
+    threshold = saved["threshold"] if saved["threshold"] is not None else 0.0
+    clear = (table["prob_1"] - threshold).abs() > 1e-6  # the CSV rounds to 6 decimals
+    under = table["prob_1"] < threshold
+    assert ((table["genre"] == "unknown") == (under | novel))[clear].all()
+    assert (table.loc[~(under | novel), "genre"] == table.loc[~(under | novel), "genre_1"]).all()
+    # The flags move them: --min-confidence the probability half, --max-novelty the novelty half.
+    values = sorted(set(table["prob_1"]))
     middle = (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2 if len(values) > 1 else values[0] + 1e-3
-    again = predict("--min-confidence", f"{min(middle, 1.0):.9f}")
+    far = float(table["novelty"].astype(float).max()) + 1.0
+    again = predict("--min-confidence", f"{min(middle, 1.0):.9f}", "--max-novelty", f"{far}")
     assert ((again["genre"] == "unknown") == (again["prob_1"] < middle)).all()
-    assert (predict("--min-confidence", "0")["genre"] != "unknown").all()
+    assert (predict("--min-confidence", "0", "--max-novelty", f"{far}")["genre"] != "unknown").all()
+    only_novelty = predict("--min-confidence", "0")
+    assert ((only_novelty["genre"] == "unknown") == novel).all()
 
 
 def test_the_gate_keeps_a_worse_model_out_and_promote_by_hand_puts_it_in(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +147,36 @@ def test_model_checksum_changes_with_any_model_file(tmp_path: Path) -> None:
     assert model_audio(run) == AudioConfig()  # no audio.json: the defaults
     (run / "audio.json").write_text(AUDIO.model_dump_json())
     assert model_checksum(run) != relabelled and model_audio(run) == AUDIO
+
+
+def test_a_cnn_with_a_novelty_reference_gives_each_file_its_novelty(tmp_path: Path) -> None:
+    """Issue 23: the CNN's last hidden layer, pooled over a file's windows, against its training tracks'. The quick
+    path, the library path and a hand computation agree; the probabilities are the same as without it."""
+    from genreflow.model.cnn import cnn_representation_model
+    from genreflow.model.files import NOVELTY_FILE
+    from genreflow.model.open_set import fit_novelty
+    from genreflow.model.predict import file_windows, predict_files
+
+    folder = save_model_dir(tmp_path / "run-novel")
+    plain = load_classifier(shutil.copytree(folder, tmp_path / "run-plain"))  # the same model, no reference
+    tones = [write_tone(tmp_path / f"train{i}.wav", 2.0 + i / 2) for i in range(6)]
+    hidden = cnn_representation_model(plain.model)
+
+    def pooled(path: Path) -> np.ndarray:
+        mels, _ = file_windows(path, AUDIO)
+        return np.asarray(hidden.predict_on_batch(mels[..., None].astype(np.float32))[0]).mean(axis=0)
+
+    fit_novelty(np.stack([pooled(p) for p in tones]), np.zeros((0, 0))).save(folder / NOVELTY_FILE)
+    classifier = load_classifier(folder)
+    assert plain.novelty_reference is None and np.isnan(predict_file(plain, tones[0], AUDIO).novelty)
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, np.random.default_rng(0).uniform(-0.9, 0.9, 3 * 22050).astype(np.float32), 22050)
+    quick = {p: predict_file(classifier, p, AUDIO) for p in [tones[1], noise]}
+    library = {r.path: r for r in predict_files(classifier, [tones[1], noise], AUDIO, batch_size=4)}
+    reference = classifier.novelty_reference
+    for path, result in quick.items():
+        by_hand = float(reference.novelty(pooled(path)[None])[0])
+        assert result.novelty == pytest.approx(by_hand, rel=1e-4)
+        assert library[str(path)].novelty == pytest.approx(by_hand, rel=1e-4)
+        assert result.genres == predict_file(plain, path, AUDIO).genres  # probabilities as without the reference
+    assert quick[tones[1]].novelty <= 1.0 < quick[noise].novelty  # a training tone is inside, noise far beyond

@@ -11,7 +11,8 @@ manifest claiming a partial output, no temporary file left, the registry
 unchanged; after the space is freed the rerun completes and equals a cold build.
 The precheck (storage/space.py) refuses a stage that clearly will not fit.
 
-Mounting needs root (as in CI); elsewhere every test here skips, saying why.
+Mounting needs root (as in CI); elsewhere every test here skips, saying why, except under CI=true, where it
+fails, as the cluster tests do.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pandas as pd
@@ -40,6 +42,16 @@ PAGE = 4096
 REPO = Path(__file__).resolve().parents[2]
 
 
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def cannot(reason: str) -> NoReturn:
+    """Skip, saying why; under CI=true fail instead, so that the disk-full points are never skipped unseen."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: the disk-full tests must run)")
+    pytest.skip(reason)
+
+
 class Disk:
     """A tmpfs mounted at ``mount`` for one test, with a ballast file to fill it and free it again."""
 
@@ -50,12 +62,12 @@ class Disk:
 
     def mount_tmpfs(self, size: int) -> Disk:
         if os.geteuid() != 0:
-            pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+            cannot("mounting a tmpfs needs root (CI runs as root)")
         self.mount.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(self.mount)],
                               capture_output=True, text=True)
         if done.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+            cannot(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
         self.mounted = True
         return self
 
@@ -296,6 +308,57 @@ def test_disk_full_mid_shard(target: str, tmp_path: Path, preprocessed_root: Pat
     assert all(set(counts) == {"done"} for counts in status["stages"].values() if counts), status["stages"]
 
 
+@pytest.fixture(scope="module")
+def musicnn_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stand-in musicnn cache (random checkpoints of the real network's shapes): the embed stage's plumbing."""
+    from tests.model.musicnn_tiny import stand_in_weights_cache
+
+    return stand_in_weights_cache(tmp_path_factory.mktemp("weights"))
+
+
+def test_disk_full_mid_embed_shard(tmp_path: Path, preprocessed_root: Path, demo_dir: Path, disk: Disk,
+                                   musicnn_weights: Path, threads_cluster: str, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The embed stage (musicnn's vectors of a decoded shard) on a disk that fills just before its second
+    shard's array: the embeddings of the preprocessed root are all still to do, so only embed runs."""
+    target = "embed/train-0001"
+    used = sum(p.stat().st_size for p in preprocessed_root.rglob("*") if p.is_file())
+    disk.mount_tmpfs(used + (8 << 20))
+    root, cold = disk.mount / "root", tmp_path / "cold"
+    for folder in (root, cold):
+        shutil.copytree(preprocessed_root, folder)
+    record_decision(DataRoot(str(root)), PromotionRecord(run="run-earlier", decision="promoted", reason="by hand",
+                                                         policy="always"))
+    fired = fill_before(monkeypatch, disk, lambda path: path.endswith(f"{target}.npy"))
+
+    def preprocess(folder: Path) -> tuple[int, str]:
+        code = main(["preprocess", *cli_flags(folder, demo_dir), "--weights-dir", str(musicnn_weights),
+                     "--dask-address", threads_cluster])
+        return code, capsys.readouterr().err
+
+    code, err = preprocess(root)
+    line = one_error_line(err)
+    assert fired and code == 1, err
+    assert line == (f"genreflow: error: cannot write {root}/{target}.npy: the disk is full (no space left on "
+                    "device); free some space there and rerun: finished outputs are kept, nothing half-written is")
+    assert not (root / f"{target}.manifest.json").exists() and unsealed(root) == []
+    assert leftovers(root) == []
+    assert read_registry(DataRoot(str(root))).promoted == "run-earlier"
+
+    monkeypatch.undo()
+    disk.empty()
+    assert preprocess(root)[0] == 0
+    assert preprocess(cold)[0] == 0
+    embedded = shard_bytes(root)
+    assert embedded == shard_bytes(cold) and f"{target}.npy" in embedded
+    assert len([name for name in embedded if name.startswith("embed/")]) == 2 * len(list(root.glob("decode/*.npy")))
+    assert leftovers(root) == [] and unsealed(root) == []
+    assert read_registry(DataRoot(str(root))).promoted == "run-earlier"
+    status = collect_status(small_config(root, demo_dir, weights_dir=str(musicnn_weights), **PREPROCESS_OPTIONS))
+    assert set(status["stages"]) == {"decode", "mel", "augment", "embed"}
+    assert all(set(counts) == {"done"} for counts in status["stages"].values()), status["stages"]
+
+
 # --------------------------------------------------------------------------- the model and the report
 
 
@@ -380,6 +443,50 @@ def test_disk_full_while_the_model_and_then_the_report_are_written(
     assert decisions[0] == decisions[1] and decisions[0][-1] == (model.parent.name, "rejected")
 
 
+def test_a_full_disk_while_history_csv_is_written_keeps_it_whole(tmp_path: Path, disk: Disk) -> None:
+    """history.csv gains a row as each epoch ends. Appended, a row cut by a full disk at a page boundary could
+    leave the first digit of its epoch ("6" of "60,..."), which the resumed run read as an earlier epoch's row:
+    its history then differed from a cold run's. Here the 60th row meets a full tmpfs exactly there; the file
+    must stay as it was, and the resumed run must write a cold run's bytes. The ledger is the callback that
+    writes the file (model/train.py); 60 real epochs would only add minutes."""
+    from genreflow.model.train import _ResumeLedger, read_history
+
+    def logs(epoch: int) -> dict[str, float]:
+        # Values whose reprs are 15 or 16 characters: the 59 rows then end one byte before a page boundary.
+        width = [16 if 4 * epoch + i < 109 else 15 for i in range(4)]
+        values = [float(f"0.5{4 * epoch + i + 1:0{w - 4}d}7") for i, w in enumerate(width)]
+        return dict(zip(["accuracy", "loss", "val_accuracy", "val_loss"], values, strict=True))
+
+    def ledger_at(history: Path, done: int) -> _ResumeLedger:
+        ledger = _ResumeLedger(history, history.parent / "backup")
+        ledger.begin(done)  # as the first epoch of a (resumed) run does
+        return ledger
+
+    disk.mount_tmpfs(64 * 1024)
+    history, cold = disk.mount / "run" / "history.csv", tmp_path / "cold" / "history.csv"
+    for path in (history, cold):
+        path.parent.mkdir()
+    ledger, cold_ledger = ledger_at(history, 0), ledger_at(cold, 0)
+    for epoch in range(59):
+        ledger.on_epoch_end(epoch, logs(epoch))
+    assert history.stat().st_size == PAGE - 1
+    before = history.read_bytes()
+
+    disk.fill()
+    with pytest.raises(OSError) as raised:
+        ledger.on_epoch_end(59, logs(59))
+    assert str(disk_full_error(raised.value)).startswith(f"cannot write {history}: the disk is full")
+    assert history.read_bytes() == before and leftovers(disk.mount) == []
+
+    disk.empty()
+    resumed = ledger_at(history, 59)  # the backup holds 59 epochs: the rerun redoes the 60th
+    resumed.on_epoch_end(59, logs(59))
+    for epoch in range(60):
+        cold_ledger.on_epoch_end(epoch, logs(epoch))
+    assert history.read_bytes() == cold.read_bytes()
+    assert read_history(history)["epoch"].tolist() == list(range(1, 61))
+
+
 # --------------------------------------------------------------------------- a library prediction bucket
 
 BUCKET = re.compile(r"/predict-[^/]+/b\d+-\d+\.parquet$")  # a bucket's table (tasks/predict.py _write_bucket)
@@ -432,3 +539,60 @@ def test_disk_full_while_a_library_prediction_bucket_is_written(
     got, cold = pd.read_parquet(out), pd.read_parquet(tmp_path / "cold.parquet")
     assert len(got) == got["path"].nunique() == len(list(demo_dir.rglob("*.mp3"))) and (got["error"] == "").all()
     pd.testing.assert_frame_equal(got, cold)
+
+
+def test_a_library_prediction_that_will_not_fit_stops_before_it_starts(
+    tmp_path: Path, demo_dir: Path, disk: Disk, threads_cluster: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The precheck of ``predict LIBRARY``: with no bucket sealed in the work root it counts a floor a bucket;
+    with some sealed, their bytes a file times the files of the buckets left. Either way it refuses before a
+    bucket is written, naming the estimate; with the space freed the run completes as a cold one."""
+    from genreflow.storage.manifest import read_manifest
+    from genreflow.storage.space import BUCKET_FLOOR, human_bytes
+    from tests.model.test_export import save_model  # TensorFlow: only for this test
+
+    model = save_model(tmp_path / "models" / "run-library", "genreflow")
+
+    def predict(out: Path, work: Path) -> tuple[int, str]:
+        code = main(["predict", str(demo_dir), "--model", str(model), "--out", str(out), "--work", str(work),
+                     "--shard-size", "3", "--retries", "0", "--local-max", "0", "--dask-address", threads_cluster])
+        return code, capsys.readouterr().err
+
+    assert predict(tmp_path / "cold.parquet", tmp_path / "cold-work")[0] == 0
+    buckets = sorted((tmp_path / "cold-work").glob("predict-*/b*.manifest.json"))
+    disk.mount_tmpfs(2 << 20)
+    work, out = disk.mount / "work", tmp_path / "library.parquet"
+
+    # Nothing sealed: a floor a bucket.
+    disk.fill(leave=2 * PAGE)
+    code, err = predict(out, work)
+    line = one_error_line(err)
+    assert code == 1 and line.startswith(f"genreflow: error: {work}: not enough space for predicting: about "), err
+    floor = f"({len(buckets)} buckets x {human_bytes(BUCKET_FLOOR)} at the least)"
+    assert floor in line and "KiB free" in line and "finished outputs took" not in line
+    assert {p.name for p in work.rglob("*")} <= {".genreflow.lock"} and not out.exists()  # nothing started
+
+    # Two buckets left: at the bytes a file took in the sealed ones.
+    disk.empty()
+    shutil.rmtree(work)
+    shutil.copytree(tmp_path / "cold-work", work)
+    cold = DataRoot(str(tmp_path / "cold-work"))
+    manifests = {path: read_manifest(cold, str(path)) for path in buckets}
+    gone = buckets[:2]
+    for path in gone:
+        for file in work.glob(f"{path.parent.name}/{path.name.split('.')[0]}.*"):
+            file.unlink()
+    kept = [m for path, m in manifests.items() if path not in gone and m is not None]
+    per_file = sum(e.size for m in kept for e in m.files.values()) / sum(m.rows for m in kept)
+    files = sum(m.rows for path, m in manifests.items() if path in gone and m is not None)
+    disk.fill(leave=2 * PAGE)
+    code, err = predict(out, work)
+    line = one_error_line(err)
+    assert code == 1 and "not enough space for predicting" in line, err
+    assert f"({files} files x {human_bytes(per_file)}), as the finished outputs took" in line
+    assert not any(work.glob(f"{gone[0].parent.name}/{gone[0].name.split('.')[0]}.*")) and not out.exists()
+
+    disk.empty()
+    assert predict(out, work)[0] == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(tmp_path / "cold.parquet"))
+    assert leftovers(disk.mount) == [] and unsealed(work) == []

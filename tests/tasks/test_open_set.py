@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from genreflow.model.metrics import evaluate_predictions
-from genreflow.model.open_set import UNKNOWN
+from genreflow.model.open_set import UNKNOWN, OpenSetRule
 from genreflow.tasks.evaluate import open_set_metrics
 from genreflow.tasks.playlists import csv_table, with_decision, write_playlists
 from genreflow.tasks.predict import PredictSummary
@@ -29,12 +29,17 @@ def predictions_table(folder: Path) -> pd.DataFrame:
 
 
 def test_the_genre_column_is_unknown_under_the_threshold(tmp_path: Path) -> None:
-    table = with_decision(predictions_table(tmp_path), 0.5)
+    table = with_decision(predictions_table(tmp_path), OpenSetRule(0.5))
     assert list(table.columns[:4]) == ["path", "duration_s", "n_windows", "genre"]
     assert table["genre"].tolist() == ["Rock", "Jazz", UNKNOWN, None]
     assert table["genre_1"].tolist()[:3] == ["Rock", "Jazz", "Pop"]  # the top-k stay
-    assert with_decision(table, None)["genre"].tolist() == ["Rock", "Jazz", "Pop", None]  # an older model
-    assert with_decision(table, 0.8)["genre"].tolist() == ["Rock", UNKNOWN, UNKNOWN, None]  # --min-confidence 0.8
+    assert with_decision(table, OpenSetRule())["genre"].tolist() == ["Rock", "Jazz", "Pop", None]  # an older model
+    assert with_decision(table, OpenSetRule(0.8))["genre"].tolist() == ["Rock", UNKNOWN, UNKNOWN, None]  # 0.8
+    # the novelty half: a sure file far from the training tracks is unknown too; no column, no novelty
+    far = table.assign(novelty=[0.4, 3.0, 0.9, np.nan])
+    assert with_decision(far, OpenSetRule(0.5, 1.0))["genre"].tolist() == ["Rock", UNKNOWN, UNKNOWN, None]
+    assert with_decision(far, OpenSetRule(None, 1.0))["genre"].tolist() == ["Rock", UNKNOWN, "Pop", None]
+    assert with_decision(far, OpenSetRule(None, 5.0))["genre"].tolist() == ["Rock", "Jazz", "Pop", None]
 
     csv = csv_table(table)
     assert csv["genre"].tolist() == ["Rock", "Jazz", UNKNOWN, ""] and csv["top3"][2].startswith("Pop:0.350")
@@ -66,6 +71,16 @@ def test_coverage_and_accuracy_on_the_test_tracks() -> None:
     assert 0.7 in curve  # the saved threshold is a row of the table
     older = open_set_metrics(predictions, ["a", "b"], None)
     assert older["threshold"] is None and older["at_threshold"] is None and len(older["curve"]) == 10
+    assert "novelty" not in result  # a model without a novelty reference
+
+
+def test_the_novelty_half_on_the_test_tracks() -> None:
+    """Track 2 is sure and right but far from the training tracks: predict's whole rule leaves only track 1."""
+    predictions, _ = evaluated()
+    predictions["novelty"] = predictions["track_id"].map({1: 0.5, 2: 1.5, 3: 0.2, 4: 0.3}).astype("float32")
+    result = open_set_metrics(predictions, ["a", "b"], {"threshold": 0.7, "novelty": {"cut": 3.2}})
+    assert result["novelty"] == {"cut": 3.2, "beyond": 0.25, "rule_coverage": 0.25, "rule_accuracy": 1.0}
+    assert result["at_threshold"]["coverage"] == 0.5  # the probability half alone, as before
 
 
 def test_the_report_shows_the_open_set_section_and_metrics_json_its_numbers() -> None:
@@ -88,3 +103,12 @@ def test_the_report_shows_the_open_set_section_and_metrics_json_its_numbers() ->
     metrics["open_set"] = open_set_metrics(predictions, ["a", "b"], None)
     older = render_report("r", metrics, pd.DataFrame(), summary, {})["report.md"].decode("utf-8")
     assert "This model has no saved threshold" in older
+    assert "novelty" not in older
+    predictions["novelty"] = predictions["track_id"].map({1: 0.5, 2: 1.5, 3: 0.2, 4: 0.3}).astype("float32")
+    metrics["open_set"] = open_set_metrics(predictions, ["a", "b"], {"threshold": 0.7, "novelty": {"cut": 3.2}})
+    files = render_report("r", metrics, pd.DataFrame(), summary, {})
+    line = "Of the test tracks, 0.250 are past the cut; with both rules, as `genreflow predict` decides, coverage " \
+           "is 0.250 and the accuracy of the covered tracks 1.000."
+    assert line in files["report.md"].decode("utf-8")
+    assert "with both rules, as <code>genreflow predict</code> decides, coverage is 0.250" in \
+        files["report.html"].decode("utf-8")

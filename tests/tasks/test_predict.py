@@ -267,19 +267,21 @@ def test_buckets_carry_rows_over_when_their_count_changes(model_dir: Path, tmp_p
 
 def test_table_from_windows_rows_columns_and_types() -> None:
     probs = np.array([[0.1, 0.6, 0.2, 0.1], [0.3, 0.2, 0.4, 0.1]], dtype=np.float32)  # mean: .2 .4 .3 .1
-    results = [FileWindows("/m/a.wav", 20.5, probs), FileWindows("/m/bad.mp3", float("nan"), None, "empty file")]
+    results = [FileWindows("/m/a.wav", 20.5, probs, novelty=1.25),
+               FileWindows("/m/bad.mp3", float("nan"), None, "empty file")]
     table = table_from_windows(results, GENRES, "run-x", top_k=2, windows=True)
     assert list(table.columns) == ["path", "duration_s", "n_windows", "genre_1", "prob_1", "genre_2", "prob_2",
-                                   "model", "error"] + [f"window_prob_{g}" for g in GENRES]
+                                   "novelty", "model", "error"] + [f"window_prob_{g}" for g in GENRES]
     good, bad = table.iloc[0], table.iloc[1]
     assert (good["genre_1"], good["genre_2"], good["n_windows"], good["error"]) == ("jazz", "rock", 2, "")
     assert good["prob_1"] == pytest.approx(0.4) and good["prob_2"] == pytest.approx(0.3)
     np.testing.assert_array_equal(good["window_prob_rock"], np.array([0.2, 0.4], dtype=np.float32))
     assert pd.isna(bad["genre_1"]) and np.isnan(bad["prob_1"]) and bad["error"] == "empty file"
     assert bad["n_windows"] == 0 and bad["window_prob_jazz"] is None
+    assert good["novelty"] == 1.25 and np.isnan(bad["novelty"]) and table["novelty"].dtype == np.float32
     assert table["prob_1"].dtype == np.float32 and table["n_windows"].dtype == np.int32
-    assert list(table_from_windows(results, GENRES, "run-x", top_k=10, windows=False).columns)[-4:] == \
-        ["genre_4", "prob_4", "model", "error"]  # top-k is capped at the genres there are
+    assert list(table_from_windows(results, GENRES, "run-x", top_k=10, windows=False).columns)[-5:] == \
+        ["genre_4", "prob_4", "novelty", "model", "error"]  # top-k is capped at the genres there are
 
 
 def test_summary_counts_genres_and_failures() -> None:
