@@ -107,12 +107,12 @@ def fit_model(root: DataRoot, spec: OutputSpec, genres: list[str], stats: dict, 
 def model_open_set(model_dir: Path, train_sources: list[Any], val_sources: list[Any], genres: list[str],
                    seed: int = 0) -> tuple[dict[str, Any], bytes | None]:
     """The open-set files of the CNN in ``model_dir`` (model/open_set.py): open_set.json's record and the
-    novelty reference's bytes (None without training clips).
+    novelty reference's bytes (None with fewer than two training tracks: nothing to measure a distance to).
 
     The threshold is chosen on the validation tracks' probabilities, each track its clips' mean as evaluate
     and predict decide a track. The reference holds the training tracks' (original clips only; a seeded
     sample of them in a large collection) last hidden layer, pooled by track as predict pools a file's
-    windows; its cut is chosen on the validation tracks'.
+    windows; its cut is chosen on the validation and training tracks' distances (model/open_set.py fit_novelty).
     """
     import numpy as np
     import pandas as pd
@@ -158,7 +158,7 @@ def model_open_set(model_dir: Path, train_sources: list[Any], val_sources: list[
         if originals else set()
     train_features, _, train_index = run([replace(s, index=s.index[s.index["track_id"].astype(str).isin(kept)])
                                           for s in originals])
-    if len(train_index) < 2:
+    if train_index["track_id"].nunique() < 2:
         return record, None
     _, train_pooled = pool_clips(train_features, train_index["track_id"].astype(str).to_numpy())
     reference = fit_novelty(train_pooled, val_pooled, seed=seed)

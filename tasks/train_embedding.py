@@ -92,7 +92,8 @@ def fit_embedding_model(root: DataRoot, spec: OutputSpec, genres: list[str],
         out.write_bytes(AUDIO_FILE, audio.model_dump_json(indent=2).encode())
         record, reference = head_open_set(head, x_train, train_index, val_clips, genres, train.seed)
         out.write_json(OPEN_SET_FILE, record)
-        out.write_bytes(NOVELTY_FILE, reference)
+        if reference is not None:
+            out.write_bytes(NOVELTY_FILE, reference)
         fitted = describe_track_head(head)
         out.write_bytes(EMBEDDING_FILE, json.dumps({
             "family": "embedding", "embedder": train.embedding_model, "feature": train.embedding_feature,
@@ -107,12 +108,13 @@ def fit_embedding_model(root: DataRoot, spec: OutputSpec, genres: list[str],
 
 def head_open_set(head: Any, x_train: np.ndarray, train_index: pd.DataFrame,
                   val_clips: list[tuple[pd.DataFrame, np.ndarray]], genres: list[str], seed: int = 0
-                  ) -> tuple[dict[str, Any], bytes]:
-    """The open-set files (model/open_set.py): open_set.json's record and the novelty reference's bytes.
+                  ) -> tuple[dict[str, Any], bytes | None]:
+    """The open-set files (model/open_set.py): open_set.json's record and the novelty reference's bytes (None
+    with fewer than two training tracks).
 
     The threshold is chosen on the head's calibrated probabilities of the validation tracks' pooled clip
     embeddings, the decision predict makes of a file. The reference holds the training tracks' mean clip
-    embeddings, as predict pools a file's windows; its cut is chosen on the validation tracks'.
+    embeddings, as predict pools a file's windows; its cut is chosen on the validation and training tracks'.
     """
     from genreflow.model.open_set import fit_novelty, novelty_record, open_set_record
     from genreflow.model.track_head import pool_clips
@@ -129,6 +131,8 @@ def head_open_set(head: Any, x_train: np.ndarray, train_index: pd.DataFrame,
         _, val_pooled = pool_clips(np.asarray(x_val, np.float64), track_ids)
     else:
         record = open_set_record(np.zeros((0, len(genres))), np.zeros(0, int))
+    if len(train_pooled) < 2:
+        return record, None
     reference = fit_novelty(train_pooled, val_pooled, seed=seed)
     return {**record, "novelty": novelty_record(reference, val_pooled)}, reference.to_bytes()
 
