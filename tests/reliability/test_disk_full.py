@@ -180,6 +180,17 @@ def unsealed(root: Path) -> list[str]:
     return bad
 
 
+def assert_shard_stopped_whole(root: Path, target: str, err: str) -> None:
+    """A run stopped by a full disk at ``target``'s array: one line naming it, no manifest claiming it, nothing
+    unsealed or half-written left, and the earlier promoted model still promoted."""
+    assert one_error_line(err) == (
+        f"genreflow: error: cannot write {root}/{target}.npy: the disk is full (no space left on device); free "
+        "some space there and rerun: finished outputs are kept, nothing half-written is")
+    assert not (root / f"{target}.manifest.json").exists() and unsealed(root) == []
+    assert leftovers(root) == []
+    assert read_registry(DataRoot(str(root))).promoted == "run-earlier"
+
+
 # --------------------------------------------------------------------------- the one translation, unit level
 
 
@@ -291,13 +302,8 @@ def test_disk_full_mid_shard(target: str, tmp_path: Path, preprocessed_root: Pat
 
     code = main(["preprocess", *flags])
 
-    line = one_error_line(capsys.readouterr().err)
     assert fired and code == 1
-    assert line == (f"genreflow: error: cannot write {root}/{target}.npy: the disk is full (no space left on "
-                    "device); free some space there and rerun: finished outputs are kept, nothing half-written is")
-    assert not (root / f"{target}.manifest.json").exists() and unsealed(root) == []
-    assert leftovers(root) == []
-    assert read_registry(DataRoot(str(root))).promoted == "run-earlier"
+    assert_shard_stopped_whole(root, target, capsys.readouterr().err)
 
     monkeypatch.undo()
     disk.empty()
@@ -337,13 +343,8 @@ def test_disk_full_mid_embed_shard(tmp_path: Path, preprocessed_root: Path, demo
         return code, capsys.readouterr().err
 
     code, err = preprocess(root)
-    line = one_error_line(err)
     assert fired and code == 1, err
-    assert line == (f"genreflow: error: cannot write {root}/{target}.npy: the disk is full (no space left on "
-                    "device); free some space there and rerun: finished outputs are kept, nothing half-written is")
-    assert not (root / f"{target}.manifest.json").exists() and unsealed(root) == []
-    assert leftovers(root) == []
-    assert read_registry(DataRoot(str(root))).promoted == "run-earlier"
+    assert_shard_stopped_whole(root, target, err)
 
     monkeypatch.undo()
     disk.empty()
